@@ -1,0 +1,53 @@
+# Set-up and entry points of lma_mmseg. Every target sets up what it needs
+# into .venv, idempotently: a second run only checks and returns.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+SHARED_WHEELS ?= ../shared/wheels
+TORCH_VERSION := 2.13.0
+MMCV_VERSION := 2.1.0
+MMENGINE_VERSION := 0.10.7
+MMSEG_VERSION := 1.2.2
+DEPS_STAMP := $(VENV)/.deps-installed
+PKG_STAMP := $(VENV)/.pkg-installed
+EXT_SOURCES := setup.py setup.cfg pyproject.toml $(shell find lma_mmseg/ops/csrc -type f 2>/dev/null)
+FIND_LINKS := $(if $(wildcard $(SHARED_WHEELS)/*.whl),--find-links $(SHARED_WHEELS),)
+PYTEST_ARGS ?=
+
+.PHONY: install deps test demo clean-venv
+
+install: $(PKG_STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Third-party stack. torch is only installed when the venv has none.
+# mmcv comes from a prebuilt wheel in $(SHARED_WHEELS) when one fits;
+# otherwise pip builds the PyPI sdist with its ops (about 15 min on 2 cores).
+$(DEPS_STAMP): | $(PY)
+	$(PIP) install -q --upgrade pip "setuptools>=77,<81" wheel ninja
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==$(TORCH_VERSION)
+	$(PIP) install mmengine==$(MMENGINE_VERSION)
+	MMCV_WITH_OPS=1 MAX_JOBS=$$(nproc) $(PIP) install --no-build-isolation $(FIND_LINKS) mmcv==$(MMCV_VERSION)
+	$(PIP) install mmsegmentation==$(MMSEG_VERSION) ftfy regex
+	$(PY) -c "import torch, mmcv.ops, mmengine, mmseg; print('torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmseg', mmseg.__version__)"
+	touch $@
+
+deps: $(DEPS_STAMP)
+
+# This package, editable, with its compiled extension lma_mmseg._ext.
+$(PKG_STAMP): $(DEPS_STAMP) $(EXT_SOURCES)
+	$(PIP) install --no-build-isolation -e ".[tests]"
+	$(PY) -c "import lma_mmseg, lma_mmseg._ext; print('lma_mmseg', lma_mmseg.__version__)"
+	touch $@
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) tools/demo.py
+
+clean-venv:
+	rm -rf $(VENV)
