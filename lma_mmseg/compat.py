@@ -40,7 +40,7 @@ def _history_buffer_getattr(obj, name):
 
 
 def _numpy_globals():
-    """numpy globals of pickled arrays, scalars and dtypes.
+    """numpy globals of pickled numeric arrays, scalars and dtypes.
 
     Each is registered under the module path numpy 2 pickles it with
     (``numpy._core``) and the one numpy 1 used (``numpy.core``), so
@@ -51,6 +51,14 @@ def _numpy_globals():
     except AttributeError:  # numpy < 2
         multiarray = np.core.multiarray
     entries = [(np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype')]
+    # numpy >= 1.25 builds each dtype as an instance of its own class
+    # (numpy.dtypes.Float64DType, ...); the unpickler checks that class.
+    # Numeric and boolean dtypes only: no object or void dtypes.
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        for code in '?bhilqBHILQefdgFDG':
+            cls = type(np.dtype(code))
+            entries.append((cls, f'numpy.dtypes.{cls.__name__}'))
     for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
         entries.append((multiarray._reconstruct, f'{module}._reconstruct'))
         entries.append((multiarray.scalar, f'{module}.scalar'))
