@@ -1,0 +1,439 @@
+"""Local memory attention: Python API, autograd Functions and reference.
+
+For every query pixel ``(y, x)`` of the current frame the op looks at a
+``window x window`` neighbourhood centred on the same position in each of the
+``T`` memory frames. Window slot ``s = i * window + j`` (``i, j`` in
+``[0, window)``) has the offset::
+
+    dy = (i - window // 2) * dilation,  dx = (j - window // 2) * dilation
+
+and the correlation is::
+
+    corr[b, t, s, y, x] = sum_c q[b, c, y, x] * k[b, t, c, y + dy, x + dx]
+
+(0 where ``(y + dy, x + dx)`` is outside the map). :func:`local_attention`
+takes ``logits = scale * corr``, runs ONE softmax per query pixel jointly over
+all ``T * window * window`` slots and returns the attention-weighted sum of the
+memory values at the same offsets. With ``padding='zeros'`` (Paul et al.,
+IROS 2021) an outside position takes part in the softmax with logit 0 and
+value 0; with ``padding='mask'`` it is excluded from the softmax.
+
+The layers follow NATTEN's and mmcv's: :func:`local_attention_reference` is a
+plain PyTorch implementation that defines the semantics, the autograd
+Functions wrap the compiled kernels of ``lma_mmseg._ext`` (CPU, and CUDA when
+the extension was built with ``FORCE_CUDA=1`` or on a CUDA machine), and
+:func:`local_attention`, :func:`local_correlation` and
+:func:`local_aggregation` are the entry points. The fused
+:func:`local_attention` never materialises the ``(B, T * window**2, H, W)``
+attention in forward; it keeps one log-sum-exp per query pixel for backward.
+"""
+import math
+import numbers
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+
+__all__ = [
+    'local_attention', 'local_attention_reference', 'local_correlation',
+    'local_aggregation', 'local_correlation_reference',
+    'local_aggregation_reference'
+]
+
+_PADDINGS = ('zeros', 'mask')
+_CPU_DTYPES = (torch.float32, torch.float64)
+_CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+_ext = None
+
+
+def _load_ext():
+    """Import the compiled extension lazily, with a useful error."""
+    global _ext
+    if _ext is None:
+        try:
+            from lma_mmseg import _ext as ext
+        except ImportError as e:
+            raise ImportError(
+                'lma_mmseg._ext (the compiled local attention kernels) is not '
+                'built. Build it with `python setup.py build_ext --inplace` '
+                '(add FORCE_CUDA=1 for the CUDA kernels) or `pip install -e '
+                f'.` in the repository root. Original error: {e}') from e
+        _ext = ext
+    return _ext
+
+
+# --------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------
+def _shape(t: torch.Tensor) -> str:
+    return 'x'.join(str(s) for s in t.shape) if t.dim() else '()'
+
+
+def _describe(**tensors) -> str:
+    return ', '.join(f'{name} {tuple(t.shape)} {t.dtype} on {t.device}'
+                     for name, t in tensors.items())
+
+
+def _check_window(window, dilation) -> Tuple[int, int]:
+    if isinstance(window, bool) or not isinstance(window, numbers.Integral):
+        raise ValueError(
+            f'window must be an odd int >= 1, got {window!r} '
+            f'({type(window).__name__})')
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f'window must be an odd int >= 1, got {window}')
+    if (isinstance(dilation, bool)
+            or not isinstance(dilation, numbers.Integral)):
+        raise ValueError(f'dilation must be an int >= 1, got {dilation!r} '
+                         f'({type(dilation).__name__})')
+    if dilation < 1:
+        raise ValueError(f'dilation must be an int >= 1, got {dilation}')
+    return int(window), int(dilation)
+
+
+def _check_tensors(names_dims, **tensors):
+    """Check types, ranks, positive sizes, one device and one dtype."""
+    for name, dim in names_dims:
+        t = tensors[name]
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(
+                f'{name} must be a torch.Tensor, got {type(t).__name__}')
+        if t.dim() != dim:
+            raise ValueError(
+                f'{name} must be a {dim}-D tensor, got shape '
+                f'{tuple(t.shape)} ({_describe(**tensors)})')
+        if not t.is_floating_point():
+            raise ValueError(f'{name} must be a floating point tensor, got '
+                             f'{t.dtype} ({_describe(**tensors)})')
+        if t.numel() == 0:
+            raise ValueError(f'every size of {name} must be positive, got '
+                             f'shape {tuple(t.shape)} '
+                             f'({_describe(**tensors)})')
+    first = names_dims[0][0]
+    for name, _ in names_dims[1:]:
+        if tensors[name].device != tensors[first].device:
+            raise ValueError(
+                f'{first} and {name} must be on the same device: '
+                f'{_describe(**tensors)}')
+        if tensors[name].dtype != tensors[first].dtype:
+            raise ValueError(f'{first} and {name} must have the same dtype: '
+                             f'{_describe(**tensors)}')
+
+
+def _check_qkv(q, k, v=None):
+    """Check q (B, C, H, W), k (B, T, C, H, W) and v (B, T, Cv, H, W)."""
+    tensors = dict(q=q, k=k) if v is None else dict(q=q, k=k, v=v)
+    dims = [('q', 4), ('k', 5)] + ([] if v is None else [('v', 5)])
+    if isinstance(k, torch.Tensor) and k.dim() == 5 and k.shape[1] == 0:
+        raise ValueError('the number of memory frames T (dim 1 of k) must '
+                         f'be >= 1, got {_describe(**tensors)}')
+    _check_tensors(dims, **tensors)
+    B, C, H, W = q.shape
+    if (k.shape[0] != B or k.shape[2] != C or tuple(k.shape[3:]) != (H, W)):
+        raise ValueError(
+            'k must have shape (B, T, C, H, W) = (%d, T, %d, %d, %d) to '
+            'match q (B, C, H, W), got q %s and k %s' %
+            (B, C, H, W, tuple(q.shape), tuple(k.shape)))
+    if v is not None and (tuple(v.shape[:2]) != tuple(k.shape[:2])
+                          or tuple(v.shape[3:]) != (H, W)):
+        raise ValueError(
+            'v must have shape (B, T, Cv, H, W) = (%d, %d, Cv, %d, %d) to '
+            'match q %s and k %s, got v %s' %
+            (B, k.shape[1], H, W, tuple(q.shape), tuple(k.shape),
+             tuple(v.shape)))
+
+
+def _check_attn_v(attn, v, window):
+    """Check attn (B, T, window**2, H, W) against v (B, T, Cv, H, W)."""
+    if (isinstance(attn, torch.Tensor) and attn.dim() == 5
+            and attn.shape[1] == 0):
+        raise ValueError('the number of memory frames T (dim 1 of attn) '
+                         f'must be >= 1, got attn {tuple(attn.shape)}')
+    _check_tensors([('attn', 5), ('v', 5)], attn=attn, v=v)
+    B, T, S, H, W = attn.shape
+    if S != window * window:
+        raise ValueError(
+            f'attn must have window * window = {window * window} slots in '
+            f'dim 2 for window={window}, got attn {tuple(attn.shape)}')
+    if (v.shape[0] != B or v.shape[1] != T or tuple(v.shape[3:]) != (H, W)):
+        raise ValueError(
+            'v must have shape (B, T, Cv, H, W) = (%d, %d, Cv, %d, %d) to '
+            'match attn (B, T, S, H, W) %s, got v %s' %
+            (B, T, H, W, tuple(attn.shape), tuple(v.shape)))
+
+
+def _check_scale_padding(scale, padding) -> Tuple[float, bool]:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise ValueError(
+            f'scale must be a real number, got {scale!r} '
+            f'({type(scale).__name__})')
+    if not math.isfinite(float(scale)):
+        raise ValueError(f'scale must be finite, got {scale}')
+    if padding not in _PADDINGS:
+        raise ValueError(
+            f'padding must be one of {_PADDINGS}, got {padding!r}')
+    return float(scale), padding == 'mask'
+
+
+def _check_kernel_device(t: torch.Tensor):
+    """Check that the compiled kernels can run on the device/dtype of t."""
+    if t.device.type == 'cuda':
+        if not _load_ext().with_cuda():
+            raise RuntimeError(
+                'lma_mmseg._ext was built without CUDA kernels, but the '
+                f'inputs are on {t.device}. Rebuild it with CUDA: '
+                '`FORCE_CUDA=1 python setup.py build_ext --inplace` (or '
+                '`FORCE_CUDA=1 pip install -e .`) on a machine with the '
+                'CUDA toolkit (CUDA_HOME set).')
+        if t.dtype not in _CUDA_DTYPES:
+            raise ValueError(f'local attention on CUDA supports '
+                             f'{_CUDA_DTYPES}, got {t.dtype}')
+    elif t.device.type == 'cpu':
+        if t.dtype not in _CPU_DTYPES:
+            raise ValueError(f'local attention on CPU supports '
+                             f'{_CPU_DTYPES}, got {t.dtype}')
+    else:
+        raise ValueError('local attention has kernels for CPU and CUDA '
+                         f'tensors only, got a tensor on {t.device}')
+
+
+# --------------------------------------------------------------------------
+# pure PyTorch reference
+# --------------------------------------------------------------------------
+def _unfold_frames(x: torch.Tensor, window: int, dilation: int):
+    """(B, T, C, H, W) -> (B, T, C, S, H, W) neighbourhoods, zero padded."""
+    B, T, C, H, W = x.shape
+    pad = (window // 2) * dilation
+    cols = F.unfold(
+        x.reshape(B * T, C, H, W),
+        kernel_size=window,
+        dilation=dilation,
+        padding=pad)
+    return cols.view(B, T, C, window * window, H, W)
+
+
+def _inside_mask(H, W, window, dilation, device) -> torch.Tensor:
+    """(S, H, W) bool: whether slot s of pixel (y, x) is inside the map."""
+    ones = torch.ones(1, 1, 1, H, W, device=device)
+    return _unfold_frames(ones, window, dilation)[0, 0, 0] > 0.5
+
+
+def local_correlation_reference(q: torch.Tensor,
+                                k: torch.Tensor,
+                                window: int = 21,
+                                dilation: int = 1) -> torch.Tensor:
+    """Pure PyTorch :func:`local_correlation` (memory hungry).
+
+    Returns:
+        Tensor: corr (B, T, window * window, H, W).
+    """
+    window, dilation = _check_window(window, dilation)
+    _check_qkv(q, k)
+    k_cols = _unfold_frames(k, window, dilation)  # (B, T, C, S, H, W)
+    return torch.einsum('bchw,btcshw->btshw', q, k_cols)
+
+
+def local_aggregation_reference(attn: torch.Tensor,
+                                v: torch.Tensor,
+                                window: int = 21,
+                                dilation: int = 1) -> torch.Tensor:
+    """Pure PyTorch :func:`local_aggregation` (memory hungry).
+
+    Returns:
+        Tensor: out (B, Cv, H, W).
+    """
+    window, dilation = _check_window(window, dilation)
+    _check_attn_v(attn, v, window)
+    v_cols = _unfold_frames(v, window, dilation)  # (B, T, Cv, S, H, W)
+    return torch.einsum('btshw,btcshw->bchw', attn, v_cols)
+
+
+def local_attention_reference(q: torch.Tensor,
+                              k: torch.Tensor,
+                              v: torch.Tensor,
+                              window: int = 21,
+                              dilation: int = 1,
+                              scale: float = 1.0,
+                              padding: str = 'zeros') -> torch.Tensor:
+    """Pure PyTorch local memory attention; defines the op's semantics.
+
+    It materialises the neighbourhoods of every key and value
+    (``T * window**2`` copies of k and v), so it needs a lot of memory; it is
+    meant for tests and benchmarks. Arguments and result are those of
+    :func:`local_attention`. It runs on any device and floating dtype.
+    """
+    window, dilation = _check_window(window, dilation)
+    _check_qkv(q, k, v)
+    scale, mask_padding = _check_scale_padding(scale, padding)
+    B, T, _, H, W = k.shape
+    S = window * window
+    logits = local_correlation_reference(q, k, window, dilation) * scale
+    if mask_padding:
+        inside = _inside_mask(H, W, window, dilation, q.device)
+        logits = logits.masked_fill(~inside, float('-inf'))
+    # one softmax jointly over the T * S slots of every query pixel
+    attn = logits.reshape(B, T * S, H, W).softmax(dim=1)
+    return local_aggregation_reference(
+        attn.view(B, T, S, H, W), v, window, dilation)
+
+
+# --------------------------------------------------------------------------
+# autograd Functions over the compiled kernels
+# --------------------------------------------------------------------------
+class LocalAttentionFunction(Function):
+    """Fused local memory attention (compiled forward and backward)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, window, dilation, scale, mask_padding):
+        ext = _load_ext()
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        out, lse = ext.local_attention_forward(q, k, v, window, dilation,
+                                               scale, mask_padding)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.window, ctx.dilation = window, dilation
+        ctx.scale, ctx.mask_padding = scale, mask_padding
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        q, k, v, out, lse = ctx.saved_tensors
+        grad_q, grad_k, grad_v = _load_ext().local_attention_backward(
+            grad_out.contiguous(), q, k, v, out, lse, ctx.window,
+            ctx.dilation, ctx.scale, ctx.mask_padding)
+        return grad_q, grad_k, grad_v, None, None, None, None
+
+
+class LocalCorrelationFunction(Function):
+    """Unfused local correlation (compiled forward and backward)."""
+
+    @staticmethod
+    def forward(ctx, q, k, window, dilation):
+        q, k = q.contiguous(), k.contiguous()
+        corr = _load_ext().local_correlation_forward(q, k, window, dilation)
+        ctx.save_for_backward(q, k)
+        ctx.window, ctx.dilation = window, dilation
+        return corr
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_corr):
+        q, k = ctx.saved_tensors
+        grad_q, grad_k = _load_ext().local_correlation_backward(
+            grad_corr.contiguous(), q, k, ctx.window, ctx.dilation)
+        return grad_q, grad_k, None, None
+
+
+class LocalAggregationFunction(Function):
+    """Unfused local aggregation (compiled forward and backward)."""
+
+    @staticmethod
+    def forward(ctx, attn, v, window, dilation):
+        attn, v = attn.contiguous(), v.contiguous()
+        out = _load_ext().local_aggregation_forward(attn, v, window, dilation)
+        ctx.save_for_backward(attn, v)
+        ctx.window, ctx.dilation = window, dilation
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        attn, v = ctx.saved_tensors
+        grad_attn, grad_v = _load_ext().local_aggregation_backward(
+            grad_out.contiguous(), attn, v, ctx.window, ctx.dilation)
+        return grad_attn, grad_v, None, None
+
+
+# --------------------------------------------------------------------------
+# entry points
+# --------------------------------------------------------------------------
+def local_attention(q: torch.Tensor,
+                    k: torch.Tensor,
+                    v: torch.Tensor,
+                    window: int = 21,
+                    dilation: int = 1,
+                    scale: float = 1.0,
+                    padding: str = 'zeros') -> torch.Tensor:
+    """Fused local memory attention (compiled kernels).
+
+    Args:
+        q (Tensor): queries of the current frame, (B, C, H, W).
+        k (Tensor): keys of the T memory frames, (B, T, C, H, W).
+        v (Tensor): values of the T memory frames, (B, T, Cv, H, W).
+        window (int): odd side P of the P x P window. Default: 21.
+        dilation (int): spacing of the window positions, >= 1. Default: 1.
+        scale (float): factor on the dot products before the softmax.
+            Default: 1.0 (no scaling, as in the paper).
+        padding (str): ``'zeros'``: positions outside the map take part in
+            the softmax with logit 0 and value 0 (the paper); ``'mask'``:
+            they are left out of the softmax. Default: ``'zeros'``.
+
+    Returns:
+        Tensor: (B, Cv, H, W), the attention read-out; one softmax per query
+        pixel runs jointly over all ``T * window * window`` slots.
+
+    Inputs may have any strides. Float32/float64 on CPU; float32, float16
+    and bfloat16 (float32 accumulation) on CUDA. Differentiable in q, k, v.
+    """
+    window, dilation = _check_window(window, dilation)
+    _check_qkv(q, k, v)
+    scale, mask_padding = _check_scale_padding(scale, padding)
+    _check_kernel_device(q)
+    if not hasattr(_load_ext(), 'local_attention_forward'):  # TEMPORARY
+        return local_attention_reference(q, k, v, window, dilation, scale,
+                                         padding)
+    return LocalAttentionFunction.apply(q, k, v, window, dilation, scale,
+                                        mask_padding)
+
+
+def local_correlation(q: torch.Tensor,
+                      k: torch.Tensor,
+                      window: int = 21,
+                      dilation: int = 1) -> torch.Tensor:
+    """Local correlation of queries with memory keys (compiled kernels).
+
+    Args:
+        q (Tensor): (B, C, H, W).
+        k (Tensor): (B, T, C, H, W).
+        window (int): odd window side P. Default: 21.
+        dilation (int): window spacing, >= 1. Default: 1.
+
+    Returns:
+        Tensor: corr (B, T, window * window, H, W) with
+        ``corr[b, t, i * window + j, y, x] = <q[b, :, y, x],
+        k[b, t, :, y + dy, x + dx]>`` and 0 outside the map.
+        Differentiable in q and k.
+    """
+    window, dilation = _check_window(window, dilation)
+    _check_qkv(q, k)
+    _check_kernel_device(q)
+    if not hasattr(_load_ext(), 'local_correlation_forward'):  # TEMPORARY
+        return local_correlation_reference(q, k, window, dilation)
+    return LocalCorrelationFunction.apply(q, k, window, dilation)
+
+
+def local_aggregation(attn: torch.Tensor,
+                      v: torch.Tensor,
+                      window: int = 21,
+                      dilation: int = 1) -> torch.Tensor:
+    """Weighted sum of memory values over local windows (compiled kernels).
+
+    Args:
+        attn (Tensor): weights (B, T, window * window, H, W).
+        v (Tensor): (B, T, Cv, H, W).
+        window (int): odd window side P. Default: 21.
+        dilation (int): window spacing, >= 1. Default: 1.
+
+    Returns:
+        Tensor: (B, Cv, H, W), ``sum_{t, s} attn[b, t, s, y, x] *
+        v[b, t, :, y + dy, x + dx]`` (0 outside the map). Differentiable in
+        attn and v.
+    """
+    window, dilation = _check_window(window, dilation)
+    _check_attn_v(attn, v, window)
+    _check_kernel_device(attn)
+    if not hasattr(_load_ext(), 'local_aggregation_forward'):  # TEMPORARY
+        return local_aggregation_reference(attn, v, window, dilation)
+    return LocalAggregationFunction.apply(attn, v, window, dilation)
