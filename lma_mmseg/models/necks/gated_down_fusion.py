@@ -1,0 +1,100 @@
+"""Gated fusion through a bottleneck (PSPNet variant)."""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmengine.model import BaseModule
+from mmseg.registry import MODELS
+from mmseg.utils import ConfigType, OptMultiConfig
+from torch import Tensor
+
+from .utils import check_fusion_inputs, check_positive_int
+
+
+@MODELS.register_module()
+class GatedDownFusion(BaseModule):
+    """Gated fusion through a ``channels``-wide bottleneck (PSPNet).
+
+    The "second attention" of Local Memory Attention for wide features such
+    as ResNet-D8 layer4 (2048 channels)::
+
+        d   = ReLU(BN(conv1x1_q(query) + conv1x1_m(memory)))  # (B, C, H, W)
+        out = query * sigmoid(up_q(d)) + memory * sigmoid(up_m(d))
+        out = ReLU(BN(out))                                     # (B, Cout, H, W)
+
+    ``up_q`` and ``up_m`` are two distinct 1x1 up-projections from the
+    bottleneck back to the input width. The gates multiply the inputs
+    channel-wise, so ``query_channels`` must equal ``memory_channels``. When
+    ``out_channels`` differs from them, a bias-free 1x1 projection maps the
+    gated sum to ``out_channels`` before the final BN and ReLU.
+
+    Args:
+        query_channels (int): Channels of the current frame's value.
+        memory_channels (int): Channels of the memory read-out (equal to
+            ``query_channels``).
+        out_channels (int): Channels ``Cout`` of the fused output.
+        channels (int): Bottleneck width ``C``. Defaults to 256.
+        norm_cfg (dict): Normalisation layers. Defaults to ``dict(type='BN',
+            requires_grad=True)``.
+        act_cfg (dict): Activation layers. Defaults to ``dict(type='ReLU')``.
+        init_cfg (dict or list[dict], optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 query_channels: int,
+                 memory_channels: int,
+                 out_channels: int,
+                 channels: int = 256,
+                 norm_cfg: ConfigType = dict(type='BN', requires_grad=True),
+                 act_cfg: ConfigType = dict(type='ReLU'),
+                 init_cfg: OptMultiConfig = None):
+        super().__init__(init_cfg=init_cfg)
+        name = type(self).__name__
+        self.query_channels = check_positive_int(query_channels,
+                                                 'query_channels', name)
+        self.memory_channels = check_positive_int(memory_channels,
+                                                  'memory_channels', name)
+        self.out_channels = check_positive_int(out_channels, 'out_channels',
+                                               name)
+        self.channels = check_positive_int(channels, 'channels', name)
+        if query_channels != memory_channels:
+            raise ValueError(
+                f'{name}: the gates multiply channel-wise, so '
+                f'`query_channels` ({query_channels}) must equal '
+                f'`memory_channels` ({memory_channels})')
+        self.query_down = nn.Conv2d(query_channels, channels, 1, bias=False)
+        self.memory_down = nn.Conv2d(
+            memory_channels, channels, 1, bias=False)
+        self.down_norm = build_norm_layer(norm_cfg, channels)[1]
+        self.down_act = build_activation_layer(act_cfg)
+        self.query_up = nn.Conv2d(channels, query_channels, 1)
+        self.memory_up = nn.Conv2d(channels, memory_channels, 1)
+        if out_channels != query_channels:
+            self.out_proj = nn.Conv2d(
+                query_channels, out_channels, 1, bias=False)
+        else:
+            self.out_proj = nn.Identity()
+        self.out_norm = build_norm_layer(norm_cfg, out_channels)[1]
+        self.out_act = build_activation_layer(act_cfg)
+
+    def forward(self, query: Tensor, memory: Optional[Tensor]) -> Tensor:
+        """Fuse the current frame with the memory read-out.
+
+        Args:
+            query (Tensor): Value of the current frame, (B, Cq, H, W).
+            memory (Tensor, optional): Memory read-out, (B, Cm, H, W).
+                None means an empty memory: a zero read-out is used.
+
+        Returns:
+            Tensor: Fused features, (B, Cout, H, W).
+        """
+        if memory is None:
+            memory = torch.zeros_like(query)
+        check_fusion_inputs(type(self).__name__, query, memory,
+                            self.query_channels, self.memory_channels)
+        down = self.down_act(
+            self.down_norm(self.query_down(query) + self.memory_down(memory)))
+        out = (query * torch.sigmoid(self.query_up(down)) +
+               memory * torch.sigmoid(self.memory_up(down)))
+        return self.out_act(self.out_norm(self.out_proj(out)))

@@ -1,0 +1,138 @@
+"""Gated fusion of the current frame with the memory read-out (ERFNet)."""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmengine.model import BaseModule
+from mmseg.registry import MODELS
+from mmseg.utils import ConfigType, OptMultiConfig
+from torch import Tensor
+
+from .utils import check_fusion_inputs, check_positive_int
+
+
+@MODELS.register_module()
+class GatedFusion(BaseModule):
+    """Gated fusion of the query value and the memory read-out (ERFNet).
+
+    The "second attention" of Local Memory Attention for ERFNet::
+
+        q' = ReLU(Dropout2d(BN(query)))          # (B, Cq, H, W)
+        m' = ReLU(Dropout2d(BN(memory)))         # (B, Cm, H, W)
+        g1 = sigmoid(conv3x3_1(cat(q', m')))     # (B, G, H, W)
+        g2 = sigmoid(conv3x3_2(cat(q', m')))     # (B, G, H, W)
+        out = ReLU(BN(conv_q(q') * g1 + conv_m(m') * g2))   # (B, Cout, H, W)
+
+    ``conv_q`` and ``conv_m`` are bias-free projections to ``out_channels``
+    (the following BN makes a bias redundant). ``G`` (``gate_channels``) is
+    1 by default: one weight per pixel and branch, broadcast over the
+    channels; ``gate_channels=out_channels`` gives one weight per channel.
+
+    Args:
+        query_channels (int): Channels ``Cq`` of the current frame's value.
+        memory_channels (int): Channels ``Cm`` of the memory read-out.
+        out_channels (int): Channels ``Cout`` of the fused output.
+        dropout_ratio (float): Probability of ``Dropout2d`` on both inputs.
+            Defaults to 0.3.
+        gate_channels (int): Channels of each gate, 1 or ``out_channels``.
+            Defaults to 1.
+        gate_kernel_size (int): Kernel size of the gate convolutions (odd).
+            Defaults to 3.
+        proj_kernel_size (int): Kernel size of the projections ``conv_q``
+            and ``conv_m`` (odd). Defaults to 1.
+        norm_cfg (dict): Normalisation layers. Defaults to ``dict(type='BN',
+            requires_grad=True)``.
+        act_cfg (dict): Activation layers. Defaults to ``dict(type='ReLU')``.
+        init_cfg (dict or list[dict], optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 query_channels: int,
+                 memory_channels: int,
+                 out_channels: int,
+                 dropout_ratio: float = 0.3,
+                 gate_channels: int = 1,
+                 gate_kernel_size: int = 3,
+                 proj_kernel_size: int = 1,
+                 norm_cfg: ConfigType = dict(type='BN', requires_grad=True),
+                 act_cfg: ConfigType = dict(type='ReLU'),
+                 init_cfg: OptMultiConfig = None):
+        super().__init__(init_cfg=init_cfg)
+        name = type(self).__name__
+        self.query_channels = check_positive_int(query_channels,
+                                                 'query_channels', name)
+        self.memory_channels = check_positive_int(memory_channels,
+                                                  'memory_channels', name)
+        self.out_channels = check_positive_int(out_channels, 'out_channels',
+                                               name)
+        check_positive_int(gate_kernel_size, 'gate_kernel_size', name)
+        check_positive_int(proj_kernel_size, 'proj_kernel_size', name)
+        if gate_kernel_size % 2 == 0 or proj_kernel_size % 2 == 0:
+            raise ValueError(f'{name}: kernel sizes must be odd, got '
+                             f'gate_kernel_size={gate_kernel_size}, '
+                             f'proj_kernel_size={proj_kernel_size}')
+        if gate_channels not in (1, out_channels):
+            raise ValueError(f'{name}: `gate_channels` must be 1 or '
+                             f'out_channels={out_channels}, got '
+                             f'{gate_channels!r}')
+        if not 0.0 <= float(dropout_ratio) < 1.0:
+            raise ValueError(f'{name}: `dropout_ratio` must be in [0, 1), '
+                             f'got {dropout_ratio!r}')
+        self.dropout_ratio = float(dropout_ratio)
+        self.gate_channels = gate_channels
+
+        def pre(channels: int) -> nn.Sequential:
+            return nn.Sequential(
+                build_norm_layer(norm_cfg, channels)[1],
+                nn.Dropout2d(self.dropout_ratio),
+                build_activation_layer(act_cfg))
+
+        self.query_pre = pre(query_channels)
+        self.memory_pre = pre(memory_channels)
+        cat_channels = query_channels + memory_channels
+        gate_pad = gate_kernel_size // 2
+        self.query_gate = nn.Conv2d(
+            cat_channels, gate_channels, gate_kernel_size, padding=gate_pad)
+        self.memory_gate = nn.Conv2d(
+            cat_channels, gate_channels, gate_kernel_size, padding=gate_pad)
+        proj_pad = proj_kernel_size // 2
+        self.query_proj = nn.Conv2d(
+            query_channels,
+            out_channels,
+            proj_kernel_size,
+            padding=proj_pad,
+            bias=False)
+        self.memory_proj = nn.Conv2d(
+            memory_channels,
+            out_channels,
+            proj_kernel_size,
+            padding=proj_pad,
+            bias=False)
+        self.out_norm = build_norm_layer(norm_cfg, out_channels)[1]
+        self.out_act = build_activation_layer(act_cfg)
+
+    def forward(self, query: Tensor, memory: Optional[Tensor]) -> Tensor:
+        """Fuse the current frame with the memory read-out.
+
+        Args:
+            query (Tensor): Value of the current frame, (B, Cq, H, W).
+            memory (Tensor, optional): Memory read-out, (B, Cm, H, W).
+                None means an empty memory: a zero read-out is used.
+
+        Returns:
+            Tensor: Fused features, (B, Cout, H, W).
+        """
+        if memory is None:
+            memory = query.new_zeros(
+                (query.shape[0], self.memory_channels, *query.shape[2:]))
+        check_fusion_inputs(type(self).__name__, query, memory,
+                            self.query_channels, self.memory_channels)
+        query = self.query_pre(query)
+        memory = self.memory_pre(memory)
+        both = torch.cat([query, memory], dim=1)
+        query_gate = torch.sigmoid(self.query_gate(both))
+        memory_gate = torch.sigmoid(self.memory_gate(both))
+        out = (self.query_proj(query) * query_gate +
+               self.memory_proj(memory) * memory_gate)
+        return self.out_act(self.out_norm(out))

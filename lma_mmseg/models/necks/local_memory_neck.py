@@ -1,0 +1,289 @@
+"""The Local Memory Attention module, as a segmentor neck."""
+import numbers
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+from mmseg.registry import MODELS
+from mmseg.utils import ConfigType, OptMultiConfig
+from torch import Tensor
+
+from .utils import check_positive_int
+
+Memory = Tuple[Tensor, Tensor]
+Features = Union[Tensor, Sequence[Tensor]]
+
+PADDING_MODES = ('zeros', 'mask')
+
+
+def _local_attention(*args, **kwargs) -> Tensor:
+    """Call :func:`lma_mmseg.ops.local_attention` (imported on first use)."""
+    from lma_mmseg.ops import local_attention
+    return local_attention(*args, **kwargs)
+
+
+@MODELS.register_module()
+class LocalMemoryNeck(BaseModule):
+    """Local Memory Attention (Paul et al., IROS 2021) as a segmentor neck.
+
+    The neck reads one backbone output (``in_index``) of the current (key)
+    frame and of the ``T`` previous frames and replaces it with a fused
+    feature map of the same shape, so the decode head is unchanged; the
+    other backbone outputs pass through untouched.
+
+    For every frame a key (3x3 conv to ``key_channels``) and a value (3x3
+    conv to ``value_channels``, or the raw feature when ``value_channels``
+    is None) are computed. Memory frames use ``memory_key`` /
+    ``memory_value``; the current frame has its own ``query_key`` (initialised
+    equal to ``memory_key``) and ``query_value`` heads. For every query pixel
+    :func:`lma_mmseg.ops.local_attention` takes dot products with the memory
+    keys in a ``window`` x ``window`` window (``dilation``) centred on the
+    same position in each memory frame, runs one softmax over all
+    ``T * window**2`` positions and returns the weighted sum of the memory
+    values (the read-out). The fusion module (``fusion``, built with
+    ``query_channels`` / ``memory_channels`` = value width and
+    ``out_channels = in_channels``) combines the current frame's value with
+    the read-out.
+
+    Empty memory (``memory=None`` or ``T == 0``, e.g. a lone image or the
+    first frame of a stream): the read-out is all zeros, which is what the
+    attention returns when every memory position lies outside the map
+    (zero padding: value 0), and the fusion runs on it as usual.
+
+    Shapes (``h, w`` the size of the ``in_index`` feature map)::
+
+        features[in_index]  (B, in_channels, h, w)
+        memory keys         (B, T, key_channels, h, w)
+        memory values       (B, T, Cv, h, w)   Cv = value_channels or
+                                               in_channels when None
+        output[in_index]    (B, in_channels, h, w)
+
+    Args:
+        in_channels (int): Channels of the backbone output ``in_index``.
+        key_channels (int): Channels of keys and queries.
+        value_channels (int, optional): Channels of the values; None uses
+            the raw feature (``in_channels`` wide) as value. Defaults to None.
+        window (int): Odd side ``P`` of the local attention window.
+            Defaults to 21.
+        dilation (int): Dilation of the window. Defaults to 1.
+        scale (float): Factor applied to the dot products before the
+            softmax (1.0 in the paper: no ``1/sqrt(d)`` scaling).
+            Defaults to 1.0.
+        padding (str): ``'zeros'`` (the paper: out-of-map positions enter
+            the softmax with logit 0 and value 0) or ``'mask'`` (they are
+            left out of the softmax). Defaults to ``'zeros'``.
+        memory_length (int): Number ``T`` of past frames kept in memory by
+            streaming inference (FIFO). In clip mode the memory holds every
+            frame of the clip but the last. Defaults to 3.
+        in_index (int): Which backbone output to read (negative counts from
+            the end). Defaults to -1.
+        fusion (dict): Config of the fusion module, e.g.
+            ``dict(type='GatedFusion')`` or
+            ``dict(type='GatedDownFusion', channels=256)``. The channel
+            arguments are filled in by the neck.
+        init_cfg (dict or list[dict], optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 key_channels: int,
+                 value_channels: Optional[int] = None,
+                 window: int = 21,
+                 dilation: int = 1,
+                 scale: float = 1.0,
+                 padding: str = 'zeros',
+                 memory_length: int = 3,
+                 in_index: int = -1,
+                 fusion: ConfigType = dict(type='GatedFusion'),
+                 init_cfg: OptMultiConfig = None):
+        super().__init__(init_cfg=init_cfg)
+        name = type(self).__name__
+        self.in_channels = check_positive_int(in_channels, 'in_channels',
+                                              name)
+        self.key_channels = check_positive_int(key_channels, 'key_channels',
+                                               name)
+        if value_channels is not None:
+            check_positive_int(value_channels, 'value_channels', name)
+        self.value_channels = value_channels
+        check_positive_int(window, 'window', name)
+        if window % 2 == 0:
+            raise ValueError(f'{name}: `window` must be odd so the window '
+                             f'has a centre, got {window}')
+        self.window = window
+        self.dilation = check_positive_int(dilation, 'dilation', name)
+        if (isinstance(scale, bool) or not isinstance(scale, numbers.Real)
+                or not scale > 0):
+            raise ValueError(f'{name}: `scale` must be a positive number, '
+                             f'got {scale!r}')
+        self.scale = float(scale)
+        if padding not in PADDING_MODES:
+            raise ValueError(f'{name}: `padding` must be one of '
+                             f'{PADDING_MODES}, got {padding!r}')
+        self.padding = padding
+        self.memory_length = check_positive_int(memory_length,
+                                                'memory_length', name)
+        if isinstance(in_index, bool) or not isinstance(in_index, int):
+            raise ValueError(f'{name}: `in_index` must be an int, got '
+                             f'{in_index!r}')
+        self.in_index = in_index
+        if not isinstance(fusion, dict) or 'type' not in fusion:
+            raise ValueError(f'{name}: `fusion` must be a config dict with '
+                             f'a `type`, got {fusion!r}')
+
+        self.memory_key = nn.Conv2d(in_channels, key_channels, 3, padding=1)
+        self.query_key = nn.Conv2d(in_channels, key_channels, 3, padding=1)
+        if value_channels is None:
+            self.memory_value = nn.Identity()
+            self.query_value = nn.Identity()
+        else:
+            self.memory_value = nn.Conv2d(
+                in_channels, value_channels, 3, padding=1)
+            self.query_value = nn.Conv2d(
+                in_channels, value_channels, 3, padding=1)
+        fusion = dict(fusion)
+        fusion.update(
+            query_channels=self.out_value_channels,
+            memory_channels=self.out_value_channels,
+            out_channels=in_channels)
+        self.fusion = MODELS.build(fusion)
+        self.copy_key_head()
+
+    @property
+    def out_value_channels(self) -> int:
+        """int: Channels ``Cv`` of the values (query and memory)."""
+        if self.value_channels is None:
+            return self.in_channels
+        return self.value_channels
+
+    @torch.no_grad()
+    def copy_key_head(self) -> None:
+        """Set the query key head equal to the memory key head."""
+        self.query_key.weight.copy_(self.memory_key.weight)
+        self.query_key.bias.copy_(self.memory_key.bias)
+
+    def init_weights(self) -> None:
+        """Initialise the weights, then the query key head from the memory
+        key head (unless a ``Pretrained`` init_cfg gave both)."""
+        super().init_weights()
+        init_cfgs = self.init_cfg or []
+        if isinstance(init_cfgs, dict):
+            init_cfgs = [init_cfgs]
+        if not any(cfg.get('type') == 'Pretrained' for cfg in init_cfgs):
+            self.copy_key_head()
+
+    def _select(self, inputs: Features) -> Tuple[Tensor, int]:
+        """Pick and check the feature map at ``in_index``.
+
+        Returns:
+            tuple: The feature map (B, in_channels, h, w) and its
+            non-negative index (-1 when ``inputs`` is a single tensor).
+        """
+        name = type(self).__name__
+        if isinstance(inputs, Tensor):
+            feat, index = inputs, -1
+        elif isinstance(inputs, (list, tuple)):
+            num = len(inputs)
+            if not -num <= self.in_index < num:
+                raise ValueError(
+                    f'{name}: `in_index`={self.in_index} is out of range '
+                    f'for a backbone with {num} output(s)')
+            index = self.in_index % num
+            feat = inputs[index]
+        else:
+            raise TypeError(f'{name}: expected the backbone output (a '
+                            f'tensor or a tuple of tensors), got '
+                            f'{type(inputs).__name__}')
+        if feat.dim() != 4 or feat.shape[1] != self.in_channels:
+            raise ValueError(
+                f'{name}: backbone output {self.in_index} must have shape '
+                f'(B, in_channels={self.in_channels}, h, w), got '
+                f'{tuple(feat.shape)}')
+        return feat, index
+
+    def encode_memory(self, inputs: Features) -> Memory:
+        """Compute memory keys and values of frames.
+
+        Args:
+            inputs (Tensor | Sequence[Tensor]): Backbone output of N frames
+                (the ``in_index`` map is (N, in_channels, h, w)).
+
+        Returns:
+            tuple[Tensor, Tensor]: Keys (N, key_channels, h, w) and values
+            (N, Cv, h, w).
+        """
+        feat, _ = self._select(inputs)
+        return self.memory_key(feat), self.memory_value(feat)
+
+    def read_memory(self, query_key: Tensor,
+                    memory: Optional[Memory]) -> Tensor:
+        """Read the memory with local attention.
+
+        Args:
+            query_key (Tensor): Query keys (B, key_channels, h, w).
+            memory (tuple[Tensor, Tensor], optional): Keys
+                (B, T, key_channels, h, w) and values (B, T, Cv, h, w).
+                None or T == 0 gives a zero read-out.
+
+        Returns:
+            Tensor: Read-out (B, Cv, h, w).
+        """
+        name = type(self).__name__
+        batch, _, height, width = query_key.shape
+        if memory is not None and (not isinstance(memory, (tuple, list))
+                                   or len(memory) != 2):
+            raise TypeError(f'{name}: `memory` must be a (keys, values) '
+                            f'pair or None, got {type(memory).__name__}')
+        if memory is None or memory[0].shape[1] == 0:
+            return query_key.new_zeros(
+                (batch, self.out_value_channels, height, width))
+        keys, values = memory
+        if keys.dim() != 5 or (keys.shape[0], *keys.shape[2:]) != (
+                batch, self.key_channels, height, width):
+            raise ValueError(
+                f'{name}: memory keys must have shape (B={batch}, T, '
+                f'key_channels={self.key_channels}, {height}, {width}), '
+                f'got {tuple(keys.shape)}')
+        expected = (batch, keys.shape[1], self.out_value_channels, height,
+                    width)
+        if tuple(values.shape) != expected:
+            raise ValueError(
+                f'{name}: memory values must have shape (B={batch}, '
+                f'T={keys.shape[1]}, {self.out_value_channels}, {height}, '
+                f'{width}), got {tuple(values.shape)}')
+        return _local_attention(
+            query_key,
+            keys,
+            values,
+            window=self.window,
+            dilation=self.dilation,
+            scale=self.scale,
+            padding=self.padding)
+
+    def forward(self,
+                inputs: Features,
+                memory: Optional[Memory] = None) -> Features:
+        """Fuse the current frame's features with the memory read-out.
+
+        Args:
+            inputs (Tensor | Sequence[Tensor]): Backbone output of the
+                current frame; the map at ``in_index`` is
+                (B, in_channels, h, w).
+            memory (tuple[Tensor, Tensor], optional): Memory keys
+                (B, T, key_channels, h, w) and values (B, T, Cv, h, w),
+                oldest frame first, as stacked from :meth:`encode_memory`.
+                None (or T == 0) means an empty memory: zero read-out.
+
+        Returns:
+            Tensor | tuple[Tensor]: ``inputs`` with the ``in_index`` map
+            replaced by the fused map (B, in_channels, h, w); a tensor when
+            ``inputs`` is a tensor, else a tuple.
+        """
+        feat, index = self._select(inputs)
+        readout = self.read_memory(self.query_key(feat), memory)
+        fused = self.fusion(self.query_value(feat), readout)
+        if isinstance(inputs, Tensor):
+            return fused
+        outs = list(inputs)
+        outs[index] = fused
+        return tuple(outs)
