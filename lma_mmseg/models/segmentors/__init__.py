@@ -1,0 +1,3 @@
+from .video_encoder_decoder import VideoEncoderDecoder
+
+__all__ = ['VideoEncoderDecoder']

@@ -1,0 +1,293 @@
+"""Encoder-decoder segmentor with a memory of past frames."""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.registry import MODELS
+from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
+                         OptSampleList, SampleList)
+from torch import Tensor
+
+
+@MODELS.register_module()
+class VideoEncoderDecoder(EncoderDecoder):
+    """Encoder-decoder with a memory neck (Local Memory Attention).
+
+    Inputs are clips ``(B, T+1, 3, H, W)`` with the key (annotated /
+    current) frame LAST, or single frames ``(B, 3, H, W)`` (empty memory).
+    The backbone encodes every frame; the neck (e.g.
+    :class:`~lma_mmseg.models.necks.LocalMemoryNeck`) turns the memory
+    frames' features into keys and values, reads them from the key frame and
+    fuses the read-out into the key frame's features; the decode and
+    auxiliary heads run on the key frame only, so losses, predictions and
+    metainfo are those of the key frame.
+
+    .. code:: text
+
+     extract_feat(): backbone(memory frames, one batched call)
+                     -> neck.encode_memory() -> keys, values (B, T, ...)
+                     backbone(key frame) -> neck(key feats, memory)
+     loss(): extract_feat() -> decode_head.loss() (+ auxiliary heads)
+     predict(): whole / slide inference (the same windows cut from every
+                frame) -> postprocess_result()
+     _forward(): extract_feat() -> decode_head.forward()
+
+    Args:
+        backbone (dict): Backbone config.
+        decode_head (dict): Decode head config.
+        neck (dict): Memory neck config; the neck must provide
+            ``encode_memory(feats) -> (keys, values)`` and
+            ``forward(feats, memory=None)``.
+        auxiliary_head (dict | list[dict], optional): Auxiliary head(s).
+        train_cfg (dict, optional): Training config.
+        test_cfg (dict, optional): Testing config, ``mode='whole'`` or
+            ``mode='slide'`` (with ``crop_size`` and ``stride``).
+        data_preprocessor (dict, optional): Data preprocessor config, e.g.
+            ``VideoSegDataPreProcessor``.
+        pretrained (str, optional): Backbone pretrained weights.
+        init_cfg (dict | list[dict], optional): Initialisation config.
+        freeze_memory_encoder (bool): Run the backbone on memory frames under
+            ``torch.no_grad()`` (no gradient flows through past frames into
+            the backbone). Defaults to True.
+        freeze (Sequence[str], optional): Names of submodules (e.g.
+            ``('backbone', 'decode_head')``; dotted names reach deeper) whose
+            parameters get ``requires_grad=False`` and which stay in eval
+            mode during training (frozen BN statistics, no dropout). None
+            trains everything. Defaults to None.
+    """
+
+    def __init__(self,
+                 backbone: ConfigType,
+                 decode_head: ConfigType,
+                 neck: ConfigType,
+                 auxiliary_head: OptConfigType = None,
+                 train_cfg: OptConfigType = None,
+                 test_cfg: OptConfigType = None,
+                 data_preprocessor: OptConfigType = None,
+                 pretrained: Optional[str] = None,
+                 init_cfg: OptMultiConfig = None,
+                 freeze_memory_encoder: bool = True,
+                 freeze: Optional[Sequence[str]] = None):
+        if neck is None:
+            raise ValueError(f'{type(self).__name__}: `neck` must be a '
+                             f'memory neck config such as '
+                             f"dict(type='LocalMemoryNeck', ...), got None")
+        super().__init__(
+            backbone=backbone,
+            decode_head=decode_head,
+            neck=neck,
+            auxiliary_head=auxiliary_head,
+            train_cfg=train_cfg,
+            test_cfg=test_cfg,
+            data_preprocessor=data_preprocessor,
+            pretrained=pretrained,
+            init_cfg=init_cfg)
+        for method in ('encode_memory', 'forward'):
+            if not callable(getattr(self.neck, method, None)):
+                raise ValueError(
+                    f'{type(self).__name__}: the neck '
+                    f'{type(self.neck).__name__} has no `{method}` method; '
+                    f'use a memory neck such as LocalMemoryNeck')
+        self.freeze_memory_encoder = bool(freeze_memory_encoder)
+        self.freeze = self._freeze(freeze)
+
+    # ------------------------------------------------------------ freezing
+    def _freeze(self, names: Optional[Sequence[str]]) -> Tuple[str, ...]:
+        """Check the names in ``freeze`` and stop their gradients."""
+        if names is None:
+            return ()
+        if isinstance(names, str):
+            names = (names, )
+        names = tuple(names)
+        for name in names:
+            try:
+                module = self.get_submodule(name)
+            except (AttributeError, TypeError):
+                module = None
+            if module is None:
+                children = ', '.join(n for n, _ in self.named_children())
+                raise ValueError(
+                    f'{type(self).__name__}: `freeze` names an unknown '
+                    f'submodule {name!r}; top-level submodules are: '
+                    f'{children}')
+            for param in module.parameters():
+                param.requires_grad_(False)
+        return names
+
+    def train(self, mode: bool = True) -> 'VideoEncoderDecoder':
+        """Set train/eval mode; the modules in ``freeze`` stay in eval."""
+        super().train(mode)
+        for name in self.freeze:
+            self.get_submodule(name).eval()
+        return self
+
+    def _backbone_is_fixed(self) -> bool:
+        """Whether the backbone is in eval mode and gets no gradient here
+        (frozen, or grad disabled), so all frames can share one call."""
+        if self.backbone.training:
+            return False
+        return not torch.is_grad_enabled() or not any(
+            p.requires_grad for p in self.backbone.parameters())
+
+    # ---------------------------------------------------------- features
+    def _check_inputs(self, inputs: Tensor) -> None:
+        if not isinstance(inputs, Tensor) or inputs.dim() not in (4, 5):
+            shape = tuple(inputs.shape) if isinstance(inputs,
+                                                      Tensor) else None
+            raise ValueError(
+                f'{type(self).__name__}: `inputs` must be a clip (B, T+1, '
+                f'C, H, W) with the key frame last or a batch of frames '
+                f'(B, C, H, W), got {shape or type(inputs).__name__}')
+
+    def encode_memory(self, frames: Tensor) -> Tuple[Tensor, Tensor]:
+        """Encode memory frames into keys and values.
+
+        Args:
+            frames (Tensor): Memory frames (B, T, C, H, W), oldest first.
+
+        Returns:
+            tuple[Tensor, Tensor]: Keys (B, T, Ck, h, w) and values
+            (B, T, Cv, h, w). The backbone runs once on all B*T frames,
+            under ``torch.no_grad()`` when ``freeze_memory_encoder``.
+        """
+        batch, num = frames.shape[:2]
+        flat = frames.flatten(0, 1)
+        with torch.set_grad_enabled(torch.is_grad_enabled()
+                                    and not self.freeze_memory_encoder):
+            feats = self.backbone(flat)
+        keys, values = self.neck.encode_memory(feats)
+        return (keys.unflatten(0, (batch, num)),
+                values.unflatten(0, (batch, num)))
+
+    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        """Features of the key frame after the memory neck.
+
+        Args:
+            inputs (Tensor): Clip (B, T+1, C, H, W), key frame last, or
+                frames (B, C, H, W) (empty memory).
+
+        Returns:
+            list[Tensor] | tuple[Tensor]: The backbone outputs of the key
+            frame with the neck's map fused with the memory.
+        """
+        self._check_inputs(inputs)
+        if inputs.dim() == 4:
+            return self.neck(self.backbone(inputs), memory=None)
+        batch, num = inputs.shape[:2]
+        if num == 1:
+            return self.neck(self.backbone(inputs[:, 0]), memory=None)
+        if self._backbone_is_fixed():
+            # Eval-mode backbone without gradients: one call for all frames.
+            with torch.no_grad():
+                feats = self.backbone(inputs.flatten(0, 1))
+            if isinstance(feats, Tensor):
+                feats = (feats, )
+            feats = [f.unflatten(0, (batch, num)) for f in feats]
+            mem_feats = [f[:, :-1].flatten(0, 1) for f in feats]
+            key_feats = [f[:, -1] for f in feats]
+            keys, values = self.neck.encode_memory(mem_feats)
+            memory = (keys.unflatten(0, (batch, num - 1)),
+                      values.unflatten(0, (batch, num - 1)))
+        else:
+            memory = self.encode_memory(inputs[:, :-1])
+            key_feats = self.backbone(inputs[:, -1])
+        return self.neck(key_feats, memory=memory)
+
+    # ---------------------------------------------------------- inference
+    @staticmethod
+    def _default_metas(inputs: Tensor) -> List[dict]:
+        shape = tuple(inputs.shape[-2:])
+        return [
+            dict(
+                ori_shape=shape,
+                img_shape=shape,
+                pad_shape=shape,
+                padding_size=[0, 0, 0, 0]) for _ in range(inputs.shape[0])
+        ]
+
+    def predict(self,
+                inputs: Tensor,
+                data_samples: OptSampleList = None) -> SampleList:
+        """Predict the key frames of a batch of clips (or frames).
+
+        Args:
+            inputs (Tensor): Clip (B, T+1, C, H, W), key frame last, or
+                frames (B, C, H, W).
+            data_samples (list[SegDataSample], optional): Data samples with
+                the key frames' metainfo.
+
+        Returns:
+            list[SegDataSample]: ``pred_sem_seg`` and ``seg_logits`` of the
+            key frames, resized to ``ori_shape``.
+        """
+        self._check_inputs(inputs)
+        if data_samples is not None:
+            batch_img_metas = [ds.metainfo for ds in data_samples]
+        else:
+            batch_img_metas = self._default_metas(inputs)
+        seg_logits = self.inference(inputs, batch_img_metas)
+        return self.postprocess_result(seg_logits, data_samples)
+
+    def slide_inference(self, inputs: Tensor,
+                        batch_img_metas: List[dict]) -> Tensor:
+        """Sliding-window inference; the same windows are cut from every
+        frame of the clip.
+
+        Args:
+            inputs (Tensor): Clip (B, T+1, C, H, W) or frames (B, C, H, W).
+            batch_img_metas (list[dict]): Metainfo of the key frames.
+
+        Returns:
+            Tensor: Logits of the key frames (B, num_classes, H, W).
+        """
+        h_stride, w_stride = self.test_cfg.stride
+        h_crop, w_crop = self.test_cfg.crop_size
+        batch_size = inputs.shape[0]
+        h_img, w_img = inputs.shape[-2:]
+        preds = inputs.new_zeros((batch_size, self.out_channels, h_img,
+                                  w_img))
+        count_mat = inputs.new_zeros((batch_size, 1, h_img, w_img))
+        for y1, y2, x1, x2 in slide_windows(h_img, w_img, h_crop, w_crop,
+                                            h_stride, w_stride):
+            crop = inputs[..., y1:y2, x1:x2]
+            batch_img_metas[0]['img_shape'] = crop.shape[-2:]
+            crop_logits = self.encode_decode(crop, batch_img_metas)
+            preds += F.pad(crop_logits,
+                           (int(x1), int(w_img - x2), int(y1),
+                            int(h_img - y2)))
+            count_mat[:, :, y1:y2, x1:x2] += 1
+        assert (count_mat == 0).sum() == 0
+        return preds / count_mat
+
+    def _forward(self,
+                 inputs: Tensor,
+                 data_samples: OptSampleList = None) -> Tensor:
+        """Network forward without post-processing (e.g. FLOP counting).
+
+        Args:
+            inputs (Tensor): Clip (B, T+1, C, H, W) or frames (B, C, H, W).
+
+        Returns:
+            Tensor: Decode head output for the key frames.
+        """
+        return self.decode_head.forward(self.extract_feat(inputs))
+
+
+def slide_windows(h_img: int, w_img: int, h_crop: int, w_crop: int,
+                  h_stride: int,
+                  w_stride: int) -> List[Tuple[int, int, int, int]]:
+    """Windows ``(y1, y2, x1, x2)`` of mmseg's sliding-window inference."""
+    h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
+    windows = []
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y1 = h_idx * h_stride
+            x1 = w_idx * w_stride
+            y2 = min(y1 + h_crop, h_img)
+            x2 = min(x1 + w_crop, w_img)
+            y1 = max(y2 - h_crop, 0)
+            x1 = max(x2 - w_crop, 0)
+            windows.append((y1, y2, x1, x2))
+    return windows
