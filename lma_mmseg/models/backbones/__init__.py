@@ -1,0 +1,3 @@
+from .erfnet_encoder import ERFNetEncoder
+
+__all__ = ['ERFNetEncoder']

@@ -1,0 +1,3 @@
+from .erfnet_decoder_head import ERFNetDecoderHead
+
+__all__ = ['ERFNetDecoderHead']
