@@ -118,6 +118,15 @@ def test_converted_checkpoint_matches_mmseg_erfnet(mmseg_erfnet):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_unconverted_checkpoint_is_refused(mmseg_erfnet, tmp_path):
+    from mmengine.runner import load_checkpoint
+    src = tmp_path / 'mmseg_erfnet.pth'
+    torch.save(dict(state_dict=mmseg_erfnet.state_dict()), src)
+    split = MODELS.build(_split_cfg())
+    with pytest.raises(ValueError, match='mmseg_erfnet_to_split'):
+        load_checkpoint(split, str(src), map_location='cpu', strict=False)
+
+
 def test_split_state_dict_has_exactly_the_mmseg_parameters(mmseg_erfnet):
     split = MODELS.build(_split_cfg())
     split_keys = set(split.state_dict())

@@ -115,6 +115,29 @@ class ERFNetEncoder(BaseModule):
                         NonBottleneck1d(channels, dropout_ratio,
                                         **block_cfg))
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Refuse checkpoints in mmseg's unsplit ERFNet layout.
+
+        Loading one non-strictly would leave the decoder of
+        :class:`ERFNetDecoderHead` randomly initialised with only a warning,
+        so a ``{prefix}decoder.*`` key raises an error that names the
+        converter instead.
+        """
+        decoder_keys = [
+            k for k in state_dict if k.startswith(prefix + 'decoder.')
+        ]
+        if decoder_keys:
+            raise ValueError(
+                f'ERFNetEncoder: the checkpoint has {len(decoder_keys)} '
+                f'decoder keys under the backbone (e.g. {decoder_keys[0]!r})'
+                ": it is in mmseg's ERFNet layout. Convert it with "
+                'tools/convert/mmseg_erfnet_to_split.py SRC DST and load DST.')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def forward(self, x):
         """Encode a batch of images.
 
