@@ -1,0 +1,145 @@
+"""Checkpoints are written atomically; a kill mid-save never breaks resume."""
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.fileio import get_file_backend
+from mmengine.runner import Runner
+
+import lma_mmseg  # noqa: F401
+from lma_mmseg.engine import (AtomicCheckpointHook, AtomicLocalBackend,
+                              atomic_write_bytes, stale_parts)
+from tiny_runner import CKPT_INTERVAL, tiny_cfg
+
+HERE = osp.dirname(osp.abspath(__file__))
+needs_proc = pytest.mark.skipif(
+    not osp.isdir('/proc/self/fd'), reason='needs /proc/self/fd (Linux)')
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    path = tmp_path / 'sub' / 'f.bin'
+    atomic_write_bytes(b'old', path)
+    atomic_write_bytes(b'new content', path)
+    assert path.read_bytes() == b'new content'
+    assert stale_parts(path.parent) == []
+    # the permissions are those open() gives, not mkstemp's 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_failed_write_keeps_old_file(tmp_path, monkeypatch):
+    path = tmp_path / 'f.bin'
+    path.write_bytes(b'good')
+
+    def broken_fsync(fd):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(os, 'fsync', broken_fsync)
+    with pytest.raises(OSError, match='No space left'):
+        atomic_write_bytes(b'x' * 1000, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == b'good'
+    assert stale_parts(tmp_path) == []  # the partial file is cleaned up
+
+
+def test_atomic_write_rejects_non_bytes(tmp_path):
+    with pytest.raises(TypeError, match='must be bytes'):
+        atomic_write_bytes('text', tmp_path / 'f.bin')
+
+
+def test_backend_is_selectable_by_backend_args(tmp_path):
+    backend = get_file_backend(
+        str(tmp_path), backend_args=dict(backend='atomic_local'))
+    assert isinstance(backend, AtomicLocalBackend)
+    backend.put(b'abc', str(tmp_path / 'a' / 'b.bin'))
+    backend.put_text('hello', str(tmp_path / 'c.txt'))
+    assert backend.get(str(tmp_path / 'a' / 'b.bin')) == b'abc'
+    assert backend.get_text(str(tmp_path / 'c.txt')) == 'hello'
+
+
+def test_hook_defaults_to_atomic_backend_for_local_dirs():
+    assert AtomicCheckpointHook(interval=1).backend_args == dict(
+        backend='atomic_local')
+    assert AtomicCheckpointHook(
+        interval=1, out_dir='/some/dir').backend_args == dict(
+            backend='atomic_local')
+    # explicit choices and remote folders are left alone
+    assert AtomicCheckpointHook(
+        interval=1, backend_args=dict(backend='local')).backend_args == dict(
+            backend='local')
+    assert AtomicCheckpointHook(
+        interval=1, out_dir='s3://bucket/ckpts').backend_args is None
+
+
+def test_max_keep_ckpts_removes_old_only_after_new_is_saved(tmp_path):
+    runner = Runner.from_cfg(
+        tiny_cfg(tmp_path, max_iters=3 * CKPT_INTERVAL, max_keep_ckpts=1))
+    runner.train()
+    names = sorted(p.name for p in tmp_path.glob('iter_*.pth'))
+    assert names == [f'iter_{3 * CKPT_INTERVAL}.pth']
+    assert (tmp_path / 'last_checkpoint').read_text() == str(
+        tmp_path / f'iter_{3 * CKPT_INTERVAL}.pth')
+    assert stale_parts(tmp_path) == []
+
+
+def _run_tiny(work_dir, *args, timeout=300):
+    return subprocess.run(
+        [sys.executable,
+         osp.join(HERE, 'tiny_runner.py'),
+         str(work_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout)
+
+
+@needs_proc
+@pytest.mark.parametrize('victim', ['checkpoint', 'pointer'])
+def test_kill_during_checkpoint_write_keeps_last_good(tmp_path, victim):
+    """SIGKILL while ``iter_6.pth`` (or the pointer to it) is being written.
+
+    ``last_checkpoint`` must still name the complete ``iter_3.pth`` (which
+    ``max_keep_ckpts=1`` must not have deleted yet) and resuming from it
+    must work.
+    """
+    first, second = CKPT_INTERVAL, 2 * CKPT_INTERVAL
+    if victim == 'checkpoint':
+        die = ['--die-at-fsync', f'iter_{second}.pth']
+    else:  # the pointer's second update
+        die = ['--die-at-fsync', 'last_checkpoint', '--die-at-count', '2']
+    proc = _run_tiny(tmp_path, '--max-iters', str(3 * CKPT_INTERVAL),
+                     '--max-keep-ckpts', '1', *die)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    pointer = (tmp_path / 'last_checkpoint').read_text()
+    assert pointer == str(tmp_path / f'iter_{first}.pth')
+    assert stale_parts(tmp_path), 'the kill should leave a partial file'
+    if victim == 'checkpoint':
+        assert not (tmp_path / f'iter_{second}.pth').exists()
+    else:  # the new checkpoint itself is complete
+        assert torch.load(
+            tmp_path / f'iter_{second}.pth',
+            map_location='cpu')['meta']['iter'] == second
+    ckpt = torch.load(pointer, map_location='cpu')
+    assert ckpt['meta']['iter'] == first
+
+    proc = _run_tiny(tmp_path, '--max-iters', str(second), '--resume',
+                     '--max-keep-ckpts', '1')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert f'Load checkpoint from {pointer}' in log, log[-3000:]
+    assert f'resumed epoch: 0, iter: {first}' in log, log[-3000:]
+    assert 'removed the partial file' in log
+    assert stale_parts(tmp_path) == []
+    assert (tmp_path / 'last_checkpoint').read_text() == str(
+        tmp_path / f'iter_{second}.pth')
+    assert torch.load(
+        tmp_path / f'iter_{second}.pth',
+        map_location='cpu')['meta']['iter'] == second
+    # max_keep_ckpts=1 removed the older one once the new one was saved
+    assert sorted(p.name for p in tmp_path.glob('iter_*.pth')) == [
+        f'iter_{second}.pth'
+    ]
