@@ -1,0 +1,326 @@
+"""Frame-by-frame (streaming) video segmentation with a memory cache."""
+import copy
+from collections import deque
+from typing import Deque, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.dataset import Compose
+from mmengine.model import is_model_wrapper
+from mmseg.models.segmentors import BaseSegmentor
+from mmseg.registry import TRANSFORMS
+from mmseg.structures import SegDataSample
+from torch import Tensor
+
+from ..models.segmentors.video_encoder_decoder import (VideoEncoderDecoder,
+                                                       slide_windows)
+
+Frame = Union[str, np.ndarray]
+
+LOAD_TRANSFORMS = ('LoadClipFromFiles', 'LoadImageFromFile',
+                   'LoadImageFromNDArray')
+PACK_TRANSFORMS = ('PackClipSegInputs', 'PackSegInputs')
+
+
+def _type_name(transform: dict) -> str:
+    kind = transform.get('type')
+    if isinstance(kind, str):
+        return kind.split('.')[-1]
+    return getattr(kind, '__name__', str(kind))
+
+
+def frame_pipeline(pipeline: Optional[Sequence[dict]],
+                   from_ndarray: bool) -> List[dict]:
+    """Turn a (clip or single-frame) test pipeline into a single-frame one.
+
+    Clip loading becomes ``LoadImageFromFile`` (or ``LoadImageFromNDArray``
+    for arrays), transforms wrapped in ``TransformBroadcaster`` are applied
+    to the frame directly, annotation loading is dropped (a stream has no
+    labels) and ``PackClipSegInputs`` becomes mmseg's ``PackSegInputs``.
+    Other transforms (e.g. ``Resize``) are kept as they are.
+
+    Args:
+        pipeline (Sequence[dict], optional): The config's test pipeline;
+            None gives load + pack.
+        from_ndarray (bool): Frames are numpy arrays, not paths.
+
+    Returns:
+        list[dict]: Transform configs for one frame.
+    """
+    load = dict(
+        type='LoadImageFromNDArray' if from_ndarray else 'LoadImageFromFile')
+    if not pipeline:
+        return [load, dict(type='PackSegInputs')]
+    out = []
+    for transform in pipeline:
+        transform = copy.deepcopy(dict(transform))
+        name = _type_name(transform)
+        if name in LOAD_TRANSFORMS:
+            if name in ('LoadImageFromFile', 'LoadImageFromNDArray'):
+                kwargs = {k: v for k, v in transform.items() if k != 'type'}
+                out.append(dict(load, **kwargs))
+            else:
+                out.append(dict(load))
+        elif name.startswith('LoadAnnotations') or (
+                name.startswith('Load') and 'Annotation' in name):
+            continue
+        elif name == 'TransformBroadcaster':
+            out.extend(_inner(transform, from_ndarray))
+        elif name in PACK_TRANSFORMS:
+            pack = dict(type='PackSegInputs')
+            if 'meta_keys' in transform:
+                pack['meta_keys'] = transform['meta_keys']
+            out.append(pack)
+        else:
+            out.append(transform)
+    if not any(_type_name(t) in LOAD_TRANSFORMS for t in out):
+        out.insert(0, load)
+    if _type_name(out[-1]) != 'PackSegInputs':
+        out.append(dict(type='PackSegInputs'))
+    return out
+
+
+def _inner(broadcaster: dict, from_ndarray: bool) -> List[dict]:
+    """The transforms wrapped by a ``TransformBroadcaster``, for one
+    frame."""
+    inner = broadcaster.get('transforms', [])
+    if isinstance(inner, dict):
+        inner = [inner]
+    out = []
+    for transform in inner:
+        name = _type_name(transform)
+        if name == 'TransformBroadcaster':
+            out.extend(_inner(transform, from_ndarray))
+        elif name not in LOAD_TRANSFORMS + PACK_TRANSFORMS and not (
+                name.startswith('Load') and 'Annotation' in name):
+            out.append(copy.deepcopy(dict(transform)))
+    return out
+
+
+class StreamingSegmenter:
+    """Segment a video frame by frame, encoding every frame once.
+
+    For a :class:`~lma_mmseg.models.VideoEncoderDecoder` the memory keys and
+    values of the last ``memory_length`` frames are cached (FIFO, oldest
+    first); each new frame goes through the backbone once, reads the cache
+    through the neck, is decoded, and its own key and value enter the cache.
+    Once ``memory_length`` frames have been seen, the result for frame ``t``
+    equals the clip-mode ``model.predict`` on frames ``t-T .. t``; before
+    that the memory holds the frames seen so far (none for the first frame,
+    which is then segmented as a lone image). In ``slide`` test mode every
+    window position has its own cache. Any other mmseg segmentor is run
+    frame by frame without memory.
+
+    Frames (paths or HxWx3 BGR arrays) go through the config's test pipeline
+    turned into a single-frame one (see :func:`frame_pipeline`: the same
+    resizing as the test set) and the model's data preprocessor, as
+    :func:`mmseg.apis.inference_model` does.
+
+    Example::
+
+        model = init_model(config, checkpoint, device='cpu')
+        seg = StreamingSegmenter(model)
+        for frame in frames:
+            result = seg(frame)        # SegDataSample, pred_sem_seg
+        seg.reset()                    # before the next video
+
+    Args:
+        model (BaseSegmentor): The segmentor (eval mode is set).
+        memory_length (int, optional): Frames kept in memory; defaults to
+            the neck's ``memory_length``.
+        test_pipeline (Sequence[dict], optional): Test pipeline to use
+            instead of ``model.cfg.test_pipeline``.
+    """
+
+    def __init__(self,
+                 model: BaseSegmentor,
+                 memory_length: Optional[int] = None,
+                 test_pipeline: Optional[Sequence[dict]] = None):
+        if is_model_wrapper(model):
+            model = model.module
+        if not isinstance(model, BaseSegmentor):
+            raise TypeError(f'StreamingSegmenter: `model` must be an mmseg '
+                            f'segmentor, got {type(model).__name__}')
+        self.model = model.eval()
+        self.is_video = isinstance(model, VideoEncoderDecoder)
+        if memory_length is None:
+            memory_length = (model.neck.memory_length if self.is_video
+                             and hasattr(model.neck, 'memory_length') else 0)
+        if (isinstance(memory_length, bool)
+                or not isinstance(memory_length, int) or memory_length < 0):
+            raise ValueError(f'StreamingSegmenter: `memory_length` must be '
+                             f'an int >= 0, got {memory_length!r}')
+        self.memory_length = memory_length if self.is_video else 0
+        if test_pipeline is None:
+            cfg = getattr(model, 'cfg', None)
+            if cfg is not None:
+                test_pipeline = cfg.get('test_pipeline', None)
+                if test_pipeline is None and 'test_dataloader' in cfg:
+                    test_pipeline = cfg.test_dataloader.dataset.get(
+                        'pipeline', None)
+        self.test_pipeline = test_pipeline
+        self._pipelines: Dict[bool, Compose] = {}
+        self._memory: Dict[object, Deque[Tuple[Tensor, Tensor]]] = {}
+        self._input_shape: Optional[torch.Size] = None
+        self.num_frames = 0
+
+    # -------------------------------------------------------------- state
+    def reset(self) -> None:
+        """Forget the memory (call before a new video)."""
+        self._memory.clear()
+        self._input_shape = None
+        self.num_frames = 0
+
+    @property
+    def memory_size(self) -> int:
+        """int: Number of frames currently held in memory."""
+        if not self._memory:
+            return 0
+        return max(len(cache) for cache in self._memory.values())
+
+    # ------------------------------------------------------------ frames
+    def _pipeline(self, from_ndarray: bool) -> Compose:
+        if from_ndarray not in self._pipelines:
+            transforms = [
+                TRANSFORMS.build(t)
+                for t in frame_pipeline(self.test_pipeline, from_ndarray)
+            ]
+            self._pipelines[from_ndarray] = Compose(transforms)
+        return self._pipelines[from_ndarray]
+
+    def preprocess(self, frame: Frame) -> Tuple[Tensor, List[SegDataSample]]:
+        """Run the test pipeline and the data preprocessor on one frame.
+
+        Args:
+            frame (str | np.ndarray): Image path or HxWx3 BGR uint8 array.
+
+        Returns:
+            tuple: Normalised (and padded) input (1, 3, H, W) and its data
+            samples.
+        """
+        if isinstance(frame, np.ndarray):
+            if frame.ndim != 3 or frame.shape[2] != 3:
+                raise ValueError(f'StreamingSegmenter: a frame array must '
+                                 f'be HxWx3 (BGR), got shape {frame.shape}')
+            data = self._pipeline(True)(dict(img=frame))
+        elif isinstance(frame, str):
+            data = self._pipeline(False)(dict(img_path=frame))
+        else:
+            raise TypeError(f'StreamingSegmenter: a frame must be an image '
+                            f'path or an HxWx3 BGR array, got '
+                            f'{type(frame).__name__}')
+        data = self.model.data_preprocessor(
+            dict(inputs=[data['inputs']], data_samples=[data['data_samples']]),
+            False)
+        return data['inputs'], data['data_samples']
+
+    @torch.no_grad()
+    def __call__(self, frame: Frame) -> SegDataSample:
+        """Segment the next frame of the video.
+
+        Args:
+            frame (str | np.ndarray): Image path or HxWx3 BGR uint8 array.
+
+        Returns:
+            SegDataSample: ``pred_sem_seg`` and ``seg_logits`` at the
+            frame's original size, plus its metainfo.
+        """
+        inputs, data_samples = self.preprocess(frame)
+        logits = self.step(inputs, [ds.metainfo for ds in data_samples])
+        return self.model.postprocess_result(logits, data_samples)[0]
+
+    # ----------------------------------------------------------- tensors
+    @torch.no_grad()
+    def step(self,
+             inputs: Tensor,
+             batch_img_metas: Optional[List[dict]] = None) -> Tensor:
+        """Segment the next frame given as a preprocessed tensor.
+
+        Args:
+            inputs (Tensor): The frame (B, 3, H, W), normalised and padded
+                as the data preprocessor does (B streams in lockstep).
+            batch_img_metas (list[dict], optional): Metainfo; defaults to
+                the input size.
+
+        Returns:
+            Tensor: Logits (B, num_classes, H, W) at the input size.
+        """
+        if not isinstance(inputs, Tensor) or inputs.dim() != 4:
+            raise ValueError(f'StreamingSegmenter.step: `inputs` must be a '
+                             f'(B, 3, H, W) tensor, got '
+                             f'{getattr(inputs, "shape", type(inputs))}')
+        if self._input_shape is not None and (inputs.shape !=
+                                              self._input_shape):
+            raise ValueError(
+                f'StreamingSegmenter: frame {self.num_frames} has input '
+                f'shape {tuple(inputs.shape)}, the memory holds frames of '
+                f'shape {tuple(self._input_shape)}; call reset() before a '
+                f'new video')
+        if batch_img_metas is None:
+            shape = tuple(inputs.shape[-2:])
+            batch_img_metas = [
+                dict(
+                    ori_shape=shape,
+                    img_shape=shape,
+                    pad_shape=shape,
+                    padding_size=[0, 0, 0, 0])
+                for _ in range(inputs.shape[0])
+            ]
+        else:
+            batch_img_metas = [dict(meta) for meta in batch_img_metas]
+        model = self.model
+        test_cfg = model.test_cfg or dict(mode='whole')
+        mode = test_cfg.get('mode', 'whole')
+        if mode not in ('whole', 'slide'):
+            raise ValueError(f'StreamingSegmenter: test_cfg.mode must be '
+                             f"'whole' or 'slide', got {mode!r}")
+        if not self.is_video:
+            if model.test_cfg is None:
+                logits = model.encode_decode(inputs, batch_img_metas)
+            else:
+                logits = model.inference(inputs, batch_img_metas)
+        elif mode == 'whole':
+            logits = self._encode_decode(inputs, batch_img_metas, 'whole')
+        else:
+            logits = self._slide(inputs, batch_img_metas, test_cfg)
+        self._input_shape = inputs.shape
+        self.num_frames += 1
+        return logits
+
+    def _slide(self, inputs: Tensor, batch_img_metas: List[dict],
+               test_cfg: dict) -> Tensor:
+        """Sliding-window inference with one memory per window."""
+        h_stride, w_stride = test_cfg['stride']
+        h_crop, w_crop = test_cfg['crop_size']
+        batch = inputs.shape[0]
+        h_img, w_img = inputs.shape[-2:]
+        preds = inputs.new_zeros((batch, self.model.out_channels, h_img,
+                                  w_img))
+        count = inputs.new_zeros((batch, 1, h_img, w_img))
+        for window in slide_windows(h_img, w_img, h_crop, w_crop, h_stride,
+                                    w_stride):
+            y1, y2, x1, x2 = window
+            crop = inputs[..., y1:y2, x1:x2]
+            batch_img_metas[0]['img_shape'] = crop.shape[-2:]
+            logits = self._encode_decode(crop, batch_img_metas, window)
+            preds += F.pad(logits, (x1, w_img - x2, y1, h_img - y2))
+            count[:, :, y1:y2, x1:x2] += 1
+        return preds / count
+
+    def _encode_decode(self, inputs: Tensor, batch_img_metas: List[dict],
+                       slot) -> Tensor:
+        """Encode a frame (or window) once, read and update its memory."""
+        model = self.model
+        feats = model.backbone(inputs)
+        cache = self._memory.setdefault(slot,
+                                        deque(maxlen=self.memory_length))
+        memory = None
+        if cache:
+            memory = (torch.stack([key for key, _ in cache], dim=1),
+                      torch.stack([value for _, value in cache], dim=1))
+        fused = model.neck(feats, memory=memory)
+        if self.memory_length > 0:
+            cache.append(model.neck.encode_memory(feats))
+        return model.decode_head.predict(fused, batch_img_metas,
+                                         model.test_cfg)
