@@ -76,17 +76,6 @@ def test_hook_defaults_to_atomic_backend_for_local_dirs():
         interval=1, out_dir='s3://bucket/ckpts').backend_args is None
 
 
-def test_max_keep_ckpts_removes_old_only_after_new_is_saved(tmp_path):
-    runner = Runner.from_cfg(
-        tiny_cfg(tmp_path, max_iters=3 * CKPT_INTERVAL, max_keep_ckpts=1))
-    runner.train()
-    names = sorted(p.name for p in tmp_path.glob('iter_*.pth'))
-    assert names == [f'iter_{3 * CKPT_INTERVAL}.pth']
-    assert (tmp_path / 'last_checkpoint').read_text() == str(
-        tmp_path / f'iter_{3 * CKPT_INTERVAL}.pth')
-    assert stale_parts(tmp_path) == []
-
-
 def _run_tiny(work_dir, *args, timeout=300):
     return subprocess.run(
         [sys.executable,
@@ -98,48 +87,61 @@ def _run_tiny(work_dir, *args, timeout=300):
 
 
 @needs_proc
-@pytest.mark.parametrize('victim', ['checkpoint', 'pointer'])
-def test_kill_during_checkpoint_write_keeps_last_good(tmp_path, victim):
-    """SIGKILL while ``iter_6.pth`` (or the pointer to it) is being written.
+def test_kill_while_writing_checkpoint_then_resume(tmp_path):
+    """SIGKILL while ``iter_6.pth`` is being written, then ``resume``.
 
     ``last_checkpoint`` must still name the complete ``iter_3.pth`` (which
-    ``max_keep_ckpts=1`` must not have deleted yet) and resuming from it
-    must work.
+    ``max_keep_ckpts=1`` must not have deleted yet); resuming starts from
+    it and cleans up the partial file.
     """
     first, second = CKPT_INTERVAL, 2 * CKPT_INTERVAL
-    if victim == 'checkpoint':
-        die = ['--die-at-fsync', f'iter_{second}.pth']
-    else:  # the pointer's second update
-        die = ['--die-at-fsync', 'last_checkpoint', '--die-at-count', '2']
     proc = _run_tiny(tmp_path, '--max-iters', str(3 * CKPT_INTERVAL),
-                     '--max-keep-ckpts', '1', *die)
+                     '--max-keep-ckpts', '1', '--die-at-fsync',
+                     f'iter_{second}.pth')
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     pointer = (tmp_path / 'last_checkpoint').read_text()
     assert pointer == str(tmp_path / f'iter_{first}.pth')
-    assert stale_parts(tmp_path), 'the kill should leave a partial file'
-    if victim == 'checkpoint':
-        assert not (tmp_path / f'iter_{second}.pth').exists()
-    else:  # the new checkpoint itself is complete
-        assert torch.load(
-            tmp_path / f'iter_{second}.pth',
-            map_location='cpu')['meta']['iter'] == second
-    ckpt = torch.load(pointer, map_location='cpu')
-    assert ckpt['meta']['iter'] == first
+    assert not (tmp_path / f'iter_{second}.pth').exists()
+    assert len(stale_parts(tmp_path)) == 1, 'the kill leaves a partial file'
+    assert torch.load(pointer, map_location='cpu')['meta']['iter'] == first
 
-    proc = _run_tiny(tmp_path, '--max-iters', str(second), '--resume',
-                     '--max-keep-ckpts', '1')
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    log = proc.stdout + proc.stderr
-    assert f'Load checkpoint from {pointer}' in log, log[-3000:]
-    assert f'resumed epoch: 0, iter: {first}' in log, log[-3000:]
+    runner = Runner.from_cfg(
+        tiny_cfg(tmp_path, max_iters=second, resume=True, max_keep_ckpts=1))
+    runner.train()
+    assert runner.iter == second
+    log = open(osp.join(runner.log_dir, f'{runner.timestamp}.log')).read()
+    assert f'Load checkpoint from {pointer}' in log
+    assert f'resumed epoch: 0, iter: {first}' in log
     assert 'removed the partial file' in log
     assert stale_parts(tmp_path) == []
     assert (tmp_path / 'last_checkpoint').read_text() == str(
         tmp_path / f'iter_{second}.pth')
-    assert torch.load(
-        tmp_path / f'iter_{second}.pth',
-        map_location='cpu')['meta']['iter'] == second
+    ckpt = torch.load(tmp_path / f'iter_{second}.pth', map_location='cpu')
+    assert ckpt['meta']['iter'] == second
+    # the losses of iterations 1..3 came from the checkpoint, 4..6 are new
+    assert len(ckpt['message_hub']['log_scalars']['train/loss'].data[0]) \
+        == second
     # max_keep_ckpts=1 removed the older one once the new one was saved
     assert sorted(p.name for p in tmp_path.glob('iter_*.pth')) == [
         f'iter_{second}.pth'
     ]
+
+
+@needs_proc
+def test_kill_while_writing_pointer_keeps_last_good(tmp_path):
+    """SIGKILL while ``last_checkpoint`` is updated to name ``iter_6.pth``:
+    the pointer still names the complete ``iter_3.pth``, which still exists,
+    and ``iter_6.pth`` is complete too."""
+    first, second = CKPT_INTERVAL, 2 * CKPT_INTERVAL
+    proc = _run_tiny(tmp_path, '--max-iters', str(3 * CKPT_INTERVAL),
+                     '--max-keep-ckpts', '1', '--die-at-fsync',
+                     'last_checkpoint', '--die-at-count', '2')
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    pointer = (tmp_path / 'last_checkpoint').read_text()
+    assert pointer == str(tmp_path / f'iter_{first}.pth')
+    assert torch.load(pointer, map_location='cpu')['meta']['iter'] == first
+    assert torch.load(
+        tmp_path / f'iter_{second}.pth',
+        map_location='cpu')['meta']['iter'] == second
+    assert [osp.basename(p) for p in stale_parts(tmp_path)
+            ][0].startswith('.last_checkpoint.')
