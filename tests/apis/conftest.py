@@ -4,6 +4,7 @@ import copy
 import pytest
 import torch
 from mmengine import Config
+from mmengine.registry import init_default_scope
 
 import lma_mmseg  # noqa: F401  (registers the components)
 
@@ -99,6 +100,13 @@ def randomise_bn(model: torch.nn.Module, seed: int = 0) -> None:
             module.running_var.copy_(torch.rand(num, generator=gen) + 0.5)
             module.weight.data.copy_(torch.rand(num, generator=gen) + 0.5)
             module.bias.data.copy_(torch.randn(num, generator=gen) * 0.1)
+
+
+@pytest.fixture(autouse=True)
+def mmseg_scope():
+    """Build with mmseg's registries, as configs with
+    ``default_scope='mmseg'`` do."""
+    init_default_scope('mmseg')
 
 
 @pytest.fixture
