@@ -1,0 +1,169 @@
+"""LocalMemoryNeck: arguments, key/value heads, memory read-out, fusion."""
+import pytest
+import torch
+from mmseg.registry import MODELS
+
+import lma_mmseg  # noqa: F401  (registers the components)
+
+
+def build(**kwargs):
+    cfg = dict(
+        type='LocalMemoryNeck',
+        in_channels=8,
+        key_channels=4,
+        value_channels=6,
+        window=5)
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+def brute_force_readout(q, keys, values, window, dilation, scale, padding):
+    """Loop version of the memory read: one softmax over all T*P*P
+    positions; 'zeros': outside positions have logit 0 and value 0,
+    'mask': they are left out."""
+    B, C, H, W = q.shape
+    T, Cv = keys.shape[1], values.shape[2]
+    r = window // 2
+    out = torch.zeros(B, Cv, H, W, dtype=q.dtype)
+    for b in range(B):
+        for y in range(H):
+            for x in range(W):
+                logits, vals = [], []
+                for t in range(T):
+                    for dy in range(-r, r + 1):
+                        for dx in range(-r, r + 1):
+                            yy, xx = y + dy * dilation, x + dx * dilation
+                            if 0 <= yy < H and 0 <= xx < W:
+                                logits.append(scale * torch.dot(
+                                    q[b, :, y, x], keys[b, t, :, yy, xx]))
+                                vals.append(values[b, t, :, yy, xx])
+                            elif padding == 'zeros':
+                                logits.append(q.new_zeros(()))
+                                vals.append(q.new_zeros(Cv))
+                weights = torch.softmax(torch.stack(logits), 0)
+                out[b, :, y, x] = (weights[:, None] *
+                                   torch.stack(vals)).sum(0)
+    return out
+
+
+@pytest.mark.parametrize('padding,window,dilation,scale', [
+    ('zeros', 3, 2, 0.5),
+    ('zeros', 5, 1, 1.0),
+    ('mask', 3, 1, 2.0),
+])
+def test_read_memory_matches_brute_force(padding, window, dilation, scale):
+    torch.manual_seed(0)
+    neck = build(
+        window=window, dilation=dilation, scale=scale, padding=padding)
+    q = torch.randn(2, 4, 5, 6, dtype=torch.float64)
+    keys = torch.randn(2, 3, 4, 5, 6, dtype=torch.float64)
+    values = torch.randn(2, 3, 6, 5, 6, dtype=torch.float64)
+    got = neck.read_memory(q, (keys, values))
+    expected = brute_force_readout(q, keys, values, window, dilation, scale,
+                                   padding)
+    torch.testing.assert_close(got, expected, atol=1e-8, rtol=1e-8)
+
+
+def test_heads_and_forward():
+    torch.manual_seed(1)
+    neck = build(in_index=1).eval()
+    # query key head initialised equal to the memory key head, not shared
+    assert torch.equal(neck.query_key.weight, neck.memory_key.weight)
+    assert torch.equal(neck.query_key.bias, neck.memory_key.bias)
+    assert neck.query_key.weight is not neck.memory_key.weight
+    assert neck.memory_key.kernel_size == (3, 3)
+    assert neck.query_value.weight.shape == (6, 8, 3, 3)
+    assert not torch.equal(neck.query_value.weight, neck.memory_value.weight)
+    neck.init_weights()
+    assert torch.equal(neck.query_key.weight, neck.memory_key.weight)
+
+    other = torch.randn(2, 3, 16, 16)
+    feat = torch.randn(2, 8, 8, 8)
+    mem_feats = torch.randn(2 * 3, 8, 8, 8)
+    keys, values = neck.encode_memory((other, mem_feats))
+    assert keys.shape == (6, 4, 8, 8) and values.shape == (6, 6, 8, 8)
+    memory = (keys.unflatten(0, (2, 3)), values.unflatten(0, (2, 3)))
+    out = neck([other, feat], memory=memory)
+    assert isinstance(out, tuple) and len(out) == 2
+    assert out[0] is other  # other outputs pass through
+    assert out[1].shape == feat.shape
+    readout = neck.read_memory(neck.query_key(feat), memory)
+    expected = neck.fusion(neck.query_value(feat), readout)
+    torch.testing.assert_close(out[1], expected)
+    # the memory changes the result
+    assert not torch.allclose(out[1], neck([other, feat])[1])
+    # a lone tensor in, a tensor out
+    assert torch.equal(neck(feat, memory=memory), out[1])
+
+
+def test_empty_memory_is_a_zero_readout():
+    torch.manual_seed(2)
+    neck = build().eval()
+    feat = torch.randn(1, 8, 6, 6)
+    expected = neck.fusion(neck.query_value(feat), torch.zeros(1, 6, 6, 6))
+    torch.testing.assert_close(neck(feat), expected)
+    empty = (torch.zeros(1, 0, 4, 6, 6), torch.zeros(1, 0, 6, 6, 6))
+    torch.testing.assert_close(neck(feat, memory=empty), expected)
+
+
+def test_raw_feature_values():
+    torch.manual_seed(3)
+    neck = build(value_channels=None, fusion=dict(
+        type='GatedDownFusion', channels=4)).eval()
+    assert isinstance(neck.memory_value, torch.nn.Identity)
+    assert isinstance(neck.query_value, torch.nn.Identity)
+    assert neck.fusion.query_channels == 8 and neck.fusion.out_channels == 8
+    feats = torch.randn(3, 8, 5, 5)
+    keys, values = neck.encode_memory(feats)
+    assert torch.equal(values, feats)
+    out = neck(feats[:1], memory=(keys[None, 1:], values[None, 1:]))
+    assert out.shape == (1, 8, 5, 5)
+
+
+def test_gradients_reach_every_head():
+    torch.manual_seed(4)
+    neck = build().train()
+    feat = torch.randn(2, 8, 6, 6)
+    keys, values = neck.encode_memory(torch.randn(4, 8, 6, 6))
+    out = neck(feat, memory=(keys.unflatten(0, (2, 2)),
+                             values.unflatten(0, (2, 2))))
+    out.square().mean().backward()
+    for name, p in neck.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(window=4), 'window'),
+    (dict(window=0), 'window'),
+    (dict(dilation=0), 'dilation'),
+    (dict(key_channels=0), 'key_channels'),
+    (dict(value_channels=0), 'value_channels'),
+    (dict(value_channels=-3), 'value_channels'),
+    (dict(in_channels=0), 'in_channels'),
+    (dict(padding='reflect'), 'padding'),
+    (dict(scale=0.0), 'scale'),
+    (dict(memory_length=0), 'memory_length'),
+    (dict(in_index='last'), 'in_index'),
+    (dict(fusion='GatedFusion'), 'fusion'),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build(**kwargs)
+
+
+def test_bad_inputs():
+    neck = build(in_index=2).eval()
+    feat = torch.randn(1, 8, 4, 4)
+    with pytest.raises(ValueError, match=r'`in_index`=2 .* 2 output'):
+        neck((feat, feat))
+    neck = build().eval()
+    with pytest.raises(ValueError, match=r'in_channels=8.*\(1, 7, 4, 4\)'):
+        neck(torch.randn(1, 7, 4, 4))
+    with pytest.raises(ValueError, match='memory keys'):
+        neck(feat, memory=(torch.randn(1, 2, 4, 5, 4),
+                           torch.randn(1, 2, 6, 4, 4)))
+    with pytest.raises(ValueError, match='memory values'):
+        neck(feat, memory=(torch.randn(1, 2, 4, 4, 4),
+                           torch.randn(1, 3, 6, 4, 4)))
+    with pytest.raises(TypeError, match='memory'):
+        neck(feat, memory=torch.randn(1, 2, 4, 4, 4))
