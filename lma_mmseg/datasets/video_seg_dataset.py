@@ -38,8 +38,9 @@ class VideoSegDataset(BaseSegDataset):
     without labels), ``clip_paths`` (memory frames oldest first, then the key
     frame), ``frame_offsets`` (the offset of every memory frame actually used,
     which differs from the requested one where ``missing_frames='nearest'``
-    replaced a frame), ``num_classes``, ``label_map`` and
-    ``reduce_zero_label``.
+    replaced a frame), ``sequence_dir`` and ``frame_stem`` (where the
+    snippet's frames are, used to draw offsets per sample), ``num_classes``,
+    ``label_map`` and ``reduce_zero_label``.
 
     Args:
         frame_offsets (Sequence[int]): Negative offsets of the memory frames

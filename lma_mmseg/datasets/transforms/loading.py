@@ -42,7 +42,8 @@ class LoadClipAnnotations(LoadAnnotations):
     data info (set by :class:`VideoSegDataset`); without either the range is
     not checked.
 
-    Required Keys: ``seg_map_path``; optional ``num_classes``,
+    Required Keys: ``seg_map_path`` (nothing is loaded when it is ``None``,
+    e.g. on an unlabelled test split); optional ``num_classes``,
     ``reduce_zero_label``, ``label_map``.
 
     Added Keys: ``gt_seg_map`` (H, W) uint8; ``seg_fields`` gets
@@ -68,6 +69,14 @@ class LoadClipAnnotations(LoadAnnotations):
             imdecode_backend=imdecode_backend)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+
+    def transform(self, results: dict) -> dict:
+        """Load the label; do nothing when the data info has no
+        ``seg_map_path`` (``None``, an unlabelled split)."""
+        if results.get('seg_map_path') is None:
+            return results
+        self._load_seg_map(results)
+        return results
 
     def _load_seg_map(self, results: dict) -> None:
         path = results['seg_map_path']

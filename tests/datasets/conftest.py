@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny synthetic Cityscapes-video tree written by
+tools/make_demo_data.py."""
+import importlib.util
+import os.path as osp
+
+import pytest
+from mmengine.registry import init_default_scope
+
+import lma_mmseg  # noqa: F401  (registers the components)
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TINY_SIZE = (32, 64)
+TINY_COUNTS = dict(num_train=6, num_val=2, num_test=2)
+
+
+def load_make_demo_data():
+    """The tools/make_demo_data.py module (tools/ is not a package)."""
+    path = osp.join(REPO, 'tools', 'make_demo_data.py')
+    spec = importlib.util.spec_from_file_location('make_demo_data', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='session')
+def demo_spec():
+    """Size and snippet counts of the tiny demo tree."""
+    return dict(size=TINY_SIZE, **TINY_COUNTS)
+
+
+@pytest.fixture(scope='session')
+def make_demo():
+    return load_make_demo_data()
+
+
+@pytest.fixture(scope='session')
+def demo_root(tmp_path_factory, make_demo):
+    """A tiny demo tree, shared read-only by the tests of this folder."""
+    root = str(tmp_path_factory.mktemp('demo'))
+    make_demo.make_demo_data(root, size=TINY_SIZE, seed=0, **TINY_COUNTS)
+    return root
+
+
+@pytest.fixture
+def demo_copy(tmp_path, demo_root):
+    """A private copy of the tiny demo tree, for tests that damage it."""
+    import shutil
+    dst = str(tmp_path / 'demo')
+    shutil.copytree(demo_root, dst)
+    return dst
+
+
+@pytest.fixture(autouse=True)
+def mmseg_scope():
+    init_default_scope('mmseg')
