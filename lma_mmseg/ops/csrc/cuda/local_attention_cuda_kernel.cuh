@@ -1,0 +1,612 @@
+// CUDA kernels of the local memory attention ops.
+//
+// Notation (see common/local_attention.h): window side P = `window`, radius
+// r = window / 2, S = window * window slots, slot s = i * window + j looks at
+// the offset ((i - r) * dil, (j - r) * dil).
+//
+// Every kernel works on a tile of TILE_H x TILE_W output pixels of one batch
+// element (and one memory frame where the output has a T axis). The slots are
+// visited in rectangular chunks of `ni` window rows x `nj` window columns; for
+// a chunk the block stages the neighbourhood ("halo") of the whole tile in
+// shared memory, one channel chunk at a time, with loads that run along x
+// (coalesced) and read 0 outside the map. All arithmetic runs in
+// acc_t = at::opmath_type<scalar_t> (float for float/half/bfloat16, double for
+// double).
+//
+// Three building blocks cover the unfused ops and the backward passes:
+//   CORR  out[t, s, p]  = sum_c A[c, p] * Bt[t, c, p + off_s]
+//   AGG   out[c, p]     = sum_{t, s} Wt[t, s, p] * Bt[t, c, p + off_s]
+//   INV   out[t, c, p]  = sum_s Wt[t, s, p - off_s] * A[c, p - off_s]
+// INV is the transpose of AGG / CORR with respect to the key-side tensor: it
+// gathers over the inverse neighbourhood (the queries that see key position
+// p), so no backward pass needs atomics. The fused attention forward uses
+// STATS (per-pixel max / log-sum-exp of the logits, online over the slots)
+// and FUSED_AGG (recomputes the logits chunk by chunk, turns them into
+// probabilities with the log-sum-exp and aggregates the values); neither
+// writes the attention to global memory.
+#pragma once
+
+#include <ATen/OpMathType.h>
+#include <c10/macros/Macros.h>
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace lma {
+namespace cuda {
+
+// Output tile of one block: TILE_H rows x TILE_W columns (TILE_W along x so
+// that global loads and stores of a tile row are contiguous).
+constexpr int TILE_H = 4;
+constexpr int TILE_W = 16;
+constexpr int TILE_P = TILE_H * TILE_W;  // pixels per tile
+constexpr int NUM_THREADS = 256;
+// Aggregating kernels: thread tid owns pixel tid % TILE_P and the channels
+// cv0 + k * NUM_GROUPS + tid / TILE_P, k < CH_PER_THREAD.
+constexpr int NUM_GROUPS = NUM_THREADS / TILE_P;
+constexpr int CH_PER_THREAD = 16;
+constexpr int CH_PER_BLOCK = NUM_GROUPS * CH_PER_THREAD;
+// Shared-memory budget (bytes): the slot buffer (ni * nj * TILE_P values) and
+// the staging area of the halos (union of the key and value halos). Both fit
+// in the 48 KiB that every architecture gives without opt-in.
+constexpr int SLOT_BUF_BYTES = 16 * 1024;
+constexpr int STAGE_BYTES = 30 * 1024;
+
+static_assert(NUM_THREADS % TILE_P == 0, "threads must cover whole tiles");
+static_assert(TILE_P >= 32 && TILE_P % 32 == 0,
+              "a warp must hold pixels of one channel group");
+
+template <typename T>
+__device__ __forceinline__ T acc_exp(T x);
+template <>
+__device__ __forceinline__ float acc_exp<float>(float x) {
+  return expf(x);
+}
+template <>
+__device__ __forceinline__ double acc_exp<double>(double x) {
+  return exp(x);
+}
+
+template <typename T>
+__device__ __forceinline__ T neg_inf();
+template <>
+__device__ __forceinline__ float neg_inf<float>() {
+  return -INFINITY;
+}
+template <>
+__device__ __forceinline__ double neg_inf<double>() {
+  return -static_cast<double>(INFINITY);
+}
+
+// Slot chunk [i0, i0 + ni) x [j0, j0 + nj) of a tile with corner (y0, x0).
+// sign = +1: positions p + off_s (queries looking at keys);
+// sign = -1: positions p - off_s (keys gathering the queries that see them).
+// The halo covers rows [gy0, gy0 + hh) and columns [gx0, gx0 + hw); the halo
+// position of (tile pixel (py, px), chunk slot (a, c)) is
+// (py + ay * dil, px + ax * dil) with ay = a, ax = c for sign = +1 and
+// ay = ni - 1 - a, ax = nj - 1 - c for sign = -1.
+struct Chunk {
+  int i0, ni, j0, nj;
+  int gy0, gx0, hh, hw;
+  int sign;
+
+  __device__ __forceinline__ Chunk(int y0, int x0, int i0_, int ni_, int j0_,
+                                   int nj_, int r, int dil, int sign_)
+      : i0(i0_), ni(ni_), j0(j0_), nj(nj_), sign(sign_) {
+    hh = TILE_H + (ni - 1) * dil;
+    hw = TILE_W + (nj - 1) * dil;
+    if (sign > 0) {
+      gy0 = y0 + (i0 - r) * dil;
+      gx0 = x0 + (j0 - r) * dil;
+    } else {
+      gy0 = y0 - (i0 + ni - 1 - r) * dil;
+      gx0 = x0 - (j0 + nj - 1 - r) * dil;
+    }
+  }
+
+  // Halo offset (row-major in an hh x hw plane) of tile pixel p seen through
+  // chunk slot sl (sl = a * nj + c).
+  __device__ __forceinline__ int halo_offset(int p, int sl, int dil) const {
+    const int a = sl / nj, c = sl - a * nj;
+    const int ay = sign > 0 ? a : ni - 1 - a;
+    const int ax = sign > 0 ? c : nj - 1 - c;
+    return (p / TILE_W + ay * dil) * hw + (p % TILE_W) + ax * dil;
+  }
+};
+
+// Stages channels [c0, c0 + nc) of the halo of plane stack `src`
+// (channel stride H * W) into dst[nc][hh][hw], 0 outside the map.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_halo(const scalar_t* __restrict__ src,
+                                          int c0, int nc, int H, int W,
+                                          const Chunk& ch,
+                                          acc_t* __restrict__ dst) {
+  const int plane = ch.hh * ch.hw;
+  const int total = nc * plane;
+  const int64_t HW = static_cast<int64_t>(H) * W;
+  for (int idx = threadIdx.x; idx < total; idx += NUM_THREADS) {
+    const int c = idx / plane;
+    const int rem = idx - c * plane;
+    const int hy = rem / ch.hw;
+    const int hx = rem - hy * ch.hw;
+    const int gy = ch.gy0 + hy, gx = ch.gx0 + hx;
+    acc_t val = acc_t(0);
+    if (gy >= 0 && gy < H && gx >= 0 && gx < W) {
+      val = static_cast<acc_t>(
+          src[(c0 + c) * HW + static_cast<int64_t>(gy) * W + gx]);
+    }
+    dst[idx] = val;
+  }
+}
+
+// Computes sl_buf[sl * TILE_P + p] = sum_c A[c, p] * Bt[c, p + off_sl] for
+// the slots of chunk `ch` (sign +1) and the tile pixels p; A and Bt are
+// (C, H, W) planes. stage must hold cc * (TILE_P + hh * hw) values.
+// Starts and ends with a block-wide barrier.
+template <typename scalar_t, typename acc_t>
+__device__ void logit_tile(const scalar_t* __restrict__ A,
+                           const scalar_t* __restrict__ Bt, int C, int H,
+                           int W, int y0, int x0, const Chunk& ch, int dil,
+                           int cc, acc_t* __restrict__ sl_buf,
+                           acc_t* __restrict__ stage) {
+  const int nslots = ch.ni * ch.nj;
+  const int npairs = nslots * TILE_P;
+  const int plane = ch.hh * ch.hw;
+  const int64_t HW = static_cast<int64_t>(H) * W;
+  __syncthreads();  // earlier readers of sl_buf / stage are done
+  for (int idx = threadIdx.x; idx < npairs; idx += NUM_THREADS) {
+    sl_buf[idx] = acc_t(0);
+  }
+  for (int c0 = 0; c0 < C; c0 += cc) {
+    const int nc = min(cc, C - c0);
+    acc_t* sA = stage;                  // [nc][TILE_P]
+    acc_t* sB = stage + nc * TILE_P;    // [nc][hh][hw]
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < nc * TILE_P; idx += NUM_THREADS) {
+      const int c = idx / TILE_P, p = idx - c * TILE_P;
+      const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
+      acc_t val = acc_t(0);
+      if (y < H && x < W) {
+        val = static_cast<acc_t>(
+            A[(c0 + c) * HW + static_cast<int64_t>(y) * W + x]);
+      }
+      sA[idx] = val;
+    }
+    load_halo(Bt, c0, nc, H, W, ch, sB);
+    __syncthreads();
+    // pair idx = sl * TILE_P + p: a warp shares the slot, pixels run along x
+    for (int idx = threadIdx.x; idx < npairs; idx += NUM_THREADS) {
+      const int sl = idx / TILE_P, p = idx - sl * TILE_P;
+      const int hoff = ch.halo_offset(p, sl, dil);
+      acc_t acc = sl_buf[idx];
+      for (int c = 0; c < nc; ++c) {
+        acc += sA[c * TILE_P + p] * sB[c * plane + hoff];
+      }
+      sl_buf[idx] = acc;
+    }
+  }
+  __syncthreads();
+}
+
+// acc[k] += sum_sl w_buf[sl * TILE_P + p] * V[cv, halo(p, sl)] for the
+// channels cv = cv0 + k * NUM_GROUPS + g of this thread (p = tid % TILE_P,
+// g = tid / TILE_P); V is a (Cv, H, W) plane stack. The halo is staged ks *
+// NUM_GROUPS channels at a time (stage holds ks * NUM_GROUPS * hh * hw
+// values). w_buf must be complete before the call (the first barrier here
+// publishes it).
+template <typename scalar_t, typename acc_t>
+__device__ void aggregate_tile(const scalar_t* __restrict__ V, int Cv,
+                               int cv0, int H, int W, const Chunk& ch,
+                               int dil, int ks,
+                               const acc_t* __restrict__ w_buf,
+                               acc_t* __restrict__ stage,
+                               acc_t (&acc)[CH_PER_THREAD]) {
+  const int p = threadIdx.x % TILE_P;
+  const int g = threadIdx.x / TILE_P;
+  const int nslots = ch.ni * ch.nj;
+  const int plane = ch.hh * ch.hw;
+  for (int k0 = 0; k0 < CH_PER_THREAD; k0 += ks) {
+    const int c_first = cv0 + k0 * NUM_GROUPS;
+    if (c_first >= Cv) break;  // uniform over the block
+    const int nc = min(ks * NUM_GROUPS, Cv - c_first);
+    __syncthreads();  // earlier readers of stage are done, w_buf published
+    load_halo(V, c_first, nc, H, W, ch, stage);
+    __syncthreads();
+    for (int sl = 0; sl < nslots; ++sl) {
+      const acc_t w = w_buf[sl * TILE_P + p];
+      const int hoff = ch.halo_offset(p, sl, dil);
+#pragma unroll
+      for (int k = 0; k < CH_PER_THREAD; ++k) {
+        const int lc = (k - k0) * NUM_GROUPS + g;  // channel within stage
+        if (k >= k0 && k < k0 + ks && lc < nc) {
+          acc[k] += w * stage[lc * plane + hoff];
+        }
+      }
+    }
+  }
+}
+
+// Kernel arguments shared by all kernels.
+struct Geometry {
+  int B, T, C, Cv, H, W;
+  int window, dil, r;
+  int tiles_x;  // number of tiles along x
+  int ni, nj;   // slot chunk (window rows x window columns)
+  int cc;       // channels per key-halo chunk (CORR-based kernels)
+  int ks;       // CH_PER_THREAD slices per value-halo chunk (AGG/INV)
+};
+
+__device__ __forceinline__ void tile_corner(const Geometry& g, int& y0,
+                                            int& x0) {
+  const int ty = blockIdx.x / g.tiles_x;
+  y0 = ty * TILE_H;
+  x0 = (blockIdx.x - ty * g.tiles_x) * TILE_W;
+}
+
+// ---------------------------------------------------------------------------
+// CORR: out (B, T, S, H, W) = local correlation of A (B, C, H, W) with
+// Bt (B, T, C, H, W). grid (tiles, 1, B * T).
+// ---------------------------------------------------------------------------
+template <typename scalar_t, typename out_t>
+__global__ void __launch_bounds__(NUM_THREADS)
+    corr_kernel(const scalar_t* __restrict__ A,
+                const scalar_t* __restrict__ Bt, out_t* __restrict__ out,
+                Geometry g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* sl_buf = reinterpret_cast<acc_t*>(smem_raw);
+  acc_t* stage = sl_buf + g.ni * g.nj * TILE_P;
+  int y0, x0;
+  tile_corner(g, y0, x0);
+  const int bt = blockIdx.z;
+  const int b = bt / g.T;
+  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
+  const int S = g.window * g.window;
+  const scalar_t* A_b = A + static_cast<int64_t>(b) * g.C * HW;
+  const scalar_t* B_bt = Bt + static_cast<int64_t>(bt) * g.C * HW;
+  out_t* out_bt = out + static_cast<int64_t>(bt) * S * HW;
+  for (int i0 = 0; i0 < g.window; i0 += g.ni) {
+    for (int j0 = 0; j0 < g.window; j0 += g.nj) {
+      const Chunk ch(y0, x0, i0, min(g.ni, g.window - i0), j0,
+                     min(g.nj, g.window - j0), g.r, g.dil, 1);
+      logit_tile(A_b, B_bt, g.C, g.H, g.W, y0, x0, ch, g.dil, g.cc, sl_buf,
+                 stage);
+      const int npairs = ch.ni * ch.nj * TILE_P;
+      for (int idx = threadIdx.x; idx < npairs; idx += NUM_THREADS) {
+        const int sl = idx / TILE_P, p = idx - sl * TILE_P;
+        const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
+        if (y < g.H && x < g.W) {
+          const int a = sl / ch.nj, c = sl - a * ch.nj;
+          const int s = (i0 + a) * g.window + j0 + c;
+          out_bt[s * HW + static_cast<int64_t>(y) * g.W + x] =
+              static_cast<out_t>(sl_buf[idx]);
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// AGG: out (B, Cv, H, W) = sum_{t, s} Wt[b, t, s, p] * Bt[b, t, :, p + off_s]
+// with Wt (B, T, S, H, W) of type w_t and Bt (B, T, Cv, H, W).
+// grid (tiles, ceil(Cv / CH_PER_BLOCK), B).
+// ---------------------------------------------------------------------------
+template <typename scalar_t, typename w_t>
+__global__ void __launch_bounds__(NUM_THREADS)
+    agg_kernel(const w_t* __restrict__ Wt, const scalar_t* __restrict__ Bt,
+               scalar_t* __restrict__ out, Geometry g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* w_buf = reinterpret_cast<acc_t*>(smem_raw);
+  acc_t* stage = w_buf + g.ni * g.nj * TILE_P;
+  int y0, x0;
+  tile_corner(g, y0, x0);
+  const int cv0 = blockIdx.y * CH_PER_BLOCK;
+  const int b = blockIdx.z;
+  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
+  const int S = g.window * g.window;
+  acc_t acc[CH_PER_THREAD];
+#pragma unroll
+  for (int k = 0; k < CH_PER_THREAD; ++k) acc[k] = acc_t(0);
+  for (int t = 0; t < g.T; ++t) {
+    const int64_t bt = static_cast<int64_t>(b) * g.T + t;
+    const w_t* W_bt = Wt + bt * S * HW;
+    const scalar_t* V_bt = Bt + bt * g.Cv * HW;
+    for (int i0 = 0; i0 < g.window; i0 += g.ni) {
+      for (int j0 = 0; j0 < g.window; j0 += g.nj) {
+        const Chunk ch(y0, x0, i0, min(g.ni, g.window - i0), j0,
+                       min(g.nj, g.window - j0), g.r, g.dil, 1);
+        const int npairs = ch.ni * ch.nj * TILE_P;
+        __syncthreads();  // earlier readers of w_buf are done
+        for (int idx = threadIdx.x; idx < npairs; idx += NUM_THREADS) {
+          const int sl = idx / TILE_P, p = idx - sl * TILE_P;
+          const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
+          acc_t w = acc_t(0);
+          if (y < g.H && x < g.W) {
+            const int a = sl / ch.nj, c = sl - a * ch.nj;
+            const int s = (i0 + a) * g.window + j0 + c;
+            w = static_cast<acc_t>(
+                W_bt[s * HW + static_cast<int64_t>(y) * g.W + x]);
+          }
+          w_buf[idx] = w;
+        }
+        aggregate_tile(V_bt, g.Cv, cv0, g.H, g.W, ch, g.dil, g.ks, w_buf,
+                       stage, acc);
+      }
+    }
+  }
+  const int p = threadIdx.x % TILE_P, grp = threadIdx.x / TILE_P;
+  const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
+  if (y < g.H && x < g.W) {
+    scalar_t* out_b = out + static_cast<int64_t>(b) * g.Cv * HW +
+                      static_cast<int64_t>(y) * g.W + x;
+#pragma unroll
+    for (int k = 0; k < CH_PER_THREAD; ++k) {
+      const int cv = cv0 + k * NUM_GROUPS + grp;
+      if (cv < g.Cv) out_b[cv * HW] = static_cast<scalar_t>(acc[k]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// INV: out (B, T, C, H, W) with out[b, t, :, p] =
+// sum_s Wt[b, t, s, p - off_s] * A[b, :, p - off_s], Wt (B, T, S, H, W) of
+// type w_t, A (B, C, H, W) (0 where p - off_s is outside the map).
+// grid (tiles, ceil(C / CH_PER_BLOCK), B * T). `g.Cv` is the channel count
+// of A and out.
+// ---------------------------------------------------------------------------
+template <typename scalar_t, typename w_t>
+__global__ void __launch_bounds__(NUM_THREADS)
+    inv_kernel(const w_t* __restrict__ Wt, const scalar_t* __restrict__ A,
+               scalar_t* __restrict__ out, Geometry g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* w_buf = reinterpret_cast<acc_t*>(smem_raw);
+  acc_t* stage = w_buf + g.ni * g.nj * TILE_P;
+  int y0, x0;
+  tile_corner(g, y0, x0);
+  const int cv0 = blockIdx.y * CH_PER_BLOCK;
+  const int64_t bt = blockIdx.z;
+  const int b = static_cast<int>(bt / g.T);
+  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
+  const int S = g.window * g.window;
+  const w_t* W_bt = Wt + bt * S * HW;
+  const scalar_t* A_b = A + static_cast<int64_t>(b) * g.Cv * HW;
+  acc_t acc[CH_PER_THREAD];
+#pragma unroll
+  for (int k = 0; k < CH_PER_THREAD; ++k) acc[k] = acc_t(0);
+  for (int i0 = 0; i0 < g.window; i0 += g.ni) {
+    for (int j0 = 0; j0 < g.window; j0 += g.nj) {
+      const Chunk ch(y0, x0, i0, min(g.ni, g.window - i0), j0,
+                     min(g.nj, g.window - j0), g.r, g.dil, -1);
+      const int npairs = ch.ni * ch.nj * TILE_P;
+      __syncthreads();  // earlier readers of w_buf are done
+      for (int idx = threadIdx.x; idx < npairs; idx += NUM_THREADS) {
+        const int sl = idx / TILE_P, p = idx - sl * TILE_P;
+        const int a = sl / ch.nj, c = sl - a * ch.nj;
+        const int i = i0 + a, j = j0 + c;
+        // the query that sees key pixel p through slot (i, j)
+        const int qy = y0 + p / TILE_W - (i - g.r) * g.dil;
+        const int qx = x0 + p % TILE_W - (j - g.r) * g.dil;
+        acc_t w = acc_t(0);
+        if (qy >= 0 && qy < g.H && qx >= 0 && qx < g.W) {
+          w = static_cast<acc_t>(W_bt[(i * g.window + j) * HW +
+                                      static_cast<int64_t>(qy) * g.W + qx]);
+        }
+        w_buf[idx] = w;
+      }
+      aggregate_tile(A_b, g.Cv, cv0, g.H, g.W, ch, g.dil, g.ks, w_buf, stage,
+                     acc);
+    }
+  }
+  const int p = threadIdx.x % TILE_P, grp = threadIdx.x / TILE_P;
+  const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
+  if (y < g.H && x < g.W) {
+    scalar_t* out_bt = out + bt * g.Cv * HW + static_cast<int64_t>(y) * g.W +
+                       x;
+#pragma unroll
+    for (int k = 0; k < CH_PER_THREAD; ++k) {
+      const int cv = cv0 + k * NUM_GROUPS + grp;
+      if (cv < g.Cv) out_bt[cv * HW] = static_cast<scalar_t>(acc[k]);
+    }
+  }
+}
+
+// Whether slot (i, j) of query pixel (y, x) takes part in the softmax.
+__device__ __forceinline__ bool slot_takes_part(int y, int x, int i, int j,
+                                                const Geometry& g,
+                                                bool mask_padding) {
+  if (!mask_padding) return true;
+  const int ky = y + (i - g.r) * g.dil, kx = x + (j - g.r) * g.dil;
+  return ky >= 0 && ky < g.H && kx >= 0 && kx < g.W;
+}
+
+// ---------------------------------------------------------------------------
+// STATS: lse (B, H, W) (type acc_t) = log-sum-exp over the slots that take
+// part of scale * corr(q, k). Online over the slot chunks: thread (p, grp)
+// keeps a running max m and sum l for the slots sl = grp mod NUM_GROUPS, the
+// groups are merged at the end. grid (tiles, 1, B).
+// ---------------------------------------------------------------------------
+template <typename scalar_t>
+__global__ void __launch_bounds__(NUM_THREADS)
+    stats_kernel(const scalar_t* __restrict__ q,
+                 const scalar_t* __restrict__ k,
+                 at::opmath_type<scalar_t>* __restrict__ lse, Geometry g,
+                 at::opmath_type<scalar_t> scale, bool mask_padding) {
+  using acc_t = at::opmath_type<scalar_t>;
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* sl_buf = reinterpret_cast<acc_t*>(smem_raw);
+  acc_t* stage = sl_buf + g.ni * g.nj * TILE_P;
+  int y0, x0;
+  tile_corner(g, y0, x0);
+  const int b = blockIdx.z;
+  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
+  const int p = threadIdx.x % TILE_P, grp = threadIdx.x / TILE_P;
+  const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
+  const scalar_t* q_b = q + static_cast<int64_t>(b) * g.C * HW;
+  acc_t m = neg_inf<acc_t>();
+  acc_t l = acc_t(0);
+  for (int t = 0; t < g.T; ++t) {
+    const scalar_t* k_bt =
+        k + (static_cast<int64_t>(b) * g.T + t) * g.C * HW;
+    for (int i0 = 0; i0 < g.window; i0 += g.ni) {
+      for (int j0 = 0; j0 < g.window; j0 += g.nj) {
+        const Chunk ch(y0, x0, i0, min(g.ni, g.window - i0), j0,
+                       min(g.nj, g.window - j0), g.r, g.dil, 1);
+        logit_tile(q_b, k_bt, g.C, g.H, g.W, y0, x0, ch, g.dil, g.cc,
+                   sl_buf, stage);
+        const int nslots = ch.ni * ch.nj;
+        for (int sl = grp; sl < nslots; sl += NUM_GROUPS) {
+          const int a = sl / ch.nj, c = sl - a * ch.nj;
+          if (!slot_takes_part(y, x, i0 + a, j0 + c, g, mask_padding)) {
+            continue;
+          }
+          const acc_t logit = scale * sl_buf[sl * TILE_P + p];
+          if (logit > m) {
+            l = l * acc_exp(m - logit) + acc_t(1);  // exp(-inf) = 0
+            m = logit;
+          } else {
+            l += acc_exp(logit - m);
+          }
+        }
+      }
+    }
+  }
+  // merge the NUM_GROUPS partial (m, l) of every pixel
+  __syncthreads();  // the last readers of sl_buf / stage are done
+  acc_t* sm = stage;                // [NUM_THREADS]
+  acc_t* sls = stage + NUM_THREADS; // [NUM_THREADS]
+  sm[threadIdx.x] = m;
+  sls[threadIdx.x] = l;
+  __syncthreads();
+  if (grp == 0 && y < g.H && x < g.W) {
+    acc_t mm = neg_inf<acc_t>();
+    for (int gg = 0; gg < NUM_GROUPS; ++gg) {
+      mm = max(mm, sm[gg * TILE_P + p]);
+    }
+    acc_t ll = acc_t(0);
+    for (int gg = 0; gg < NUM_GROUPS; ++gg) {
+      const acc_t mg = sm[gg * TILE_P + p];
+      if (mg != neg_inf<acc_t>()) ll += sls[gg * TILE_P + p] * acc_exp(mg - mm);
+    }
+    // every pixel has at least its centre slot, so ll >= 1 and mm is finite
+    lse[static_cast<int64_t>(b) * HW + static_cast<int64_t>(y) * g.W + x] =
+        mm + log(ll);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// FUSED_AGG: out (B, Cv, H, W) = sum_{t, s} exp(scale * corr - lse) * v at
+// the slot (0 for slots left out with mask_padding), with lse from STATS.
+// The logits are recomputed per slot chunk in shared memory.
+// grid (tiles, ceil(Cv / CH_PER_BLOCK), B).
+// ---------------------------------------------------------------------------
+template <typename scalar_t>
+__global__ void __launch_bounds__(NUM_THREADS)
+    fused_agg_kernel(const scalar_t* __restrict__ q,
+                     const scalar_t* __restrict__ k,
+                     const scalar_t* __restrict__ v,
+                     const at::opmath_type<scalar_t>* __restrict__ lse,
+                     scalar_t* __restrict__ out, Geometry g,
+                     at::opmath_type<scalar_t> scale, bool mask_padding) {
+  using acc_t = at::opmath_type<scalar_t>;
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* s_lse = reinterpret_cast<acc_t*>(smem_raw);  // [TILE_P]
+  acc_t* sl_buf = s_lse + TILE_P;
+  acc_t* stage = sl_buf + g.ni * g.nj * TILE_P;
+  int y0, x0;
+  tile_corner(g, y0, x0);
+  const int cv0 = blockIdx.y * CH_PER_BLOCK;
+  const int b = blockIdx.z;
+  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
+  const scalar_t* q_b = q + static_cast<int64_t>(b) * g.C * HW;
+  for (int p = threadIdx.x; p < TILE_P; p += NUM_THREADS) {
+    const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
+    s_lse[p] = (y < g.H && x < g.W)
+                   ? lse[static_cast<int64_t>(b) * HW +
+                         static_cast<int64_t>(y) * g.W + x]
+                   : acc_t(0);
+  }
+  // s_lse is published by the first barrier of logit_tile
+  acc_t acc[CH_PER_THREAD];
+#pragma unroll
+  for (int kk = 0; kk < CH_PER_THREAD; ++kk) acc[kk] = acc_t(0);
+  for (int t = 0; t < g.T; ++t) {
+    const int64_t bt = static_cast<int64_t>(b) * g.T + t;
+    const scalar_t* k_bt = k + bt * g.C * HW;
+    const scalar_t* v_bt = v + bt * g.Cv * HW;
+    for (int i0 = 0; i0 < g.window; i0 += g.ni) {
+      for (int j0 = 0; j0 < g.window; j0 += g.nj) {
+        const Chunk ch(y0, x0, i0, min(g.ni, g.window - i0), j0,
+                       min(g.nj, g.window - j0), g.r, g.dil, 1);
+        logit_tile(q_b, k_bt, g.C, g.H, g.W, y0, x0, ch, g.dil, g.cc,
+                   sl_buf, stage);
+        // logits -> probabilities, in place (each entry by one thread)
+        const int npairs = ch.ni * ch.nj * TILE_P;
+        for (int idx = threadIdx.x; idx < npairs; idx += NUM_THREADS) {
+          const int sl = idx / TILE_P, p = idx - sl * TILE_P;
+          const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
+          const int a = sl / ch.nj, c = sl - a * ch.nj;
+          acc_t prob = acc_t(0);
+          if (y < g.H && x < g.W &&
+              slot_takes_part(y, x, i0 + a, j0 + c, g, mask_padding)) {
+            prob = acc_exp(scale * sl_buf[idx] - s_lse[p]);
+          }
+          sl_buf[idx] = prob;
+        }
+        aggregate_tile(v_bt, g.Cv, cv0, g.H, g.W, ch, g.dil, g.ks, sl_buf,
+                       stage, acc);
+      }
+    }
+  }
+  const int p = threadIdx.x % TILE_P, grp = threadIdx.x / TILE_P;
+  const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
+  if (y < g.H && x < g.W) {
+    scalar_t* out_b = out + static_cast<int64_t>(b) * g.Cv * HW +
+                      static_cast<int64_t>(y) * g.W + x;
+#pragma unroll
+    for (int kk = 0; kk < CH_PER_THREAD; ++kk) {
+      const int cv = cv0 + kk * NUM_GROUPS + grp;
+      if (cv < g.Cv) out_b[cv * HW] = static_cast<scalar_t>(acc[kk]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward of the fused op, element-wise part over (B, T, S, H, W), in place:
+//   prob  <- p = exp(scale * corr - lse)  (0 for slots left out)
+//   dprob <- scale * p * (dP - D)         (the gradient of the scaled corr)
+// with corr = corr(q, k), dP = corr(grad_out, v), D = sum_cv grad_out * out.
+// ---------------------------------------------------------------------------
+template <typename acc_t>
+__global__ void __launch_bounds__(NUM_THREADS)
+    softmax_backward_kernel(acc_t* __restrict__ prob,
+                            acc_t* __restrict__ dprob,
+                            const acc_t* __restrict__ lse,
+                            const acc_t* __restrict__ D, Geometry g,
+                            acc_t scale, bool mask_padding, int64_t total) {
+  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
+  const int S = g.window * g.window;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) +
+                     threadIdx.x;
+       idx < total; idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t pix = idx % HW;
+    const int y = static_cast<int>(pix / g.W);
+    const int x = static_cast<int>(pix - static_cast<int64_t>(y) * g.W);
+    const int s = static_cast<int>((idx / HW) % S);
+    const int64_t b = idx / (HW * S * g.T);
+    const int i = s / g.window, j = s - i * g.window;
+    acc_t p = acc_t(0);
+    acc_t dl = acc_t(0);
+    if (slot_takes_part(y, x, i, j, g, mask_padding)) {
+      p = acc_exp(scale * prob[idx] - lse[b * HW + pix]);
+      dl = scale * p * (dprob[idx] - D[b * HW + pix]);
+    }
+    prob[idx] = p;
+    dprob[idx] = dl;
+  }
+}
+
+}  // namespace cuda
+}  // namespace lma
