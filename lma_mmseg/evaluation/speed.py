@@ -1,0 +1,429 @@
+"""Speed measurement of segmentors: per-frame runners, timing, memory, FLOPs.
+
+Three ways to run a model on a video, one frame at a time:
+
+* ``single``: a single-frame segmentor, ``model.test_step`` on the frame;
+* ``streaming``: a memory model through :class:`lma_mmseg.apis.
+  StreamingSegmenter`, which encodes each frame once and keeps the memory
+  keys and values of the last ``T`` frames;
+* ``reencode``: a memory model fed the clip of the last ``T + 1`` frames at
+  every step (``model.test_step`` on (T+1, 3, H, W)); the backbone runs
+  ``T + 1`` times per frame. Before ``T`` frames were seen, the first frame
+  fills the clip.
+
+:func:`run_interleaved` times several runners frame by frame in turn (the
+order alternates between frames), so that slow drifts of a shared machine
+(thermal state, other jobs) affect all of them alike.
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` of each call
+(reset before it); the maximum over the timed frames. On CPU, the peak
+resident set size (``VmHWM``) of the process during each call, reset before
+the call by writing ``5`` to ``/proc/self/clear_refs`` (Linux); it is a
+process-wide figure (interpreter, libraries, every loaded model), reported
+together with its increase over the resident size just before the call.
+Where ``clear_refs`` is unavailable, ``getrusage`` peak RSS is used (not
+reset, so the increase is not measured).
+"""
+import collections
+import os
+import resource
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+from mmseg.structures import SegDataSample
+
+__all__ = [
+    'synthetic_frames', 'SingleFrameRunner', 'ReencodeRunner',
+    'StreamingRunner', 'MemoryProbe', 'run_interleaved', 'summarize',
+    'count_params', 'count_flops', 'is_memory_model'
+]
+
+
+def synthetic_frames(num: int, shape: Sequence[int],
+                     seed: int = 0) -> List[np.ndarray]:
+    """Smooth random BGR frames panning to the right by 4 px per frame.
+
+    Args:
+        num (int): Number of distinct frames (callers cycle through them).
+        shape (Sequence[int]): (H, W).
+        seed (int): Random seed.
+
+    Returns:
+        list[np.ndarray]: ``num`` uint8 arrays (H, W, 3).
+    """
+    h, w = int(shape[0]), int(shape[1])
+    if h < 8 or w < 8:
+        raise ValueError(f'--shape must be at least 8x8, got {h}x{w}')
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (max(h // 16, 2), max(w // 16, 2) * 2, 3),
+                          dtype=np.uint8)
+    scene = cv2.resize(coarse, (2 * w, h), interpolation=cv2.INTER_CUBIC)
+    frames = []
+    for i in range(num):
+        x = (4 * i) % w
+        frames.append(np.ascontiguousarray(scene[:, x:x + w]))
+    return frames
+
+
+def is_memory_model(model: nn.Module) -> bool:
+    """Whether ``model`` keeps a memory of past frames (an LMA segmentor)."""
+    neck = getattr(model, 'neck', None)
+    return neck is not None and hasattr(neck, 'encode_memory') and hasattr(
+        neck, 'memory_length')
+
+
+def _sample(shape) -> SegDataSample:
+    h, w = shape
+    return SegDataSample(
+        metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
+
+
+class SingleFrameRunner:
+    """``model.test_step`` on one BGR frame (3, H, W) per step."""
+
+    mode = 'single'
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def reset(self) -> None:
+        pass
+
+    def step(self, frame: np.ndarray):
+        tensor = torch.from_numpy(frame).permute(2, 0, 1).contiguous()
+        with torch.no_grad():
+            return self.model.test_step(
+                dict(inputs=[tensor], data_samples=[_sample(frame.shape[:2])]))
+
+
+class ReencodeRunner:
+    """``model.test_step`` on the clip of the last ``T + 1`` frames."""
+
+    mode = 'reencode'
+
+    def __init__(self, model: nn.Module, memory_length: int):
+        self.model = model
+        self.memory_length = int(memory_length)
+        self.clip = collections.deque(maxlen=self.memory_length + 1)
+
+    def reset(self) -> None:
+        self.clip.clear()
+
+    def step(self, frame: np.ndarray):
+        tensor = torch.from_numpy(frame).permute(2, 0, 1).contiguous()
+        if not self.clip:
+            self.clip.extend([tensor] * self.memory_length)
+        self.clip.append(tensor)
+        clip = torch.stack(list(self.clip))
+        with torch.no_grad():
+            return self.model.test_step(
+                dict(inputs=[clip], data_samples=[_sample(frame.shape[:2])]))
+
+
+class StreamingRunner:
+    """:class:`lma_mmseg.apis.StreamingSegmenter`, each frame encoded once."""
+
+    mode = 'streaming'
+
+    def __init__(self, model: nn.Module):
+        from lma_mmseg.apis import StreamingSegmenter
+        self.seg = StreamingSegmenter(model)
+
+    def reset(self) -> None:
+        self.seg.reset()
+
+    def step(self, frame: np.ndarray):
+        with torch.no_grad():
+            return self.seg(frame)
+
+
+def _read_status(field: str) -> Optional[int]:
+    """A ``kB`` field of /proc/self/status in bytes, or None."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class MemoryProbe:
+    """Peak memory of one call (see the module docstring).
+
+    Args:
+        device (torch.device): The device the models run on.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == 'cuda'
+        self.clear_refs = False
+        if not self.cuda:
+            try:
+                with open('/proc/self/clear_refs', 'w') as f:
+                    f.write('5')
+                self.clear_refs = _read_status('VmHWM') is not None
+            except OSError:
+                self.clear_refs = False
+
+    @property
+    def description(self) -> str:
+        if self.cuda:
+            return ('torch.cuda.max_memory_allocated during a frame (reset '
+                    'before it), maximum over the timed frames')
+        if self.clear_refs:
+            return ('CPU: peak resident set size of the process during a '
+                    'frame (VmHWM, reset before it via /proc/self/clear_refs)'
+                    ', maximum over the timed frames; process-wide')
+        return ('CPU: peak resident set size of the process so far '
+                '(getrusage ru_maxrss, not resettable); process-wide')
+
+    def before(self) -> int:
+        """Reset the peak counter; return the current usage in bytes."""
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return torch.cuda.memory_allocated(self.device)
+        if self.clear_refs:
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')
+            return _read_status('VmRSS') or 0
+        return 0
+
+    def after(self) -> int:
+        """Peak usage in bytes since :meth:`before`."""
+        if self.cuda:
+            return torch.cuda.max_memory_allocated(self.device)
+        if self.clear_refs:
+            return _read_status('VmHWM') or 0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == 'darwin' else peak * 1024
+
+
+def run_interleaved(runners: Dict[str, object],
+                    frames: List[np.ndarray],
+                    num_frames: int,
+                    warmup: int,
+                    device,
+                    progress: bool = True) -> Dict[str, dict]:
+    """Time several runners on the same frames, interleaved frame by frame.
+
+    Args:
+        runners (dict[str, runner]): Name -> runner with ``reset()`` and
+            ``step(frame)``.
+        frames (list[np.ndarray]): BGR frames, cycled through.
+        num_frames (int): Timed frames per runner.
+        warmup (int): Untimed frames per runner before them.
+        device: Device of the models (CUDA is synchronised around calls).
+        progress (bool): Show an mmengine progress bar.
+
+    Returns:
+        dict[str, dict]: Per runner ``times_ms`` (list of the timed frames),
+        ``peak_memory_bytes`` and ``peak_memory_increase_bytes``.
+    """
+    if num_frames < 1:
+        raise ValueError(f'--frames must be >= 1, got {num_frames}')
+    if warmup < 0:
+        raise ValueError(f'--warmup must be >= 0, got {warmup}')
+    if not frames:
+        raise ValueError('no input frames')
+    device = torch.device(device)
+    cuda = device.type == 'cuda'
+    probe = MemoryProbe(device)
+    names = list(runners)
+    for runner in runners.values():
+        runner.reset()
+    stats = {
+        n: dict(times_ms=[], peak_memory_bytes=0,
+                peak_memory_increase_bytes=0)
+        for n in names
+    }
+    total = warmup + num_frames
+    bar = None
+    if progress:
+        from mmengine.utils import ProgressBar
+        bar = ProgressBar(total * len(names))
+    for i in range(total):
+        frame = frames[i % len(frames)]
+        order = names if i % 2 == 0 else names[::-1]
+        for name in order:
+            if cuda:
+                torch.cuda.synchronize(device)
+            base = probe.before()
+            start = time.perf_counter()
+            runners[name].step(frame)
+            if cuda:
+                torch.cuda.synchronize(device)
+            elapsed = (time.perf_counter() - start) * 1000.0
+            peak = probe.after()
+            if i >= warmup:
+                s = stats[name]
+                s['times_ms'].append(elapsed)
+                s['peak_memory_bytes'] = max(s['peak_memory_bytes'], peak)
+                s['peak_memory_increase_bytes'] = max(
+                    s['peak_memory_increase_bytes'], max(peak - base, 0))
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        sys.stdout.write('\n')
+    stats['_memory_measure'] = probe.description
+    return stats
+
+
+def summarize(times_ms: Sequence[float]) -> dict:
+    """Median, p90, mean, min of per-frame times (ms) and FPS.
+
+    ``fps`` is the throughput ``1000 / mean``; ``fps_median`` is
+    ``1000 / median``.
+    """
+    t = np.asarray(times_ms, dtype=np.float64)
+    if t.size == 0:
+        raise ValueError('no timed frame')
+    median = float(np.median(t))
+    mean = float(t.mean())
+    return dict(
+        frames=int(t.size),
+        median_ms=round(median, 3),
+        p90_ms=round(float(np.percentile(t, 90)), 3),
+        mean_ms=round(mean, 3),
+        min_ms=round(float(t.min()), 3),
+        fps=round(1000.0 / mean, 2),
+        fps_median=round(1000.0 / median, 2))
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+class _Forward(nn.Module):
+    """Wraps a callable so the jit tracer sees one module call."""
+
+    def __init__(self, model: nn.Module, fn: Callable):
+        super().__init__()
+        self.model = model
+        self.fn = fn
+
+    def forward(self, *inputs):
+        return self.fn(self.model, *inputs)
+
+
+def _single_fn(model, x):
+    return model._forward(x)
+
+
+def _stream_fn(model, x, keys, values):
+    feats = model.backbone(x)
+    new_keys, new_values = model.neck.encode_memory(feats)
+    fused = model.neck(feats, memory=(keys, values))
+    out = model.decode_head.forward(fused)
+    return out, new_keys, new_values
+
+
+def _attention_macs(model, batch, memory_length, h, w) -> int:
+    neck = model.neck
+    cv = neck.out_value_channels
+    return int(batch * memory_length * neck.window**2 * h * w *
+               (neck.key_channels + cv))
+
+
+class _AnalyticAttention:
+    """Within the block, the neck's memory read-out returns zeros.
+
+    The tracer then counts everything but the local attention, whatever
+    implementation runs it (compiled op or PyTorch reference); its
+    multiply-adds are added analytically instead.
+    """
+
+    def __init__(self, neck: nn.Module):
+        self.neck = neck
+
+    def __enter__(self):
+        neck = self.neck
+
+        def read_memory(query_key, memory):
+            b, _, h, w = query_key.shape
+            return query_key.new_zeros((b, neck.out_value_channels, h, w))
+
+        neck.read_memory = read_memory
+        return self
+
+    def __exit__(self, *exc):
+        del self.neck.read_memory
+        return False
+
+
+def count_flops(model: nn.Module, mode: str, shape: Sequence[int],
+                device) -> dict:
+    """FLOPs of one frame with mmengine's ``FlopAnalyzer`` (jit tracing).
+
+    mmengine counts one fused multiply-add as one FLOP and leaves out
+    element-wise operations. The local attention is counted analytically:
+    ``B*T*P*P*h*w*(key_channels + value_channels)`` multiply-adds (the
+    correlation and the aggregation; the softmax, element-wise, is left out
+    as for every other element-wise op), reported apart as
+    ``attention_flops`` and included in ``flops``.
+
+    Args:
+        model (nn.Module): The segmentor (eval mode).
+        mode (str): ``'single'``, ``'streaming'`` (backbone once, memory
+            encoding of the new frame, neck with ``T`` cached frames, head)
+            or ``'reencode'`` (the whole clip of ``T + 1`` frames).
+        shape (Sequence[int]): (H, W) of the input.
+        device: Device to trace on.
+
+    Returns:
+        dict: ``flops`` (int or None), ``attention_flops``,
+        ``unsupported_ops`` (op name -> count, not counted) and ``error``
+        (None, or why counting failed).
+    """
+    from mmengine.analysis import FlopAnalyzer
+    h, w = int(shape[0]), int(shape[1])
+    x = torch.zeros(1, 3, h, w, device=device)
+    attention = 0
+    try:
+        if mode == 'single':
+            module, inputs = _Forward(model, _single_fn), (x, )
+        elif mode in ('streaming', 'reencode'):
+            t = int(model.neck.memory_length)
+            with torch.no_grad():
+                feats = model.backbone(x)
+                keys, values = model.neck.encode_memory(feats)
+            fh, fw = keys.shape[-2:]
+            attention = _attention_macs(model, 1, t, fh, fw)
+            if mode == 'streaming':
+                module = _Forward(model, _stream_fn)
+                inputs = (x, keys[:, None].repeat(1, t, 1, 1, 1),
+                          values[:, None].repeat(1, t, 1, 1, 1))
+            else:
+                module = _Forward(model, _single_fn)
+                inputs = (x[:, None].repeat(1, t + 1, 1, 1, 1), )
+        else:
+            raise ValueError(f'unknown mode {mode!r}')
+        analyzer = FlopAnalyzer(module, inputs)
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        analyzer.tracer_warnings('none')
+        with torch.no_grad():
+            if attention:
+                with _AnalyticAttention(model.neck):
+                    total = int(analyzer.total())
+            else:
+                total = int(analyzer.total())
+        return dict(
+            flops=total + attention,
+            attention_flops=attention,
+            unsupported_ops=dict(analyzer.unsupported_ops()),
+            error=None)
+    except Exception as e:  # report, do not abort the timing
+        return dict(
+            flops=None,
+            attention_flops=attention,
+            unsupported_ops={},
+            error=f'{type(e).__name__}: {e}')

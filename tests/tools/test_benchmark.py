@@ -1,0 +1,103 @@
+"""tools/benchmark.py: JSON fields, interleaved baseline, overhead."""
+import importlib.util
+import json
+import os.path as osp
+
+import pytest
+
+import lma_mmseg  # noqa: F401
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+LMA = osp.join(ROOT, 'configs', '_base_', 'models', 'lma-erfnet.py')
+ERFNET = osp.join(ROOT, 'configs', '_base_', 'models', 'erfnet-split.py')
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(
+        f'_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_lma_against_baseline_json(tmp_path):
+    tool = load_tool('benchmark')
+    out = tmp_path / 'bench' / 'benchmark.json'
+    res = tool.main([
+        LMA, '--baseline', ERFNET, '--modes', 'reencode', '--device', 'cpu',
+        '--shape', '32', '64', '--frames', '3', '--warmup', '1',
+        '--threads', '1', '--no-progress', '--out', str(out)
+    ])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(res))
+    assert data['kind'] == 'lma_mmseg.benchmark'
+    assert data['device'] == 'cpu' and data['cpu_threads'] == 1
+    assert data['shape'] == [32, 64]
+    assert data['frames'] == 3 and data['warmup'] == 1
+    assert data['input'].startswith('synthetic 32x64')
+    assert data['interleaved'] is True
+    assert 'VmHWM' in data['memory_measure'] or 'ru_maxrss' in data[
+        'memory_measure']
+    assert data['model']['method'] == 'LMA'
+    assert data['model']['memory_length'] == 3
+    assert data['model']['backbone'] == 'ERFNetEncoder'
+    assert data['baseline']['method'] == 'single-frame'
+
+    by_mode = {(r['role'], r['mode']): r for r in data['results']}
+    assert set(by_mode) == {('model', 'reencode'), ('baseline', 'single')}
+    for r in data['results']:
+        assert len(r['times_ms']) == 3
+        assert r['median_ms'] > 0 and r['p90_ms'] >= r['median_ms'] * 0.5
+        assert r['fps'] == pytest.approx(1000 / r['mean_ms'], rel=1e-2)
+        assert r['peak_memory_mb'] > 0
+        assert r['params'] > 10**6
+        assert r['gflops'] > 0
+    lma, base = by_mode['model', 'reencode'], by_mode['baseline', 'single']
+    assert lma['params'] > base['params']
+    assert lma['attention_flops'] == 3 * 21 * 21 * 4 * 8 * (16 + 64)
+    assert lma['gflops'] > 2.5 * base['gflops']
+
+    (over, ) = data['overhead']
+    assert over['mode'] == 'reencode'
+    assert over['ratio'] == pytest.approx(
+        lma['median_ms'] / base['median_ms'], rel=1e-3)
+    assert over['ms'] == pytest.approx(
+        lma['median_ms'] - base['median_ms'], abs=1e-2)
+    assert data['primary']['mode'] == 'reencode'
+    assert data['primary']['median_ms'] == lma['median_ms']
+
+
+def test_benchmark_mmseg_config_single_frame(tmp_path):
+    tool = load_tool('benchmark')
+    res = tool.main([
+        'mmseg::erfnet/erfnet_fcn_4xb4-160k_cityscapes-512x1024.py',
+        '--shape', '32', '64', '--frames', '2', '--warmup', '0', '--threads',
+        '1', '--no-progress', '--no-flops'
+    ])
+    (r, ) = res['results']
+    assert (r['role'], r['mode']) == ('model', 'single')
+    assert r['gflops'] is None and res['baseline'] is None
+    assert res['overhead'] == []
+    assert res['model']['method'] == 'single-frame'
+    assert res['model']['backbone'] == 'ERFNet'
+
+
+def test_benchmark_argument_errors(tmp_path):
+    tool = load_tool('benchmark')
+    with pytest.raises(FileNotFoundError, match='nope.py'):
+        tool.main(['nope.py', '--no-progress'])
+    with pytest.raises(ValueError, match='needs a memory model'):
+        tool.main([
+            ERFNET, '--modes', 'reencode', '--shape', '32', '64',
+            '--frames', '1', '--no-progress'
+        ])
+    with pytest.raises(ValueError, match='expected a single-frame model'):
+        tool.main([
+            ERFNET, '--baseline', LMA, '--shape', '32', '64', '--frames',
+            '1', '--no-progress'
+        ])
+    with pytest.raises(FileNotFoundError, match='no image'):
+        tool.main([
+            ERFNET, '--frames-dir', str(tmp_path), '--shape', '32', '64',
+            '--frames', '1', '--no-progress'
+        ])
