@@ -1,0 +1,292 @@
+"""VideoEncoderDecoder: training on clips, freezing, inference modes,
+checkpoints."""
+import copy
+
+import pytest
+import torch
+from mmengine import ConfigDict
+from mmengine.registry import init_default_scope
+from mmengine.runner import load_checkpoint, save_checkpoint
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+import lma_mmseg  # noqa: F401  (registers the components)
+
+NUM_CLASSES = 5
+
+
+@pytest.fixture(autouse=True)
+def mmseg_scope():
+    init_default_scope('mmseg')
+
+
+def backbone_cfg():
+    """ResNetV1c-18 with 8 base channels; outputs 32 (1/8) and 64 (1/8)."""
+    return dict(
+        type='ResNetV1c',
+        depth=18,
+        base_channels=8,
+        stem_channels=8,
+        out_indices=(2, 3),
+        strides=(1, 2, 1, 1),
+        dilations=(1, 1, 2, 4),
+        contract_dilation=True,
+        norm_cfg=dict(type='BN'))
+
+
+def heads_cfg():
+    return dict(
+        decode_head=dict(
+            type='FCNHead',
+            in_channels=64,
+            channels=16,
+            in_index=1,
+            num_convs=1,
+            num_classes=NUM_CLASSES,
+            dropout_ratio=0.5,
+            loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+        auxiliary_head=dict(
+            type='FCNHead',
+            in_channels=32,
+            channels=8,
+            in_index=0,
+            num_convs=1,
+            num_classes=NUM_CLASSES,
+            loss_decode=dict(type='CrossEntropyLoss', loss_weight=0.4)))
+
+
+def model_cfg(**kwargs):
+    cfg = dict(
+        type='VideoEncoderDecoder',
+        backbone=backbone_cfg(),
+        neck=dict(
+            type='LocalMemoryNeck',
+            in_channels=64,
+            key_channels=8,
+            value_channels=16,
+            window=5,
+            in_index=1),
+        test_cfg=dict(mode='whole'),
+        **heads_cfg())
+    cfg.update(kwargs)
+    return cfg
+
+
+def build(**kwargs):
+    model = MODELS.build(model_cfg(**kwargs))
+    model.test_cfg = ConfigDict(model.test_cfg)
+    return model
+
+
+def samples(batch, size=(48, 48)):
+    out = []
+    for _ in range(batch):
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(
+            data=torch.randint(0, NUM_CLASSES, (1, *size)))
+        sample.set_metainfo(dict(img_shape=size, ori_shape=size))
+        out.append(sample)
+    return out
+
+
+def backbone_calls(model):
+    seen = []
+    handle = model.backbone.register_forward_hook(
+        lambda m, args, out: seen.append(
+            (args[0].shape[0], out[-1].requires_grad)))
+    return seen, handle
+
+
+def total_loss(losses):
+    return sum(v for k, v in losses.items() if 'loss' in k)
+
+
+def test_loss_full_finetuning():
+    torch.manual_seed(0)
+    model = build(freeze_memory_encoder=True).train()
+    clip = torch.randn(2, 4, 3, 48, 48)
+    seen, handle = backbone_calls(model)
+    losses = model.loss(clip, samples(2))
+    handle.remove()
+    # memory frames in one batched call without gradient, key frame with
+    assert seen == [(2 * 3, False), (2, True)]
+    assert set(losses) >= {'decode.loss_ce', 'aux.loss_ce'}
+    loss = total_loss(losses)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+    assert torch.equal(model.neck.query_key.weight,
+                       model.neck.memory_key.weight)  # no step taken yet
+
+
+def test_loss_memory_encoder_with_gradient():
+    torch.manual_seed(1)
+    model = build(freeze_memory_encoder=False).train()
+    seen, handle = backbone_calls(model)
+    model.loss(torch.randn(1, 3, 3, 48, 48), samples(1))
+    handle.remove()
+    assert seen == [(2, True), (1, True)]
+
+
+def test_frozen_backbone_and_decode_head():
+    torch.manual_seed(2)
+    model = build(freeze=('backbone', 'decode_head'))
+    randomise = [m for m in model.backbone.modules()
+                 if isinstance(m, torch.nn.BatchNorm2d)]
+    model.train()
+    assert model.neck.training and model.auxiliary_head.training
+    assert not model.backbone.training and not model.decode_head.training
+    assert all(not m.training for m in randomise)
+    frozen_state = {
+        k: v.clone()
+        for k, v in model.state_dict().items()
+        if k.startswith(('backbone.', 'decode_head.'))
+    }
+    optim = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=0.1)
+    seen, handle = backbone_calls(model)
+    losses = model.loss(torch.randn(2, 4, 3, 48, 48), samples(2))
+    handle.remove()
+    assert seen == [(2 * 4, False)]  # all frames in one call
+    loss = total_loss(losses)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name, p in model.named_parameters():
+        frozen = name.startswith(('backbone.', 'decode_head.'))
+        if frozen:
+            assert p.grad is None and not p.requires_grad, name
+        elif not name.startswith('auxiliary_head.'):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    optim.step()
+    # BN statistics and weights of the frozen parts are unchanged
+    for k, v in model.state_dict().items():
+        if k in frozen_state:
+            assert torch.equal(v, frozen_state[k]), k
+    # dropout of the frozen decode head is off: same output twice
+    feats = model.extract_feat(torch.randn(1, 2, 3, 48, 48))
+    model.neck.eval()
+    assert torch.equal(
+        model.decode_head(model.neck(model.backbone(torch.ones(1, 3, 48,
+                                                               48)))),
+        model.decode_head(model.neck(model.backbone(torch.ones(1, 3, 48,
+                                                               48)))))
+    assert feats[1].shape == (1, 64, 6, 6)
+
+
+def test_predict_modes_and_single_frames():
+    torch.manual_seed(3)
+    model = build().eval()
+    clip = torch.randn(2, 4, 3, 48, 64)
+    with torch.no_grad():
+        seen, handle = backbone_calls(model)
+        whole = model.predict(clip)
+        handle.remove()
+        assert seen == [(2 * 4, False)]  # eval: one call for all frames
+        assert whole[0].seg_logits.data.shape == (NUM_CLASSES, 48, 64)
+        assert whole[0].pred_sem_seg.data.shape == (1, 48, 64)
+
+        # slide: every window is cut from every frame of the clip
+        model.test_cfg = ConfigDict(
+            mode='slide', crop_size=(48, 48), stride=(32, 16))
+        slide = model.predict(clip)[0].seg_logits.data
+        model.test_cfg = ConfigDict(mode='whole')
+        left = model.predict(clip[..., :48])[0].seg_logits.data
+        right = model.predict(clip[..., 16:64])[0].seg_logits.data
+        expected = torch.zeros(NUM_CLASSES, 48, 64)
+        expected[..., :48] += left
+        expected[..., 16:] += right
+        expected[..., 16:48] /= 2
+        torch.testing.assert_close(slide, expected, atol=1e-5, rtol=0)
+
+        # a lone image: (B, 3, H, W) == (B, 1, 3, H, W), empty memory
+        single = model.predict(clip[:, -1])[0].seg_logits.data
+        single_clip = model.predict(clip[:, -1:])[0].seg_logits.data
+        torch.testing.assert_close(single, single_clip)
+        assert not torch.allclose(single, whole[0].seg_logits.data)
+
+        out = model._forward(clip)
+        assert out.shape == (2, NUM_CLASSES, 6, 8)
+        assert model(clip, mode='tensor').shape == out.shape
+
+
+def test_predict_with_data_samples_flip_and_padding():
+    torch.manual_seed(4)
+    model = build().eval()
+    clip = torch.randn(1, 2, 3, 48, 48)
+    sample = SegDataSample()
+    sample.set_metainfo(
+        dict(
+            ori_shape=(40, 44),
+            img_shape=(40, 44),
+            pad_shape=(48, 48),
+            padding_size=[0, 4, 0, 8],
+            flip=True,
+            flip_direction='horizontal'))
+    with torch.no_grad():
+        result = model.predict(clip, [sample])[0]
+        plain = model.predict(clip)[0].seg_logits.data
+    assert result.seg_logits.data.shape == (NUM_CLASSES, 40, 44)
+    torch.testing.assert_close(result.seg_logits.data,
+                               plain[:, :40, :44].flip(-1))
+
+
+def test_flop_counting():
+    from mmengine.analysis import get_model_complexity_info
+    model = build().eval()
+    clip = torch.randn(1, 4, 3, 48, 48)
+    info = get_model_complexity_info(model, inputs=(clip, ), show_table=False,
+                                     show_arch=False)
+    single = get_model_complexity_info(
+        model, inputs=(clip[:, -1], ), show_table=False, show_arch=False)
+    assert info['params'] == single['params'] > 0
+    assert info['flops'] > single['flops'] > 0
+
+
+def test_checkpoint_round_trip_and_single_frame_load(tmp_path):
+    torch.manual_seed(5)
+    model = build().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    path = str(tmp_path / 'lma.pth')
+    save_checkpoint(dict(state_dict=model.state_dict()), path)
+    other = build().eval()
+    load_checkpoint(other, path, strict=True)
+    clip = torch.randn(1, 3, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(other._forward(clip), model._forward(clip))
+
+    # load_from a single-frame model with the same backbone and heads
+    single_cfg = dict(
+        type='EncoderDecoder', backbone=backbone_cfg(), **heads_cfg())
+    single = MODELS.build(single_cfg)
+    with torch.no_grad():
+        for p in single.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    single_path = str(tmp_path / 'single.pth')
+    save_checkpoint(dict(state_dict=single.state_dict()), single_path)
+    lma = build()
+    neck_before = copy.deepcopy(lma.neck.state_dict())
+    load_checkpoint(lma, single_path, strict=False)
+    for k, v in single.state_dict().items():
+        assert torch.equal(lma.state_dict()[k], v), k
+    for k, v in lma.neck.state_dict().items():
+        assert torch.equal(v, neck_before[k]), k
+    assert torch.equal(lma.neck.query_key.weight, lma.neck.memory_key.weight)
+    missing = set(lma.state_dict()) - set(single.state_dict())
+    assert missing and all(k.startswith('neck.') for k in missing)
+
+
+def test_bad_configs_and_inputs():
+    with pytest.raises(ValueError, match='neck'):
+        build(neck=None)
+    with pytest.raises(ValueError, match="unknown submodule 'encoder'"):
+        build(freeze=('backbone', 'encoder'))
+    with pytest.raises(ValueError, match='encode_memory'):
+        build(neck=dict(
+            type='MultiLevelNeck', in_channels=[32, 64], out_channels=64))
+    model = build().eval()
+    with pytest.raises(ValueError, match=r'\(B, T\+1, C, H, W\)'):
+        model.predict(torch.randn(3, 48, 48))
