@@ -82,6 +82,7 @@ test_dataloader = val_dataloader
 # test_dataloader = dict(dataset=dict(data_prefix=dict(
 #     img_path='leftImg8bit_sequence/test', seg_map_path='')))
 # test_evaluator = dict(type='CityscapesMetric', format_only=True,
+#                       keep_results=True,
 #                       output_dir='work_dirs/format_results')
 
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
