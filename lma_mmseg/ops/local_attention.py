@@ -381,9 +381,6 @@ def local_attention(q: torch.Tensor,
     _check_qkv(q, k, v)
     scale, mask_padding = _check_scale_padding(scale, padding)
     _check_kernel_device(q)
-    if not hasattr(_load_ext(), 'local_attention_forward'):  # TEMPORARY
-        return local_attention_reference(q, k, v, window, dilation, scale,
-                                         padding)
     return LocalAttentionFunction.apply(q, k, v, window, dilation, scale,
                                         mask_padding)
 
@@ -409,8 +406,6 @@ def local_correlation(q: torch.Tensor,
     window, dilation = _check_window(window, dilation)
     _check_qkv(q, k)
     _check_kernel_device(q)
-    if not hasattr(_load_ext(), 'local_correlation_forward'):  # TEMPORARY
-        return local_correlation_reference(q, k, window, dilation)
     return LocalCorrelationFunction.apply(q, k, window, dilation)
 
 
@@ -434,6 +429,4 @@ def local_aggregation(attn: torch.Tensor,
     window, dilation = _check_window(window, dilation)
     _check_attn_v(attn, v, window)
     _check_kernel_device(attn)
-    if not hasattr(_load_ext(), 'local_aggregation_forward'):  # TEMPORARY
-        return local_aggregation_reference(attn, v, window, dilation)
     return LocalAggregationFunction.apply(attn, v, window, dilation)

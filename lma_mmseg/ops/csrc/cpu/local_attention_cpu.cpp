@@ -1,0 +1,327 @@
+// CPU kernels of the local memory attention ops (see common/local_attention.h
+// for the contracts). The row kernels live in local_attention_cpu_kernel.h;
+// they are compiled twice, for AVX2+FMA and for the baseline ISA, and the
+// variant is chosen once at run time. Work is split with at::parallel_for
+// over (batch, row) (or (batch, frame, row) for the gathers); each task owns
+// one scratch buffer.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "common/local_attention.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define LMA_HAVE_AVX2_VARIANT 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define LMA_CPU_NS cpu_avx2
+#include "cpu/local_attention_cpu_kernel.h"
+#undef LMA_CPU_NS
+#pragma GCC pop_options
+#endif
+
+#define LMA_CPU_NS cpu_base
+#include "cpu/local_attention_cpu_kernel.h"
+#undef LMA_CPU_NS
+
+namespace lma {
+namespace {
+
+using cpu::Geom;
+using cpu::kChunk;
+using cpu::kTile;
+
+bool use_avx2() {
+#ifdef LMA_HAVE_AVX2_VARIANT
+  static const bool ok =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// Calls the AVX2 or the baseline variant of a row kernel.
+#ifdef LMA_HAVE_AVX2_VARIANT
+#define LMA_CALL(fn, ...)                      \
+  (use_avx2() ? cpu_avx2::fn(__VA_ARGS__)      \
+              : cpu_base::fn(__VA_ARGS__))
+#else
+#define LMA_CALL(fn, ...) cpu_base::fn(__VA_ARGS__)
+#endif
+
+Geom make_geom(int64_t B, int64_t T, int64_t C, int64_t Cv, int64_t H,
+               int64_t W, int64_t window, int64_t dilation) {
+  Geom g;
+  g.B = B;
+  g.T = T;
+  g.C = C;
+  g.Cv = Cv;
+  g.H = H;
+  g.W = W;
+  g.window = window;
+  g.dilation = dilation;
+  g.r = window / 2;
+  g.S = window * window;
+  g.pad_l = g.r * dilation;
+  g.Wp = W + 2 * g.pad_l + kTile;
+  return g;
+}
+
+void check_args(int64_t window, int64_t dilation, const char* op) {
+  TORCH_CHECK(window >= 1 && window % 2 == 1, op,
+              ": window must be odd and >= 1, got ", window);
+  TORCH_CHECK(dilation >= 1, op, ": dilation must be >= 1, got ", dilation);
+}
+
+void check_cpu(const at::Tensor& t, const char* name, const char* op) {
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name,
+              " must be a CPU tensor, got one on ", t.device());
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
+              op, ": ", name, " must be float32 or float64 on CPU, got ",
+              t.scalar_type());
+}
+
+// (..., C, H, W) -> (..., C, H, Wp) with pad_l zeros on the left of each row
+// and the rest of the padding on the right.
+at::Tensor pad_rows(const at::Tensor& x, const Geom& g) {
+  auto sizes = x.sizes().vec();
+  sizes.back() = g.Wp;
+  at::Tensor out = at::zeros(sizes, x.options());
+  out.narrow(-1, g.pad_l, g.W).copy_(x);
+  return out;
+}
+
+// (B, C, H, W) -> (B, H, W, C) contiguous; (B, T, C, H, W) -> (B, T, H, W, C).
+at::Tensor channels_last(const at::Tensor& x) {
+  if (x.dim() == 4) return x.permute({0, 2, 3, 1}).contiguous();
+  return x.permute({0, 1, 3, 4, 2}).contiguous();
+}
+
+// (B, H, W, C) -> (B, C, H, W); (B, T, H, W, C) -> (B, T, C, H, W).
+at::Tensor channels_first(const at::Tensor& x) {
+  if (x.dim() == 4) return x.permute({0, 3, 1, 2}).contiguous();
+  return x.permute({0, 1, 4, 2, 3}).contiguous();
+}
+
+// res (B, T, H, W, C) channels-last gather of w (B, T, S, H, W) x xq_cl.
+template <typename scalar_t>
+at::Tensor gather(const at::Tensor& w, const at::Tensor& xq_cl,
+                  const Geom& g) {
+  const int64_t C = xq_cl.size(3);
+  at::Tensor res =
+      at::empty({g.B, g.T, g.H, g.W, C}, xq_cl.options());
+  const scalar_t* wp = w.data_ptr<scalar_t>();
+  const scalar_t* xp = xq_cl.data_ptr<scalar_t>();
+  scalar_t* rp = res.data_ptr<scalar_t>();
+  at::parallel_for(0, g.B * g.T * g.H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> scratch(kTile * kChunk);
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const int64_t yk = idx % g.H, bt = idx / g.H;
+      LMA_CALL(gather_row<scalar_t>, wp, xp, rp, g, C, bt / g.T, bt % g.T,
+               yk, scratch.data());
+    }
+  });
+  return res;
+}
+
+// out (B, H, W, Cv) channels-last weighted sum of attn (B, T, S, H, W) and
+// v_cl (B, T, H, W, Cv).
+template <typename scalar_t>
+at::Tensor aggregate(const at::Tensor& attn, const at::Tensor& v_cl,
+                     const Geom& g) {
+  const int64_t Cv = v_cl.size(4);
+  at::Tensor out = at::empty({g.B, g.H, g.W, Cv}, v_cl.options());
+  const scalar_t* ap = attn.data_ptr<scalar_t>();
+  const scalar_t* vp = v_cl.data_ptr<scalar_t>();
+  scalar_t* op = out.data_ptr<scalar_t>();
+  at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> scratch(kTile * kChunk);
+    for (int64_t idx = begin; idx < end; ++idx)
+      LMA_CALL(agg_row<scalar_t>, ap, vp, op, g, Cv, idx / g.H, idx % g.H,
+               scratch.data());
+  });
+  return out;
+}
+
+// corr (B, T, S, H, W) of a (B, Cq, H, W) with b (B, T, Cq, H, W).
+template <typename scalar_t>
+at::Tensor correlate(const at::Tensor& a, const at::Tensor& bmem,
+                     const Geom& g) {
+  const int64_t Cq = a.size(1);
+  at::Tensor kp = pad_rows(bmem, g);
+  at::Tensor corr = at::empty({g.B, g.T, g.S, g.H, g.W}, a.options());
+  const scalar_t* qp = a.data_ptr<scalar_t>();
+  const scalar_t* kpp = kp.data_ptr<scalar_t>();
+  scalar_t* cp = corr.data_ptr<scalar_t>();
+  at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> scratch((Cq + g.S) * kTile);
+    for (int64_t idx = begin; idx < end; ++idx)
+      LMA_CALL(corr_row<scalar_t>, qp, kpp, cp, g, Cq, idx / g.H, idx % g.H,
+               scratch.data());
+  });
+  return corr;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// fused local attention
+// ---------------------------------------------------------------------------
+std::vector<at::Tensor> local_attention_forward_cpu(
+    const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+    int64_t window, int64_t dilation, double scale, bool mask_padding) {
+  const char* op = "local_attention_forward_cpu";
+  check_args(window, dilation, op);
+  check_cpu(q_in, "q", op);
+  at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
+             v = v_in.contiguous();
+  const Geom g = make_geom(q.size(0), k.size(1), q.size(1), v.size(2),
+                           q.size(2), q.size(3), window, dilation);
+  at::Tensor kp = pad_rows(k, g);
+  at::Tensor v_cl = channels_last(v);
+  at::Tensor out_cl = at::empty({g.B, g.H, g.W, g.Cv}, v.options());
+  at::Tensor lse = at::empty({g.B, g.H, g.W}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "local_attention_cpu", [&] {
+    const scalar_t* qp = q.data_ptr<scalar_t>();
+    const scalar_t* kpp = kp.data_ptr<scalar_t>();
+    const scalar_t* vp = v_cl.data_ptr<scalar_t>();
+    scalar_t* op_ = out_cl.data_ptr<scalar_t>();
+    scalar_t* lp = lse.data_ptr<scalar_t>();
+    const scalar_t sc = static_cast<scalar_t>(scale);
+    at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> scratch(g.C * kTile + g.T * g.S * kTile +
+                                    kTile * kChunk + 2 * kTile);
+      for (int64_t idx = begin; idx < end; ++idx)
+        LMA_CALL(attn_fwd_row<scalar_t>, qp, kpp, vp, op_, lp, g, sc,
+                 mask_padding, idx / g.H, idx % g.H, scratch.data());
+    });
+  });
+  return {channels_first(out_cl), lse};
+}
+
+std::vector<at::Tensor> local_attention_backward_cpu(
+    const at::Tensor& grad_out_in, const at::Tensor& q_in,
+    const at::Tensor& k_in, const at::Tensor& v_in, const at::Tensor& out,
+    const at::Tensor& lse_in, int64_t window, int64_t dilation, double scale,
+    bool mask_padding) {
+  const char* op = "local_attention_backward_cpu";
+  check_args(window, dilation, op);
+  check_cpu(q_in, "q", op);
+  at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
+             v = v_in.contiguous();
+  at::Tensor go = grad_out_in.to(q.scalar_type()).contiguous();
+  at::Tensor lse = lse_in.to(q.scalar_type()).contiguous();
+  const Geom g = make_geom(q.size(0), k.size(1), q.size(1), v.size(2),
+                           q.size(2), q.size(3), window, dilation);
+  at::Tensor P = at::empty({g.B, g.T, g.S, g.H, g.W}, q.options());
+  at::Tensor G = at::empty({g.B, g.T, g.S, g.H, g.W}, q.options());
+  at::Tensor grad_q, grad_k, grad_v;
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "local_attention_cpu", [&] {
+    {
+      at::Tensor kp = pad_rows(k, g);
+      at::Tensor vp = pad_rows(v, g);
+      const scalar_t* qp = q.data_ptr<scalar_t>();
+      const scalar_t* kpp = kp.data_ptr<scalar_t>();
+      const scalar_t* gop = go.data_ptr<scalar_t>();
+      const scalar_t* vpp = vp.data_ptr<scalar_t>();
+      const scalar_t* lp = lse.data_ptr<scalar_t>();
+      scalar_t* Pp = P.data_ptr<scalar_t>();
+      scalar_t* Gp = G.data_ptr<scalar_t>();
+      const scalar_t sc = static_cast<scalar_t>(scale);
+      at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
+        std::vector<scalar_t> scratch(std::max(g.C, g.Cv) * kTile +
+                                      2 * g.T * g.S * kTile + 2 * kTile);
+        for (int64_t idx = begin; idx < end; ++idx)
+          LMA_CALL(attn_bwd_row<scalar_t>, qp, kpp, gop, vpp, lp, Pp, Gp, g,
+                   sc, mask_padding, idx / g.H, idx % g.H, scratch.data());
+      });
+    }
+    grad_q = channels_first(aggregate<scalar_t>(G, channels_last(k), g));
+    grad_k = channels_first(gather<scalar_t>(G, channels_last(q), g));
+    G.reset();
+    grad_v = channels_first(gather<scalar_t>(P, channels_last(go), g));
+  });
+  return {grad_q, grad_k, grad_v};
+}
+
+// ---------------------------------------------------------------------------
+// unfused building blocks
+// ---------------------------------------------------------------------------
+at::Tensor local_correlation_forward_cpu(const at::Tensor& q_in,
+                                         const at::Tensor& k_in,
+                                         int64_t window, int64_t dilation) {
+  const char* op = "local_correlation_forward_cpu";
+  check_args(window, dilation, op);
+  check_cpu(q_in, "q", op);
+  at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
+  const Geom g = make_geom(q.size(0), k.size(1), q.size(1), q.size(1),
+                           q.size(2), q.size(3), window, dilation);
+  at::Tensor corr;
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "local_attention_cpu",
+                             [&] { corr = correlate<scalar_t>(q, k, g); });
+  return corr;
+}
+
+std::vector<at::Tensor> local_correlation_backward_cpu(
+    const at::Tensor& grad_corr_in, const at::Tensor& q_in,
+    const at::Tensor& k_in, int64_t window, int64_t dilation) {
+  const char* op = "local_correlation_backward_cpu";
+  check_args(window, dilation, op);
+  check_cpu(q_in, "q", op);
+  at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
+  at::Tensor gc = grad_corr_in.to(q.scalar_type()).contiguous();
+  const Geom g = make_geom(q.size(0), k.size(1), q.size(1), q.size(1),
+                           q.size(2), q.size(3), window, dilation);
+  at::Tensor grad_q, grad_k;
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "local_attention_cpu", [&] {
+    grad_q = channels_first(aggregate<scalar_t>(gc, channels_last(k), g));
+    grad_k = channels_first(gather<scalar_t>(gc, channels_last(q), g));
+  });
+  return {grad_q, grad_k};
+}
+
+at::Tensor local_aggregation_forward_cpu(const at::Tensor& attn_in,
+                                         const at::Tensor& v_in,
+                                         int64_t window, int64_t dilation) {
+  const char* op = "local_aggregation_forward_cpu";
+  check_args(window, dilation, op);
+  check_cpu(attn_in, "attn", op);
+  at::Tensor attn = attn_in.contiguous(), v = v_in.contiguous();
+  const Geom g = make_geom(v.size(0), v.size(1), v.size(2), v.size(2),
+                           v.size(3), v.size(4), window, dilation);
+  TORCH_CHECK(attn.size(2) == g.S, op, ": attn must have window * window = ",
+              g.S, " slots, got ", attn.sizes());
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "local_attention_cpu", [&] {
+    out = channels_first(aggregate<scalar_t>(attn, channels_last(v), g));
+  });
+  return out;
+}
+
+std::vector<at::Tensor> local_aggregation_backward_cpu(
+    const at::Tensor& grad_out_in, const at::Tensor& attn_in,
+    const at::Tensor& v_in, int64_t window, int64_t dilation) {
+  const char* op = "local_aggregation_backward_cpu";
+  check_args(window, dilation, op);
+  check_cpu(attn_in, "attn", op);
+  at::Tensor attn = attn_in.contiguous(), v = v_in.contiguous();
+  at::Tensor go = grad_out_in.to(v.scalar_type()).contiguous();
+  const Geom g = make_geom(v.size(0), v.size(1), v.size(2), v.size(2),
+                           v.size(3), v.size(4), window, dilation);
+  at::Tensor grad_attn, grad_v;
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "local_attention_cpu", [&] {
+    // grad_attn[b, t, s, y, x] = <grad_out[b, :, y, x], v[b, t, :, y', x']>
+    grad_attn = correlate<scalar_t>(go, v, g);
+    grad_v = channels_first(gather<scalar_t>(attn, channels_last(go), g));
+  });
+  return {grad_attn, grad_v};
+}
+
+}  // namespace lma
