@@ -35,9 +35,10 @@ def frame_pipeline(pipeline: Optional[Sequence[dict]],
     """Turn a (clip or single-frame) test pipeline into a single-frame one.
 
     Clip loading becomes ``LoadImageFromFile`` (or ``LoadImageFromNDArray``
-    for arrays), transforms wrapped in ``TransformBroadcaster`` are applied
-    to the frame directly, annotation loading is dropped (a stream has no
-    labels) and ``PackClipSegInputs`` becomes mmseg's ``PackSegInputs``.
+    for arrays), transforms wrapped in a ``TransformBroadcaster`` (or
+    ``ClipTransformBroadcaster``) are applied to the frame directly,
+    annotation loading is dropped (a stream has no labels) and
+    ``PackClipSegInputs`` becomes mmseg's ``PackSegInputs``.
     Other transforms (e.g. ``Resize``) are kept as they are.
 
     Args:
@@ -59,13 +60,18 @@ def frame_pipeline(pipeline: Optional[Sequence[dict]],
         if name in LOAD_TRANSFORMS:
             if name in ('LoadImageFromFile', 'LoadImageFromNDArray'):
                 kwargs = {k: v for k, v in transform.items() if k != 'type'}
-                out.append(dict(load, **kwargs))
-            else:
-                out.append(dict(load))
+            else:  # the image-decoding options of the clip loader
+                kwargs = {
+                    k: v
+                    for k, v in transform.items()
+                    if k in ('to_float32', 'color_type', 'imdecode_backend',
+                             'backend_args')
+                }
+            out.append(dict(load, **kwargs))
         elif name.startswith('LoadAnnotations') or (
                 name.startswith('Load') and 'Annotation' in name):
             continue
-        elif name == 'TransformBroadcaster':
+        elif name.endswith('TransformBroadcaster'):
             out.extend(_inner(transform, from_ndarray))
         elif name in PACK_TRANSFORMS:
             pack = dict(type='PackSegInputs')
@@ -90,7 +96,7 @@ def _inner(broadcaster: dict, from_ndarray: bool) -> List[dict]:
     out = []
     for transform in inner:
         name = _type_name(transform)
-        if name == 'TransformBroadcaster':
+        if name.endswith('TransformBroadcaster'):
             out.extend(_inner(transform, from_ndarray))
         elif name not in LOAD_TRANSFORMS + PACK_TRANSFORMS and not (
                 name.startswith('Load') and 'Annotation' in name):

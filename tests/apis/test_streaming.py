@@ -167,18 +167,18 @@ def test_bad_frames():
 
 def test_frame_pipeline_from_clip_pipeline():
     clip_pipeline = [
-        dict(type='LoadClipFromFiles'),
+        dict(type='LoadClipFromFiles', imdecode_backend='pillow'),
         dict(
-            type='TransformBroadcaster',
+            type='ClipTransformBroadcaster',
             mapping=dict(img='imgs'),
             transforms=[
                 dict(type='Resize', scale=(2048, 1024), keep_ratio=True)
             ]),
-        dict(type='LoadAnnotations'),
+        dict(type='LoadClipAnnotations'),
         dict(type='PackClipSegInputs', meta_keys=('img_path', 'ori_shape')),
     ]
     assert frame_pipeline(clip_pipeline, from_ndarray=True) == [
-        dict(type='LoadImageFromNDArray'),
+        dict(type='LoadImageFromNDArray', imdecode_backend='pillow'),
         dict(type='Resize', scale=(2048, 1024), keep_ratio=True),
         dict(type='PackSegInputs', meta_keys=('img_path', 'ori_shape')),
     ]
