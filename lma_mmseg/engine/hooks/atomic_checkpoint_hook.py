@@ -1,9 +1,12 @@
 """A CheckpointHook whose checkpoints survive a crash at any moment."""
 import os.path as osp
+import random
 from pathlib import Path
 from typing import Optional, Union
 
-from mmengine.dist import is_main_process
+import numpy as np
+import torch
+from mmengine.dist import get_world_size, is_main_process
 from mmengine.hooks import CheckpointHook
 from mmseg.registry import HOOKS
 
@@ -12,6 +15,31 @@ from ..fileio import atomic_write_text, remove_stale_parts
 
 def _is_local(path) -> bool:
     return path is None or '://' not in str(path)
+
+
+def _get_rng_state() -> dict:
+    """The random states of Python, numpy and torch, as plain objects that
+    the weights-only checkpoint loader accepts."""
+    np_state = np.random.get_state()
+    state = dict(
+        python=random.getstate(),
+        numpy=(np_state[0], torch.from_numpy(np_state[1].copy()),
+               *np_state[2:]),
+        torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state['python'])
+    name, keys, *rest = state['numpy']
+    np.random.set_state((name, keys.numpy(), *rest))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        cuda = state['cuda']
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
 
 
 @HOOKS.register_module()
@@ -36,11 +64,24 @@ class AtomicCheckpointHook(CheckpointHook):
     * removes an outdated checkpoint (``max_keep_ckpts``) only after that,
       so up to ``max_keep_ckpts + 1`` checkpoints exist for a moment;
     * removes, before training starts, the temporary ``.*.part`` files an
-      interrupted save left in the checkpoint folder (logged).
+      interrupted save left in the checkpoint folder (logged);
+    * with ``save_rng_state=True`` (default) stores the random states of
+      Python, numpy and torch (CPU and CUDA) in the checkpoint's message hub
+      and, after ``resume``, restores them right before the first resumed
+      iteration, so random layers (dropout) continue as in an uninterrupted
+      run. Random data augmentation does not: mmengine restarts dataloader
+      workers from the seed, and without workers the skipped batches are
+      drawn before the restore. The states are restored on every rank only
+      when ranks share their seed (``randomness.diff_rank_seed=False``, the
+      default) or there is one rank; otherwise a warning says they are not.
 
     So ``last_checkpoint`` always names a complete checkpoint: the newest
-    one whose save finished. All arguments are those of
-    :class:`~mmengine.hooks.CheckpointHook`.
+    one whose save finished.
+
+    Args:
+        save_rng_state (bool): Save and restore the random states as above.
+            Defaults to True.
+        **kwargs: The arguments of :class:`~mmengine.hooks.CheckpointHook`.
 
     Example::
 
@@ -54,7 +95,10 @@ class AtomicCheckpointHook(CheckpointHook):
                  out_dir: Optional[Union[str, Path]] = None,
                  file_client_args: Optional[dict] = None,
                  backend_args: Optional[dict] = None,
+                 save_rng_state: bool = True,
                  **kwargs) -> None:
+        self.save_rng_state = save_rng_state
+        self._pending_rng_state = None
         if (backend_args is None and file_client_args is None
                 and _is_local(out_dir)):
             backend_args = dict(backend='atomic_local')
@@ -74,7 +118,36 @@ class AtomicCheckpointHook(CheckpointHook):
                     'AtomicCheckpointHook: removed the partial file of an '
                     f'interrupted checkpoint save: {path}')
 
+    def before_train_epoch(self, runner) -> None:
+        super().before_train_epoch(runner)
+        # Only a resumed run has random states in its message hub before
+        # the first save; they are applied at the first iteration.
+        if (self.save_rng_state and self._pending_rng_state is None
+                and runner.iter > 0):
+            state = runner.message_hub.get_info('rng_state')
+            if state is None:
+                return
+            diff_rank_seed = runner.cfg.get('randomness',
+                                            {}).get('diff_rank_seed', False)
+            if get_world_size() > 1 and diff_rank_seed:
+                runner.logger.warning(
+                    'AtomicCheckpointHook: the checkpoint holds the random '
+                    'states of rank 0 only and ranks use different seeds '
+                    '(randomness.diff_rank_seed=True); not restoring them.')
+                return
+            self._pending_rng_state = state
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        super().before_train_iter(runner, batch_idx, data_batch)
+        if self._pending_rng_state is not None:
+            _set_rng_state(self._pending_rng_state)
+            self._pending_rng_state = None
+            runner.logger.info('AtomicCheckpointHook: restored the random '
+                               f'states saved at iteration {runner.iter}.')
+
     def _save_checkpoint_with_step(self, runner, step, meta):
+        if self.save_rng_state:
+            runner.message_hub.update_info('rng_state', _get_rng_state())
         outdated = None
         if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and
                                             self.keep_ckpt_ids[-1] == step):
