@@ -52,8 +52,8 @@ from lma_mmseg.evaluation.model_info import describe_model
 from lma_mmseg.evaluation.speed import (ReencodeRunner, SingleFrameRunner,
                                         StreamingRunner, count_flops,
                                         count_params, is_memory_model,
-                                        run_interleaved, summarize,
-                                        synthetic_frames)
+                                        measure_peak_memory, run_interleaved,
+                                        summarize, synthetic_frames)
 
 MODES = ('single', 'streaming', 'reencode')
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp')
@@ -215,20 +215,25 @@ def benchmark(args) -> dict:
         f'timing {", ".join(runners)} on {device} at {args.shape[0]}x'
         f'{args.shape[1]}: {args.warmup} warm-up + {args.frames} frames, '
         'interleaved', 'current')
-    stats = run_interleaved(runners, frames, args.frames, args.warmup,
+    times = run_interleaved(runners, frames, args.frames, args.warmup,
                             device, progress=not args.no_progress)
-    memory_measure = stats.pop('_memory_measure')
+    memory_steps = max([
+        m['model'].neck.memory_length + 2
+        for m in models.values() if is_memory_model(m['model'])
+    ] + [3])
+    memory = measure_peak_memory(runners, frames, memory_steps, device)
+    memory_measure = memory.pop('_description')
 
     results = []
     for role, m in models.items():
         params = count_params(m['model'])
         m['params'] = params
         for mode in m['modes']:
-            s = stats[f'{role}/{mode}']
-            entry = dict(role=role, mode=mode, **summarize(s['times_ms']))
-            entry['peak_memory_mb'] = _mb(s['peak_memory_bytes'])
+            key = f'{role}/{mode}'
+            entry = dict(role=role, mode=mode, **summarize(times[key]))
+            entry['peak_memory_mb'] = _mb(memory[key]['peak_bytes'])
             entry['peak_memory_increase_mb'] = _mb(
-                s['peak_memory_increase_bytes'])
+                memory[key]['increase_bytes'])
             entry['params'] = params
             if args.no_flops:
                 entry.update(flops=None, gflops=None)
@@ -242,7 +247,7 @@ def benchmark(args) -> dict:
                     entry['flops_unsupported_ops'] = fl['unsupported_ops']
                 if fl['error']:
                     entry['flops_error'] = fl['error']
-            entry['times_ms'] = [round(t, 3) for t in s['times_ms']]
+            entry['times_ms'] = [round(t, 3) for t in times[key]]
             results.append(entry)
 
     overhead = []
@@ -303,13 +308,14 @@ def print_report(res: dict) -> str:
     table = PrettyTable()
     table.field_names = [
         'model', 'mode', 'median ms', 'p90 ms', 'mean ms', 'FPS',
-        'peak mem MB', 'params M', 'GFLOPs'
+        'peak mem MB', 'frame mem MB', 'params M', 'GFLOPs'
     ]
     for r in res['results']:
         cfg = res[r['role']]['config']
         table.add_row([
             f'{r["role"]}: {osp.basename(cfg)}', r['mode'], r['median_ms'],
             r['p90_ms'], r['mean_ms'], r['fps'], r['peak_memory_mb'],
+            r['peak_memory_increase_mb'],
             round(r['params'] / 1e6, 3),
             '-' if r.get('gflops') is None else r['gflops']
         ])
@@ -317,7 +323,9 @@ def print_report(res: dict) -> str:
         f'device {res["device"]} ({res["device_name"]}), input '
         f'{res["input"]}, {res["warmup"]} warm-up + {res["frames"]} timed '
         'frames, interleaved',
-        table.get_string(), f'peak memory: {res["memory_measure"]}'
+        table.get_string(),
+        'peak mem MB: peak during a frame; frame mem MB: its increase over '
+        f'the usage before the frame. {res["memory_measure"]}'
     ]
     for o in res['overhead']:
         lines.append(f'overhead of {o["mode"]} over the baseline: '

@@ -15,16 +15,22 @@ Three ways to run a model on a video, one frame at a time:
 order alternates between frames), so that slow drifts of a shared machine
 (thermal state, other jobs) affect all of them alike.
 
-Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` of each call
-(reset before it); the maximum over the timed frames. On CPU, the peak
-resident set size (``VmHWM``) of the process during each call, reset before
-the call by writing ``5`` to ``/proc/self/clear_refs`` (Linux); it is a
-process-wide figure (interpreter, libraries, every loaded model), reported
-together with its increase over the resident size just before the call.
-Where ``clear_refs`` is unavailable, ``getrusage`` peak RSS is used (not
-reset, so the increase is not measured).
+Peak memory is measured in a separate pass after the timing (so that it
+does not disturb it), one runner after the other, over a few frames each
+(enough to fill the memory): on CUDA, ``torch.cuda.max_memory_allocated``
+during a frame (reset before it); on CPU, the peak resident set size
+(``VmHWM``) of the process during a frame, reset before it by writing ``5`` to
+``/proc/self/clear_refs`` (Linux), after glibc's ``malloc_trim(0)`` has
+handed freed heap memory back to the system, so that the increase over the
+resident size just before the frame is the memory the frame needed. The
+absolute CPU figure is process-wide (interpreter, libraries, every loaded
+model). Where ``clear_refs`` is unavailable, ``getrusage`` peak RSS is used
+(not resettable, so no increase is measured).
 """
 import collections
+import ctypes
+import ctypes.util
+import gc
 import os
 import resource
 import sys
@@ -39,7 +45,8 @@ from mmseg.structures import SegDataSample
 
 __all__ = [
     'synthetic_frames', 'SingleFrameRunner', 'ReencodeRunner',
-    'StreamingRunner', 'MemoryProbe', 'run_interleaved', 'summarize',
+    'StreamingRunner', 'MemoryProbe', 'run_interleaved',
+    'measure_peak_memory', 'summarize',
     'count_params', 'count_flops', 'is_memory_model'
 ]
 
@@ -126,20 +133,45 @@ class ReencodeRunner:
 
 
 class StreamingRunner:
-    """:class:`lma_mmseg.apis.StreamingSegmenter`, each frame encoded once."""
+    """:class:`lma_mmseg.apis.StreamingSegmenter`, each frame encoded once.
+
+    Each step runs what ``model.test_step`` runs for the other modes: the
+    data preprocessor on the frame, :meth:`StreamingSegmenter.step` (the
+    backbone on the new frame, the cached memory read by the neck, the
+    decoder) and ``model.postprocess_result``; the config's test pipeline
+    (and its resize) is not used, so every mode sees the same input.
+    """
 
     mode = 'streaming'
 
     def __init__(self, model: nn.Module):
         from lma_mmseg.apis import StreamingSegmenter
+        self.model = model
         self.seg = StreamingSegmenter(model)
 
     def reset(self) -> None:
         self.seg.reset()
 
     def step(self, frame: np.ndarray):
+        tensor = torch.from_numpy(frame).permute(2, 0, 1).contiguous()
         with torch.no_grad():
-            return self.seg(frame)
+            data = self.model.data_preprocessor(
+                dict(inputs=[tensor], data_samples=[_sample(frame.shape[:2])]),
+                False)
+            samples = data['data_samples']
+            logits = self.seg.step(data['inputs'],
+                                   [s.metainfo for s in samples])
+            return self.model.postprocess_result(logits, samples)
+
+
+def _malloc_trim() -> None:
+    """Give freed heap memory back to the system (glibc only)."""
+    name = ctypes.util.find_library('c')
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
 
 
 def _read_status(field: str) -> Optional[int]:
@@ -177,11 +209,14 @@ class MemoryProbe:
     def description(self) -> str:
         if self.cuda:
             return ('torch.cuda.max_memory_allocated during a frame (reset '
-                    'before it), maximum over the timed frames')
+                    'before it), maximum over a separate pass of a few '
+                    'frames; increase over memory_allocated before it')
         if self.clear_refs:
             return ('CPU: peak resident set size of the process during a '
-                    'frame (VmHWM, reset before it via /proc/self/clear_refs)'
-                    ', maximum over the timed frames; process-wide')
+                    'frame (VmHWM, reset before it via /proc/self/clear_refs '
+                    'after malloc_trim), maximum over a separate pass of '
+                    'a few frames; absolute figure process-wide, increase '
+                    'over the RSS before the frame')
         return ('CPU: peak resident set size of the process so far '
                 '(getrusage ru_maxrss, not resettable); process-wide')
 
@@ -191,6 +226,8 @@ class MemoryProbe:
             torch.cuda.reset_peak_memory_stats(self.device)
             return torch.cuda.memory_allocated(self.device)
         if self.clear_refs:
+            gc.collect()
+            _malloc_trim()
             with open('/proc/self/clear_refs', 'w') as f:
                 f.write('5')
             return _read_status('VmRSS') or 0
@@ -211,8 +248,11 @@ def run_interleaved(runners: Dict[str, object],
                     num_frames: int,
                     warmup: int,
                     device,
-                    progress: bool = True) -> Dict[str, dict]:
+                    progress: bool = True) -> Dict[str, List[float]]:
     """Time several runners on the same frames, interleaved frame by frame.
+
+    Every frame goes to every runner in turn, the order reversing on every
+    other frame.
 
     Args:
         runners (dict[str, runner]): Name -> runner with ``reset()`` and
@@ -224,8 +264,8 @@ def run_interleaved(runners: Dict[str, object],
         progress (bool): Show an mmengine progress bar.
 
     Returns:
-        dict[str, dict]: Per runner ``times_ms`` (list of the timed frames),
-        ``peak_memory_bytes`` and ``peak_memory_increase_bytes``.
+        dict[str, list[float]]: Per runner, the times (ms) of the timed
+        frames.
     """
     if num_frames < 1:
         raise ValueError(f'--frames must be >= 1, got {num_frames}')
@@ -235,15 +275,10 @@ def run_interleaved(runners: Dict[str, object],
         raise ValueError('no input frames')
     device = torch.device(device)
     cuda = device.type == 'cuda'
-    probe = MemoryProbe(device)
     names = list(runners)
     for runner in runners.values():
         runner.reset()
-    stats = {
-        n: dict(times_ms=[], peak_memory_bytes=0,
-                peak_memory_increase_bytes=0)
-        for n in names
-    }
+    times = {n: [] for n in names}
     total = warmup + num_frames
     bar = None
     if progress:
@@ -255,25 +290,54 @@ def run_interleaved(runners: Dict[str, object],
         for name in order:
             if cuda:
                 torch.cuda.synchronize(device)
-            base = probe.before()
             start = time.perf_counter()
             runners[name].step(frame)
             if cuda:
                 torch.cuda.synchronize(device)
             elapsed = (time.perf_counter() - start) * 1000.0
-            peak = probe.after()
             if i >= warmup:
-                s = stats[name]
-                s['times_ms'].append(elapsed)
-                s['peak_memory_bytes'] = max(s['peak_memory_bytes'], peak)
-                s['peak_memory_increase_bytes'] = max(
-                    s['peak_memory_increase_bytes'], max(peak - base, 0))
+                times[name].append(elapsed)
             if bar is not None:
                 bar.update()
     if bar is not None:
         sys.stdout.write('\n')
-    stats['_memory_measure'] = probe.description
-    return stats
+    return times
+
+
+def measure_peak_memory(runners: Dict[str, object],
+                        frames: List[np.ndarray],
+                        steps: int,
+                        device) -> Dict[str, dict]:
+    """Peak memory of each runner, alone, over ``steps`` frames.
+
+    Args:
+        runners (dict[str, runner]): Name -> runner.
+        frames (list[np.ndarray]): BGR frames, cycled through.
+        steps (int): Frames per runner (at least the memory length + 1 so
+            the memory is full).
+        device: Device of the models.
+
+    Returns:
+        dict: Per runner ``peak_bytes`` and ``increase_bytes`` (maxima over
+        the frames), and ``_description``: how it was measured.
+    """
+    probe = MemoryProbe(device)
+    out = {}
+    for name, runner in runners.items():
+        runner.reset()
+        peak = increase = 0
+        for i in range(max(int(steps), 1)):
+            base = probe.before()
+            runner.step(frames[i % len(frames)])
+            if probe.cuda:
+                torch.cuda.synchronize(probe.device)
+            now = probe.after()
+            peak = max(peak, now)
+            increase = max(increase, now - base)
+        runner.reset()
+        out[name] = dict(peak_bytes=peak, increase_bytes=increase)
+    out['_description'] = probe.description
+    return out
 
 
 def summarize(times_ms: Sequence[float]) -> dict:

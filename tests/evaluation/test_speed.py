@@ -8,10 +8,12 @@ from mmengine.config import Config
 
 import lma_mmseg  # noqa: F401
 from lma_mmseg.apis import init_model
-from lma_mmseg.evaluation.speed import (MemoryProbe, count_flops,
+from lma_mmseg.evaluation.speed import (MemoryProbe, ReencodeRunner,
+                                        SingleFrameRunner, StreamingRunner,
+                                        count_flops,
                                         count_params, is_memory_model,
-                                        run_interleaved, summarize,
-                                        synthetic_frames)
+                                        measure_peak_memory, run_interleaved,
+                                        summarize, synthetic_frames)
 
 
 def test_summarize_by_hand():
@@ -48,34 +50,54 @@ class Recorder:
 
     def step(self, frame):
         self.log.append((self.name, int(frame[0, 0, 0])))
-        # touch 8 MiB more than in the previous call: new resident pages
-        # whatever the allocator kept from before
-        buf = np.ones(2**20 * 8 * len(self.log), np.uint8)
         time.sleep(self.sleep)
-        return buf.sum()
 
 
 def test_run_interleaved_alternates_and_skips_warmup():
     log = []
     runners = dict(a=Recorder('a', log, 0.002), b=Recorder('b', log, 0.02))
     frames = [np.full((2, 2, 3), i, np.uint8) for i in range(3)]
-    stats = run_interleaved(
+    times = run_interleaved(
         runners, frames, num_frames=4, warmup=2, device='cpu',
         progress=False)
     # every frame goes to both runners, the order alternates
     assert log[:4] == [('a', 0), ('b', 0), ('b', 1), ('a', 1)]
     assert [f for _, f in log[::2]] == [0, 1, 2, 0, 1, 2]
     assert runners['a'].resets == runners['b'].resets == 1
-    assert len(stats['a']['times_ms']) == len(stats['b']['times_ms']) == 4
-    assert min(stats['b']['times_ms']) >= 20
-    assert np.median(stats['b']['times_ms']) > np.median(
-        stats['a']['times_ms'])
-    assert stats['a']['peak_memory_bytes'] > 8 * 2**20
-    if MemoryProbe('cpu').clear_refs:
-        assert stats['a']['peak_memory_increase_bytes'] > 0
-    assert 'CPU' in stats['_memory_measure']
+    assert len(times['a']) == len(times['b']) == 4
+    assert min(times['b']) >= 20
+    assert np.median(times['b']) > np.median(times['a'])
     with pytest.raises(ValueError, match='--frames'):
         run_interleaved(runners, frames, 0, 0, 'cpu', progress=False)
+
+
+class Allocator:
+    """A runner that touches ``mib`` MiB during each step."""
+
+    def __init__(self, mib):
+        self.mib = mib
+
+    def reset(self):
+        pass
+
+    def step(self, frame):
+        buf = np.ones(2**20 * self.mib, np.uint8)
+        return int(buf.sum())
+
+
+def test_measure_peak_memory_sees_per_frame_allocations():
+    frames = [np.zeros((2, 2, 3), np.uint8)]
+    mem = measure_peak_memory(
+        dict(small=Allocator(8), large=Allocator(64)), frames, steps=3,
+        device='cpu')
+    assert 'CPU' in mem.pop('_description')
+    assert mem['large']['peak_bytes'] > 64 * 2**20
+    if MemoryProbe('cpu').clear_refs:
+        # the same buffer size every frame: without malloc_trim the freed
+        # memory would be reused and no increase seen after the first frame
+        assert mem['small']['increase_bytes'] >= 7 * 2**20
+        assert mem['large']['increase_bytes'] >= 60 * 2**20
+        assert mem['large']['increase_bytes'] < 80 * 2**20
 
 
 def test_count_flops_and_params_of_lma_erfnet():
@@ -101,3 +123,26 @@ def test_count_flops_and_params_of_lma_erfnet():
     assert count_params(lma) > count_params(base) == sum(
         p.numel() for p in base.parameters())
     assert count_flops(base, 'bogus', shape, 'cpu')['error']
+
+
+def test_streaming_and_reencode_runners_agree():
+    """Both LMA modes time the same computation: equal results once the
+    memory is full (frame T+1 onwards)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    lma = init_model(Config.fromfile('configs/_base_/models/lma-erfnet.py'))
+    frames = synthetic_frames(6, (32, 64), seed=2)
+    stream = StreamingRunner(lma)
+    reenc = ReencodeRunner(lma, lma.neck.memory_length)
+    single = SingleFrameRunner(
+        init_model(Config.fromfile('configs/_base_/models/erfnet-split.py')))
+    for runner in (stream, reenc):
+        runner.reset()
+    for i, frame in enumerate(frames):
+        a = stream.step(frame)[0]
+        b = reenc.step(frame)[0]
+        assert a.pred_sem_seg.shape == (32, 64)
+        if i >= lma.neck.memory_length:
+            torch.testing.assert_close(
+                a.seg_logits.data, b.seg_logits.data, rtol=1e-4, atol=1e-4)
+    assert single.step(frames[0])[0].pred_sem_seg.shape == (32, 64)

@@ -24,7 +24,7 @@ def test_benchmark_lma_against_baseline_json(tmp_path):
     tool = load_tool('benchmark')
     out = tmp_path / 'bench' / 'benchmark.json'
     res = tool.main([
-        LMA, '--baseline', ERFNET, '--modes', 'reencode', '--device', 'cpu',
+        LMA, '--baseline', ERFNET, '--device', 'cpu',
         '--shape', '32', '64', '--frames', '3', '--warmup', '1',
         '--threads', '1', '--no-progress', '--out', str(out)
     ])
@@ -44,27 +44,33 @@ def test_benchmark_lma_against_baseline_json(tmp_path):
     assert data['baseline']['method'] == 'single-frame'
 
     by_mode = {(r['role'], r['mode']): r for r in data['results']}
-    assert set(by_mode) == {('model', 'reencode'), ('baseline', 'single')}
+    assert set(by_mode) == {('model', 'streaming'), ('model', 'reencode'),
+                            ('baseline', 'single')}
     for r in data['results']:
         assert len(r['times_ms']) == 3
         assert r['median_ms'] > 0 and r['p90_ms'] >= r['median_ms'] * 0.5
         assert r['fps'] == pytest.approx(1000 / r['mean_ms'], rel=1e-2)
         assert r['peak_memory_mb'] > 0
+        assert 0 <= r['peak_memory_increase_mb'] <= r['peak_memory_mb']
         assert r['params'] > 10**6
         assert r['gflops'] > 0
+    stream = by_mode['model', 'streaming']
     lma, base = by_mode['model', 'reencode'], by_mode['baseline', 'single']
-    assert lma['params'] > base['params']
+    assert lma['params'] == stream['params'] > base['params']
     assert lma['attention_flops'] == 3 * 21 * 21 * 4 * 8 * (16 + 64)
+    assert stream['attention_flops'] == lma['attention_flops']
     assert lma['gflops'] > 2.5 * base['gflops']
+    assert base['gflops'] < stream['gflops'] < 1.2 * base['gflops']
 
-    (over, ) = data['overhead']
-    assert over['mode'] == 'reencode'
-    assert over['ratio'] == pytest.approx(
-        lma['median_ms'] / base['median_ms'], rel=1e-3)
-    assert over['ms'] == pytest.approx(
-        lma['median_ms'] - base['median_ms'], abs=1e-2)
-    assert data['primary']['mode'] == 'reencode'
-    assert data['primary']['median_ms'] == lma['median_ms']
+    assert [o['mode'] for o in data['overhead']] == ['streaming', 'reencode']
+    for over in data['overhead']:
+        r = by_mode['model', over['mode']]
+        assert over['ratio'] == pytest.approx(
+            r['median_ms'] / base['median_ms'], rel=1e-3)
+        assert over['ms'] == pytest.approx(
+            r['median_ms'] - base['median_ms'], abs=1e-2)
+    assert data['primary']['mode'] == 'streaming'
+    assert data['primary']['median_ms'] == stream['median_ms']
 
 
 def test_benchmark_mmseg_config_single_frame(tmp_path):
