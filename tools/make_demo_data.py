@@ -16,12 +16,14 @@ from memory; a single-frame model can only guess.
 
 Layout written under ``--out`` (as in Cityscapes)::
 
-    leftImg8bit_sequence/{split}/{city}/{city}_{seq:06d}_{frame:06d}_leftImg8bit.png
-    leftImg8bit/{split}/{city}/{city}_{seq:06d}_000019_leftImg8bit.png
-    gtFine/{split}/{city}/{city}_{seq:06d}_000019_gtFine_labelIds.png
-    gtFine/{split}/{city}/{city}_{seq:06d}_000019_gtFine_labelTrainIds.png
-    gtFine/{split}/{city}/{city}_{seq:06d}_000019_gtFine_color.png
+    leftImg8bit_sequence/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png
+    leftImg8bit/{split}/{city}/{city}_{seq}_000019_leftImg8bit.png
+    gtFine/{split}/{city}/{city}_{seq}_000019_gtFine_labelIds.png
+    gtFine/{split}/{city}/{city}_{seq}_000019_gtFine_labelTrainIds.png
+    gtFine/{split}/{city}/{city}_{seq}_000019_gtFine_color.png
     README.txt, meta.json
+
+(``seq`` and ``frame`` with six digits).
 
 The test split has no ``gtFine`` labels (format-only prediction). To keep
 generation to a few seconds, the default ``--frames auto`` writes all 30
@@ -101,10 +103,11 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 
 def _write_png(path: str, img: np.ndarray) -> None:
-    ok, buf = cv2.imencode('.png', img, [
-        cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
-        cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY
-    ])
+    ok, buf = cv2.imencode(
+        '.png', img, [
+            cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
+            cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY
+        ])
     if not ok:
         raise RuntimeError(f'cv2 could not encode {path}')
     _atomic_write(path, buf.tobytes())
@@ -115,12 +118,14 @@ def class_colours() -> np.ndarray:
     channel from each other and from the grey tones used by the
     degradation."""
     levels = (20, 120, 220)
-    colours = [(b, g, r) for r in levels for g in levels for b in levels
-               if not (r == g == b)]
+    colours = [
+        (b, g, r) for r in levels for g in levels for b in levels
+        if not (r == g == b)
+    ]
     # A fixed, spread-out choice of 19 of the 24 non-grey colours.
     order = np.random.RandomState(12345).permutation(len(colours))
-    return np.array([colours[i] for i in order[:NUM_CLASSES]],
-                    dtype=np.float32)
+    return np.array(
+        [colours[i] for i in order[:NUM_CLASSES]], dtype=np.float32)
 
 
 def texture_bank() -> np.ndarray:
@@ -136,8 +141,9 @@ def texture_bank() -> np.ndarray:
         np.sign(np.sin(two_pi * (x + 0.5) / 8)),  # vertical stripes
         np.sign(np.sin(two_pi * (x + y + 0.5) / 10)),  # diagonal
         np.sign(np.sin(two_pi * (x - y + 0.5) / 10)),  # anti-diagonal
-        np.sign(np.sin(two_pi * (x + 0.5) / 8) *
-                np.sin(two_pi * (y + 0.5) / 8)),  # checks
+        np.sign(
+            np.sin(two_pi * (x + 0.5) / 8) * np.sin(two_pi *
+                                                    (y + 0.5) / 8)),  # checks
         np.where(((x % 8) < 3) & ((y % 8) < 3), 1.0, -0.4),  # dots
         np.sign(np.sin(two_pi * (y + 0.5) / 16)),  # wide horizontal
         np.sign(np.sin(two_pi * (x + 0.5) / 16)),  # wide vertical
@@ -172,9 +178,10 @@ class SnippetRenderer:
         noise_std (float): Standard deviation of the per-pixel noise.
     """
 
-    def __init__(self, rng: np.random.Generator, size: Tuple[int, int],
-                 colours: np.ndarray, textures: np.ndarray,
-                 hidden_range: Tuple[float, float], noise_std: float):
+    def __init__(
+            self, rng: np.random.Generator, size: Tuple[int, int],
+            colours: np.ndarray, textures: np.ndarray,
+            hidden_range: Tuple[float, float], noise_std: float):
         self.rng = rng
         self.h, self.w = size
         self.colours = colours
@@ -187,7 +194,8 @@ class SnippetRenderer:
         wobble = rng.uniform(0.0, 2.0) * unit
         t = np.arange(NUM_FRAMES, dtype=np.float32)
         pan_x = speed * t
-        pan_y = wobble * np.sin(2 * np.pi * t / NUM_FRAMES + rng.uniform(0, 2 * np.pi))
+        pan_y = wobble * np.sin(
+            2 * np.pi * t / NUM_FRAMES + rng.uniform(0, 2 * np.pi))
         pan_x -= pan_x.min()
         pan_y -= pan_y.min()
         self.pan = np.round(np.stack([pan_y, pan_x], 1)).astype(int)
@@ -206,10 +214,11 @@ class SnippetRenderer:
         area = self.world_h * self.world_w
         cell_area = (64 * unit)**2
         num_cells = int(np.clip(round(area / cell_area), 4, 40))
-        seeds = np.stack([
-            rng.uniform(0, self.world_h, num_cells),
-            rng.uniform(0, self.world_w, num_cells)
-        ], 1)
+        seeds = np.stack(
+            [
+                rng.uniform(0, self.world_h, num_cells),
+                rng.uniform(0, self.world_w, num_cells)
+            ], 1)
         # Anisotropic distance gives some elongated, street-like cells.
         stretch = rng.uniform(0.6, 1.6, size=(num_cells, 1, 1))
         yy, xx = np.mgrid[0:self.world_h, 0:self.world_w].astype(np.float32)
@@ -251,8 +260,9 @@ class SnippetRenderer:
                     tex=rng.integers(NUM_TEXTURES)))
         return objects
 
-    def _blocks(self, target: float, unit: float,
-                size_range: Tuple[float, float]) -> np.ndarray:
+    def _blocks(
+            self, target: float, unit: float,
+            size_range: Tuple[float, float]) -> np.ndarray:
         """Union of random rectangles and ellipses covering about ``target``
         of the frame area."""
         rng = self.rng
@@ -267,17 +277,19 @@ class SnippetRenderer:
             cy = rng.uniform(0, self.h)
             cx = rng.uniform(0, self.w)
             if rng.integers(2):
-                blob = (np.abs(yy - cy) <= bh / 2) & (np.abs(xx - cx) <= bw / 2)
+                blob = (np.abs(yy - cy) <= bh / 2) & (
+                    np.abs(xx - cx) <= bw / 2)
             else:
-                blob = ((yy - cy) / (bh / 2))**2 + ((xx - cx) /
-                                                    (bw / 2))**2 <= 1
+                blob = ((yy - cy) /
+                        (bh / 2))**2 + ((xx - cx) / (bw / 2))**2 <= 1
             # Reject a blob that would overshoot the target by far.
             if (mask | blob).mean() <= target + 0.05 or covered == 0:
                 mask |= blob
         return mask
 
-    def _hidden_mask(self, hidden_range: Tuple[float, float],
-                     unit: float) -> np.ndarray:
+    def _hidden_mask(
+            self, hidden_range: Tuple[float, float],
+            unit: float) -> np.ndarray:
         target = self.rng.uniform(*hidden_range)
         mask = self._blocks(target, unit, (40, 72))
         kinds = np.zeros((self.h, self.w), dtype=np.int8)
@@ -324,8 +336,7 @@ class SnippetRenderer:
             # The object's texture moves with the object.
             tex_y[inside] = (yy[inside] - int(round(cy))).astype(int)
             tex_x[inside] = (xx[inside] - int(round(cx))).astype(int)
-        tex = self.textures[tex_id, tex_y % TEXTURE_TILE,
-                            tex_x % TEXTURE_TILE]
+        tex = self.textures[tex_id, tex_y % TEXTURE_TILE, tex_x % TEXTURE_TILE]
         img = self.colours[cls] + TEXTURE_AMPLITUDE * tex[..., None]
         if t == KEY_FRAME:
             glare = self.hidden == 1
@@ -341,17 +352,18 @@ class SnippetRenderer:
         return np.clip(img, 0, 255).astype(np.uint8), cls
 
 
-def make_demo_data(out: str,
-                   size: Sequence[int] = (128, 256),
-                   seed: int = 0,
-                   num_train: int = 60,
-                   num_val: int = 20,
-                   num_test: int = 10,
-                   frames: str = 'auto',
-                   hidden_range: Sequence[float] = (0.3, 0.5),
-                   noise_std: float = 6.0,
-                   command: Optional[str] = None,
-                   verbose: bool = False) -> dict:
+def make_demo_data(
+        out: str,
+        size: Sequence[int] = (128, 256),
+        seed: int = 0,
+        num_train: int = 60,
+        num_val: int = 20,
+        num_test: int = 10,
+        frames: str = 'auto',
+        hidden_range: Sequence[float] = (0.3, 0.5),
+        noise_std: float = 6.0,
+        command: Optional[str] = None,
+        verbose: bool = False) -> dict:
     """Write the synthetic demo dataset and return a summary.
 
     Args:
@@ -382,8 +394,9 @@ def make_demo_data(out: str,
             f"frames must be 'all', 'auto' or 'memory', got {frames!r}")
     lo, hi = hidden_range
     if not 0 <= lo <= hi < 1:
-        raise ValueError('hidden_range must satisfy 0 <= lo <= hi < 1, got '
-                         f'{hidden_range}')
+        raise ValueError(
+            'hidden_range must satisfy 0 <= lo <= hi < 1, got '
+            f'{hidden_range}')
     counts = dict(train=num_train, val=num_val, test=num_test)
     for split, n in counts.items():
         if n < 0:
@@ -409,8 +422,8 @@ def make_demo_data(out: str,
             city = cities[i % len(cities)]
             seq = i // len(cities)
             rng = np.random.default_rng([seed, split_index, i])
-            snippet = SnippetRenderer(rng, size, colours, textures,
-                                      tuple(hidden_range), noise_std)
+            snippet = SnippetRenderer(
+                rng, size, colours, textures, tuple(hidden_range), noise_std)
             stem = f'{city}_{seq:06d}'
             seq_dir = osp.join(out, 'leftImg8bit_sequence', split, city)
             os.makedirs(seq_dir, exist_ok=True)
@@ -475,19 +488,28 @@ def parse_args(argv=None):
         'Cityscapes).')
     parser.add_argument('--out', default='data/demo', help='output root')
     parser.add_argument(
-        '--size', type=int, nargs=2, default=(128, 256), metavar=('H', 'W'),
+        '--size',
+        type=int,
+        nargs=2,
+        default=(128, 256),
+        metavar=('H', 'W'),
         help='frame size')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--num-train', type=int, default=60)
     parser.add_argument('--num-val', type=int, default=20)
     parser.add_argument('--num-test', type=int, default=10)
     parser.add_argument(
-        '--frames', choices=('all', 'auto', 'memory'), default='auto',
+        '--frames',
+        choices=('all', 'auto', 'memory'),
+        default='auto',
         help="'all': frames 0..29 of every snippet; 'memory': frames 10..19; "
         "'auto': frames 0..29 for the first snippet of each city, 10..19 for "
         'the others')
     parser.add_argument(
-        '--hidden-range', type=float, nargs=2, default=(0.3, 0.5),
+        '--hidden-range',
+        type=float,
+        nargs=2,
+        default=(0.3, 0.5),
         metavar=('LO', 'HI'),
         help='fraction of the annotated frame hidden by glare/fog')
     parser.add_argument('--noise-std', type=float, default=6.0)
@@ -513,17 +535,20 @@ def main(argv=None):
         noise_std=args.noise_std,
         command=command,
         verbose=True)
-    print(f'\nWrote synthetic demo data to {args.out} '
-          f'({summary["size"][0]}x{summary["size"][1]}, seed {args.seed}, '
-          f'frames {args.frames}) in {summary["seconds"]:.1f} s')
+    print(
+        f'\nWrote synthetic demo data to {args.out} '
+        f'({summary["size"][0]}x{summary["size"][1]}, seed {args.seed}, '
+        f'frames {args.frames}) in {summary["seconds"]:.1f} s')
     print(f'{"split":<6} {"snippets":>8} {"files":>6}  cities')
     for split, info in summary['splits'].items():
-        print(f'{split:<6} {info["snippets"]:>8} {info["files"]:>6}  '
-              f'{", ".join(info["cities"])}')
+        print(
+            f'{split:<6} {info["snippets"]:>8} {info["files"]:>6}  '
+            f'{", ".join(info["cities"])}')
     if 'hidden_fraction' in summary:
         hf = summary['hidden_fraction']
-        print(f'key-frame pixels hidden by glare/fog: mean {hf["mean"]:.1%} '
-              f'(min {hf["min"]:.1%}, max {hf["max"]:.1%})')
+        print(
+            f'key-frame pixels hidden by glare/fog: mean {hf["mean"]:.1%} '
+            f'(min {hf["min"]:.1%}, max {hf["max"]:.1%})')
     if args.json:
         folder = osp.dirname(osp.abspath(args.json))
         os.makedirs(folder, exist_ok=True)

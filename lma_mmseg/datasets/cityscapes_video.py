@@ -14,9 +14,11 @@ class CityscapesVideoDataset(VideoSegDataset):
     Layout (as distributed by Cityscapes, ``leftImg8bit_sequence`` holds the
     30 frames of every snippet, the 20th is annotated)::
 
-        leftImg8bit_sequence/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png
-        leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png
-        gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelTrainIds.png
+        leftImg8bit_sequence/{split}/{city}/{name}_leftImg8bit.png
+        leftImg8bit/{split}/{city}/{name}_leftImg8bit.png
+        gtFine/{split}/{city}/{name}_gtFine_labelTrainIds.png
+
+    with ``name = {city}_{seq}_{frame}`` (six digits each).
 
     Example::
 
@@ -46,20 +48,21 @@ class CityscapesVideoDataset(VideoSegDataset):
     """
     METAINFO = CityscapesDataset.METAINFO
 
-    def __init__(self,
-                 img_suffix: str = '_leftImg8bit.png',
-                 seg_map_suffix: str = '_gtFine_labelTrainIds.png',
-                 data_prefix: dict = dict(
-                     img_path='leftImg8bit_sequence/train',
-                     seg_map_path='gtFine/train'),
-                 frame_pattern: str = r'^.+_\d+_(?P<frame>\d+)$',
-                 **kwargs) -> None:
+    def __init__(
+            self,
+            img_suffix: str = '_leftImg8bit.png',
+            seg_map_suffix: str = '_gtFine_labelTrainIds.png',
+            data_prefix: dict = dict(
+                img_path='leftImg8bit_sequence/train',
+                seg_map_path='gtFine/train'),
+            frame_pattern: str = r'^.+_\d+_(?P<frame>\d+)$',
+            **kwargs) -> None:
         data_prefix = dict(data_prefix)
         img_path = data_prefix.get('img_path') or ''
         if not data_prefix.get('key_img_path') and \
                 'leftImg8bit_sequence' in img_path:
-            data_prefix['key_img_path'] = re.sub(r'leftImg8bit_sequence',
-                                                 'leftImg8bit', img_path)
+            data_prefix['key_img_path'] = re.sub(
+                r'leftImg8bit_sequence', 'leftImg8bit', img_path)
         super().__init__(
             img_suffix=img_suffix,
             seg_map_suffix=seg_map_suffix,

@@ -74,32 +74,34 @@ class VideoSegDataset(BaseSegDataset):
         Frame existence is checked on the local file system.
     """
 
-    def __init__(self,
-                 frame_offsets: Sequence[int] = (-3, -2, -1),
-                 missing_frames: str = 'error',
-                 train_offsets_sampler: Optional[dict] = None,
-                 frame_pattern: str = r'^.+_(?P<frame>\d+)$',
-                 data_prefix: dict = dict(
-                     img_path='', seg_map_path='', key_img_path=''),
-                 **kwargs) -> None:
+    def __init__(
+            self,
+            frame_offsets: Sequence[int] = (-3, -2, -1),
+            missing_frames: str = 'error',
+            train_offsets_sampler: Optional[dict] = None,
+            frame_pattern: str = r'^.+_(?P<frame>\d+)$',
+            data_prefix: dict = dict(
+                img_path='', seg_map_path='', key_img_path=''),
+            **kwargs) -> None:
         cls_name = self.__class__.__name__
-        self.frame_offsets = self._check_offsets(frame_offsets,
-                                                 'frame_offsets')
+        self.frame_offsets = self._check_offsets(
+            frame_offsets, 'frame_offsets')
         if missing_frames not in MISSING_FRAME_POLICIES:
             raise ValueError(
                 f'{cls_name}: missing_frames must be one of '
                 f'{MISSING_FRAME_POLICIES}, got {missing_frames!r}')
         self.missing_frames = missing_frames
-        self.train_offsets_sampler = self._check_sampler(
-            train_offsets_sampler)
+        self.train_offsets_sampler = self._check_sampler(train_offsets_sampler)
         self.frame_pattern = re.compile(frame_pattern)
         if 'frame' not in self.frame_pattern.groupindex:
-            raise ValueError(f'{cls_name}: frame_pattern {frame_pattern!r} '
-                             "has no named group 'frame'")
+            raise ValueError(
+                f'{cls_name}: frame_pattern {frame_pattern!r} '
+                "has no named group 'frame'")
         data_prefix = dict(data_prefix)
         if 'img_path' not in data_prefix:
-            raise KeyError(f"{cls_name}: data_prefix needs 'img_path', got "
-                           f'{data_prefix}')
+            raise KeyError(
+                f"{cls_name}: data_prefix needs 'img_path', got "
+                f'{data_prefix}')
         data_prefix.setdefault('seg_map_path', '')
         data_prefix.setdefault('key_img_path', '')
         for key, value in data_prefix.items():
@@ -122,8 +124,9 @@ class VideoSegDataset(BaseSegDataset):
         try:
             offsets = tuple(int(o) for o in offsets)
         except (TypeError, ValueError):
-            raise TypeError(f'{cls_name}: {name} must be a sequence of ints, '
-                            f'got {offsets!r}') from None
+            raise TypeError(
+                f'{cls_name}: {name} must be a sequence of ints, '
+                f'got {offsets!r}') from None
         if any(o >= 0 for o in offsets) or any(
                 a >= b for a, b in zip(offsets[:-1], offsets[1:])):
             raise ValueError(
@@ -143,8 +146,9 @@ class VideoSegDataset(BaseSegDataset):
                 f'optional probs=(...), got {sampler}')
         strides = tuple(int(s) for s in sampler['strides'])
         if not strides or min(strides) < 1:
-            raise ValueError(f'{cls_name}: train_offsets_sampler strides '
-                             f'must be positive ints, got {strides}')
+            raise ValueError(
+                f'{cls_name}: train_offsets_sampler strides '
+                f'must be positive ints, got {strides}')
         probs = sampler.get('probs')
         if probs is not None:
             probs = np.asarray(probs, dtype=np.float64)
@@ -193,9 +197,9 @@ class VideoSegDataset(BaseSegDataset):
             self._listing_cache[folder] = listing
         return listing.get((before, after), {})
 
-    def _resolve_clip(self, key_path: str, folder: str, stem: str,
-                      offsets: Sequence[int]) -> Tuple[List[str], List[int],
-                                                       int]:
+    def _resolve_clip(
+            self, key_path: str, folder: str, stem: str,
+            offsets: Sequence[int]) -> Tuple[List[str], List[int], int]:
         """Paths of the memory frames of one key frame.
 
         Args:
@@ -303,9 +307,8 @@ class VideoSegDataset(BaseSegDataset):
                         (f' (nor {fallback})' if fallback else ''))
                 key_path = fallback
             seq_dir = osp.join(img_dir, osp.dirname(stem))
-            paths, used, n = self._resolve_clip(key_path, seq_dir,
-                                                osp.basename(stem),
-                                                self.frame_offsets)
+            paths, used, n = self._resolve_clip(
+                key_path, seq_dir, osp.basename(stem), self.frame_offsets)
             if n:
                 replaced += n
                 if len(examples) < 3:
@@ -313,8 +316,7 @@ class VideoSegDataset(BaseSegDataset):
             data_list.append(
                 dict(
                     img_path=key_path,
-                    seg_map_path=osp.join(ann_dir, stem +
-                                          self.seg_map_suffix)
+                    seg_map_path=osp.join(ann_dir, stem + self.seg_map_suffix)
                     if ann_dir else None,
                     clip_paths=paths + [key_path],
                     frame_offsets=tuple(used),
@@ -348,9 +350,9 @@ class VideoSegDataset(BaseSegDataset):
         stride = int(np.random.choice(sampler['strides'], p=sampler['probs']))
         offsets = tuple(o * stride for o in self.frame_offsets)
         key_path = data_info['img_path']
-        paths, used, n = self._resolve_clip(key_path,
-                                            data_info['sequence_dir'],
-                                            data_info['frame_stem'], offsets)
+        paths, used, n = self._resolve_clip(
+            key_path, data_info['sequence_dir'], data_info['frame_stem'],
+            offsets)
         if n and self._sampled_misses == 0:
             print_log(
                 f'{self.__class__.__name__}: sampled memory frames at '

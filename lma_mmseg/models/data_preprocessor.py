@@ -85,8 +85,9 @@ class VideoSegDataPreProcessor(SegDataPreProcessor):
         flat = [x.flatten(0, 1) for x in inputs]
         if training:
             if data_samples is None:
-                raise ValueError(f'{self.__class__.__name__}: data_samples '
-                                 'are required in training mode')
+                raise ValueError(
+                    f'{self.__class__.__name__}: data_samples '
+                    'are required in training mode')
             batch, data_samples = stack_batch(
                 inputs=flat,
                 data_samples=data_samples,
@@ -117,6 +118,6 @@ class VideoSegDataPreProcessor(SegDataPreProcessor):
                         data_sample.set_metainfo({**pad_info})
             else:
                 batch = torch.stack(flat, dim=0)
-        batch = batch.view(batch.shape[0], num_frames, num_channels,
-                           *batch.shape[-2:])
+        batch = batch.view(
+            batch.shape[0], num_frames, num_channels, *batch.shape[-2:])
         return dict(inputs=batch, data_samples=data_samples)

@@ -9,9 +9,8 @@ from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from lma_mmseg.datasets.transforms import (ClipTransformBroadcaster,
-                                           LoadClipFromFiles,
-                                           PackClipSegInputs)
+from lma_mmseg.datasets.transforms import (
+    ClipTransformBroadcaster, LoadClipFromFiles, PackClipSegInputs)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 H, W, T = 40, 64, 4  # frame size, number of frames (3 memory + key)
@@ -79,14 +78,19 @@ def test_same_crop_flip_and_photometric_for_every_frame(tmp_path):
         return label
 
     info = write_moving_clip(str(tmp_path), label_fn=band_label)
-    pipeline = Compose([
-        LoadClipFromFiles(),
-        ClipTransformBroadcaster(transforms=[
-            dict(type='RandomCrop', crop_size=(24, 32), cat_max_ratio=0.75),
-            dict(type='RandomFlip', prob=0.5),
-            dict(type='PhotoMetricDistortion'),
-        ]),
-    ])
+    pipeline = Compose(
+        [
+            LoadClipFromFiles(),
+            ClipTransformBroadcaster(
+                transforms=[
+                    dict(
+                        type='RandomCrop',
+                        crop_size=(24, 32),
+                        cat_max_ratio=0.75),
+                    dict(type='RandomFlip', prob=0.5),
+                    dict(type='PhotoMetricDistortion'),
+                ]),
+        ])
     flips = set()
     for seed in range(8):
         np.random.seed(seed)
@@ -106,21 +110,25 @@ def test_same_crop_flip_and_photometric_for_every_frame(tmp_path):
 @pytest.mark.parametrize('seed', range(4))
 def test_label_follows_the_key_frame(tmp_path, seed):
     info = write_moving_clip(str(tmp_path))
-    pipeline = Compose([
-        LoadClipFromFiles(),
-        ClipTransformBroadcaster(transforms=[
-            dict(type='RandomCrop', crop_size=(24, 32)),
-            dict(type='RandomFlip', prob=0.5),
-        ]),
-    ])
+    pipeline = Compose(
+        [
+            LoadClipFromFiles(),
+            ClipTransformBroadcaster(
+                transforms=[
+                    dict(type='RandomCrop', crop_size=(24, 32)),
+                    dict(type='RandomFlip', prob=0.5),
+                ]),
+        ])
     np.random.seed(seed)
     results = pipeline(dict(info))
     key = LoadClipFromFiles()(dict(info))['img']
     out_key, label = results['img'], results['gt_seg_map']
     if results['flip']:
         out_key, label = out_key[:, ::-1], label[:, ::-1]
-    found = [(y, x) for y in range(H - 24 + 1) for x in range(W - 32 + 1)
-             if (key[y:y + 24, x:x + 32] == out_key).all()]
+    found = [
+        (y, x) for y in range(H - 24 + 1) for x in range(W - 32 + 1)
+        if (key[y:y + 24, x:x + 32] == out_key).all()
+    ]
     assert len(found) == 1
     y, x = found[0]
     assert (label == key[y:y + 24, x:x + 32, 0] % 19).all()
@@ -135,19 +143,27 @@ def test_resize_and_photometric_identical_on_identical_frames(tmp_path):
         paths.append(str(tmp_path / f'same_{t}.png'))
         cv2.imwrite(paths[-1], img)
     cv2.imwrite(str(tmp_path / 'same_label.png'), img[..., 0] % 19)
-    info = dict(img_path=paths[-1], clip_paths=paths,
-                seg_map_path=str(tmp_path / 'same_label.png'), seg_fields=[])
-    pipeline = Compose([
-        LoadClipFromFiles(),
-        ClipTransformBroadcaster(transforms=[
-            dict(type='RandomResize', scale=(W, H), ratio_range=(0.5, 2.0),
-                 keep_ratio=True),
-            dict(type='RandomCrop', crop_size=(32, 48)),
-            dict(type='RandomFlip', prob=0.5),
-            dict(type='PhotoMetricDistortion'),
-        ]),
-        PackClipSegInputs(),
-    ])
+    info = dict(
+        img_path=paths[-1],
+        clip_paths=paths,
+        seg_map_path=str(tmp_path / 'same_label.png'),
+        seg_fields=[])
+    pipeline = Compose(
+        [
+            LoadClipFromFiles(),
+            ClipTransformBroadcaster(
+                transforms=[
+                    dict(
+                        type='RandomResize',
+                        scale=(W, H),
+                        ratio_range=(0.5, 2.0),
+                        keep_ratio=True),
+                    dict(type='RandomCrop', crop_size=(32, 48)),
+                    dict(type='RandomFlip', prob=0.5),
+                    dict(type='PhotoMetricDistortion'),
+                ]),
+            PackClipSegInputs(),
+        ])
     scales = set()
     for seed in range(5):
         np.random.seed(seed)
@@ -237,8 +253,8 @@ def test_corrupt_label_names_the_file(tmp_path):
 def test_label_values_outside_the_class_range(tmp_path):
     info = write_moving_clip(
         str(tmp_path),
-        label_fn=lambda key: np.where(key[..., 0] > 250, 33,
-                                      np.where(key[..., 1] > 250, 255, 1)))
+        label_fn=lambda key: np.where(
+            key[..., 0] > 250, 33, np.where(key[..., 1] > 250, 255, 1)))
     with pytest.raises(ValueError) as err:
         LoadClipFromFiles()(dict(info))
     assert info['seg_map_path'] in str(err.value)

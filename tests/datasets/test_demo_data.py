@@ -20,24 +20,31 @@ def test_layout(demo_root, demo_spec):
     size = demo_spec['size']
     seq = osp.join(demo_root, 'leftImg8bit_sequence')
     # auto: all 30 frames for the first snippet of each city, 10..19 else.
-    full = sorted(glob.glob(osp.join(seq, 'train', 'aachen',
-                                     'aachen_000000_*_leftImg8bit.png')))
+    full = sorted(
+        glob.glob(
+            osp.join(
+                seq, 'train', 'aachen', 'aachen_000000_*_leftImg8bit.png')))
     assert [osp.basename(p)[14:20] for p in full] == \
         [f'{t:06d}' for t in range(30)]
-    part = sorted(glob.glob(osp.join(seq, 'train', 'aachen',
-                                     'aachen_000001_*_leftImg8bit.png')))
+    part = sorted(
+        glob.glob(
+            osp.join(
+                seq, 'train', 'aachen', 'aachen_000001_*_leftImg8bit.png')))
     assert [int(osp.basename(p)[14:20]) for p in part] == list(range(10, 20))
     for split in ('train', 'val', 'test'):
         n = demo_spec[f'num_{split}']
-        keys = glob.glob(osp.join(demo_root, 'leftImg8bit', split, '*',
-                                  '*_000019_leftImg8bit.png'))
+        keys = glob.glob(
+            osp.join(
+                demo_root, 'leftImg8bit', split, '*',
+                '*_000019_leftImg8bit.png'))
         assert len(keys) == n
-        labels = glob.glob(osp.join(demo_root, 'gtFine', split, '*',
-                                    '*_gtFine_labelTrainIds.png'))
+        labels = glob.glob(
+            osp.join(
+                demo_root, 'gtFine', split, '*', '*_gtFine_labelTrainIds.png'))
         assert len(labels) == (0 if split == 'test' else n)
         for key in keys:
-            seq_key = key.replace('leftImg8bit' + osp.sep,
-                                  'leftImg8bit_sequence' + osp.sep, 1)
+            seq_key = key.replace(
+                'leftImg8bit' + osp.sep, 'leftImg8bit_sequence' + osp.sep, 1)
             with open(key, 'rb') as a, open(seq_key, 'rb') as b:
                 assert a.read() == b.read()
     img = cv2.imread(full[0])
@@ -49,9 +56,8 @@ def test_layout(demo_root, demo_spec):
 
 
 def test_labels_match_cityscapesscripts(demo_root, demo_spec):
-    for path in glob.glob(
-            osp.join(demo_root, 'gtFine', '*', '*',
-                     '*_gtFine_labelTrainIds.png')):
+    for path in glob.glob(osp.join(demo_root, 'gtFine', '*', '*',
+                                   '*_gtFine_labelTrainIds.png')):
         train = cv2.imread(path, cv2.IMREAD_UNCHANGED)
         ids = cv2.imread(
             path.replace('labelTrainIds', 'labelIds'), cv2.IMREAD_UNCHANGED)
@@ -64,8 +70,7 @@ def test_labels_match_cityscapesscripts(demo_root, demo_spec):
             assert (colour[train == t] == label.color[::-1]).all()
 
 
-def test_deterministic_for_a_seed(tmp_path, make_demo, demo_root,
-                                 demo_spec):
+def test_deterministic_for_a_seed(tmp_path, make_demo, demo_root, demo_spec):
     again = str(tmp_path / 'again')
     make_demo.make_demo_data(again, seed=0, **demo_spec)
     assert _files(again) == _files(demo_root)
@@ -74,8 +79,13 @@ def test_deterministic_for_a_seed(tmp_path, make_demo, demo_root,
                 open(osp.join(demo_root, rel), 'rb') as b:
             assert a.read() == b.read(), rel
     other = str(tmp_path / 'other')
-    make_demo.make_demo_data(other, size=demo_spec['size'], seed=1, num_train=1,
-                             num_val=0, num_test=0)
+    make_demo.make_demo_data(
+        other,
+        size=demo_spec['size'],
+        seed=1,
+        num_train=1,
+        num_val=0,
+        num_test=0)
     rel = 'gtFine/train/aachen/aachen_000000_000019_gtFine_labelTrainIds.png'
     with open(osp.join(other, rel), 'rb') as a, \
             open(osp.join(demo_root, rel), 'rb') as b:
@@ -95,8 +105,8 @@ def test_key_frame_hides_the_class_evidence(make_demo):
     fractions = []
     for i in range(6):
         rng = np.random.default_rng([3, 0, i])
-        snippet = make_demo.SnippetRenderer(rng, (128, 256), colours,
-                                            textures, (0.3, 0.5), 6.0)
+        snippet = make_demo.SnippetRenderer(
+            rng, (128, 256), colours, textures, (0.3, 0.5), 6.0)
         hidden = snippet.hidden > 0
         fractions.append(hidden.mean())
         key, label = snippet.frame(make_demo.KEY_FRAME)
@@ -105,7 +115,6 @@ def test_key_frame_hides_the_class_evidence(make_demo):
         assert np.percentile(grey[hidden], 99) < 50
         assert np.median(grey[~hidden]) > 80
         # the labels under the degradation keep the true classes
-        _, label_prev = snippet.frame(make_demo.KEY_FRAME - 1)
         assert len(np.unique(label[hidden])) >= 1
         assert not set(snippet.extra_blocks) & set(range(10, 20))
         for t in range(16, 19):
@@ -119,9 +128,8 @@ def test_smooth_motion(make_demo):
     """Consecutive frames show the same scene shifted by a few pixels."""
     colours = make_demo.class_colours()
     rng = np.random.default_rng([5, 0, 0])
-    snippet = make_demo.SnippetRenderer(rng, (128, 256), colours,
-                                        make_demo.texture_bank(), (0.3, 0.5),
-                                        6.0)
+    snippet = make_demo.SnippetRenderer(
+        rng, (128, 256), colours, make_demo.texture_bank(), (0.3, 0.5), 6.0)
     steps = np.abs(np.diff(snippet.pan, axis=0)).max()
     assert 1 <= steps <= 5
     _, a = snippet.frame(10)
@@ -140,13 +148,37 @@ def test_bad_arguments(tmp_path, make_demo):
 
 def test_cli(tmp_path, make_demo, capsys):
     out = str(tmp_path / 'cli')
-    make_demo.main([
-        '--out', out, '--size', '32', '64', '--num-train', '2', '--num-val',
-        '1', '--num-test', '0', '--frames', 'memory', '--json',
-        str(tmp_path / 'summary.json')
-    ])
+    make_demo.main(
+        [
+            '--out', out, '--size', '32', '64', '--num-train', '2',
+            '--num-val', '1', '--num-test', '0', '--frames', 'memory',
+            '--json',
+            str(tmp_path / 'summary.json')
+        ])
     text = capsys.readouterr().out
     assert 'Wrote synthetic demo data' in text and 'hidden' in text
     summary = json.load(open(tmp_path / 'summary.json'))
     assert summary['splits']['train']['files'] == 2 * (10 + 1 + 3)
     assert not glob.glob(osp.join(out, '**', '.tmp_*'), recursive=True)
+
+
+@pytest.mark.slow
+def test_default_demo_data_full_epoch(tmp_path, make_demo):
+    """`python tools/make_demo_data.py --out ...` with the defaults, then a
+    whole epoch of the demo train pipeline and the val split."""
+    from mmengine.config import Config
+    from mmseg.registry import DATASETS
+    out = str(tmp_path / 'demo')
+    make_demo.main(['--out', out])
+    cfg = Config.fromfile(
+        osp.join(
+            osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+            'configs', '_base_', 'datasets', 'demo-seq.py'))
+    for loader, n in ((cfg.train_dataloader, 60), (cfg.val_dataloader, 20)):
+        loader.dataset.data_root = out
+        dataset = DATASETS.build(loader.dataset)
+        assert len(dataset) == n
+        for i in range(n):
+            sample = dataset[i]
+            assert sample['inputs'].shape == (4, 3, 128, 256)
+            assert sample['data_samples'].gt_sem_seg.shape == (128, 256)

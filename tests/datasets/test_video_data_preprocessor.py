@@ -20,8 +20,8 @@ def make_batch(shapes, frames=4, seed=0):
     inputs, samples = [], []
     for h, w in shapes:
         size = (frames, 3, h, w) if frames else (3, h, w)
-        inputs.append(torch.randint(0, 256, size, generator=g,
-                                    dtype=torch.uint8))
+        inputs.append(
+            torch.randint(0, 256, size, generator=g, dtype=torch.uint8))
         sample = SegDataSample()
         sample.gt_sem_seg = PixelData(
             data=torch.randint(0, 19, (1, h, w), generator=g))

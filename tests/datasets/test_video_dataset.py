@@ -24,8 +24,9 @@ def build(root, split='train', **kwargs):
 
 
 def frame_path(root, split, city, seq, frame):
-    return osp.join(root, 'leftImg8bit_sequence', split, city,
-                    f'{city}_{seq:06d}_{frame:06d}_leftImg8bit.png')
+    return osp.join(
+        root, 'leftImg8bit_sequence', split, city,
+        f'{city}_{seq:06d}_{frame:06d}_leftImg8bit.png')
 
 
 class LogCollector(logging.Handler):
@@ -97,8 +98,11 @@ def test_missing_frame_nearest(demo_copy, warnings_log):
     os.remove(frame_path(demo_copy, 'train', 'bremen', 1, 16))
     ds = build(demo_copy, missing_frames='nearest')
     assert len(ds) == 6  # nothing dropped
-    by_key = {osp.basename(ds.get_data_info(i)['img_path'])[:13]:
-              ds.get_data_info(i) for i in range(len(ds))}
+    by_key = {
+        osp.basename(ds.get_data_info(i)['img_path'])[:13]: ds.get_data_info(
+            i)
+        for i in range(len(ds))
+    }
     info = by_key['bochum_000001']
     # 17 is missing: 16 and 18 are both 1 away, 18 is closer to the key.
     assert info['clip_paths'][:3] == [
@@ -106,8 +110,8 @@ def test_missing_frame_nearest(demo_copy, warnings_log):
     ]
     assert info['frame_offsets'] == (-3, -1, -1)
     info = by_key['bremen_000001']
-    assert info['clip_paths'][0] == frame_path(demo_copy, 'train', 'bremen',
-                                               1, 17)
+    assert info['clip_paths'][0] == frame_path(
+        demo_copy, 'train', 'bremen', 1, 17)
     assert info['frame_offsets'] == (-2, -2, -1)
     replaced = [m for m in warnings_log if 'replaced by the nearest' in m]
     assert len(replaced) == 1 and replaced[0].startswith(
@@ -120,8 +124,8 @@ def test_nearest_beyond_the_written_frames(demo_root, warnings_log):
     info = next(
         ds.get_data_info(i) for i in range(len(ds))
         if 'aachen_000001' in ds.get_data_info(i)['img_path'])
-    assert info['clip_paths'][0] == frame_path(demo_root, 'train', 'aachen',
-                                               1, 10)
+    assert info['clip_paths'][0] == frame_path(
+        demo_root, 'train', 'aachen', 1, 10)
     assert info['frame_offsets'] == (-9, -1)
     assert any('3 memory frame(s)' in m for m in warnings_log)
     with pytest.raises(FileNotFoundError, match='offset -12'):
@@ -133,13 +137,14 @@ def test_key_frame_falls_back_to_leftImg8bit(demo_copy):
     os.remove(key)
     ds = build(demo_copy, 'val')
     paths = [ds.get_data_info(i)['img_path'] for i in range(len(ds))]
-    fallback = osp.join(demo_copy, 'leftImg8bit', 'val', 'lindau',
-                        'lindau_000000_000019_leftImg8bit.png')
+    fallback = osp.join(
+        demo_copy, 'leftImg8bit', 'val', 'lindau',
+        'lindau_000000_000019_leftImg8bit.png')
     assert fallback in paths
     info = ds.get_data_info(paths.index(fallback))
     assert info['clip_paths'][-1] == fallback
-    assert info['clip_paths'][0] == frame_path(demo_copy, 'val', 'lindau', 0,
-                                               16)
+    assert info['clip_paths'][0] == frame_path(
+        demo_copy, 'val', 'lindau', 0, 16)
     os.remove(fallback)
     with pytest.raises(FileNotFoundError, match='lindau_000000_000019'):
         build(demo_copy, 'val')
@@ -159,8 +164,7 @@ def test_unlabelled_test_split(demo_root, demo_spec):
     assert sample['inputs'].shape == (4, 3, *demo_spec['size'])
     assert 'gt_sem_seg' not in sample['data_samples']
     assert sample['data_samples'].seg_map_path is None
-    assert sample['data_samples'].img_path.endswith(
-        '_000019_leftImg8bit.png')
+    assert sample['data_samples'].img_path.endswith('_000019_leftImg8bit.png')
 
 
 def test_format_only_on_the_test_split(demo_root, tmp_path):
@@ -231,15 +235,17 @@ def test_train_offsets_sampler(demo_root):
     assert ds.get_data_info(0)['frame_offsets'] == (-6, -4, -2)
 
 
-@pytest.mark.parametrize('kwargs, match', [
-    (dict(frame_offsets=(-1, -2)), 'frame_offsets'),
-    (dict(frame_offsets=(-1, 1)), 'frame_offsets'),
-    (dict(missing_frames='skip'), 'missing_frames'),
-    (dict(train_offsets_sampler=dict(stride=2)), 'train_offsets_sampler'),
-    (dict(train_offsets_sampler=dict(strides=(0, ))), 'strides'),
-    (dict(train_offsets_sampler=dict(strides=(1, 2), probs=(1.0, ))),
-     'probs'),
-])
+@pytest.mark.parametrize(
+    'kwargs, match', [
+        (dict(frame_offsets=(-1, -2)), 'frame_offsets'),
+        (dict(frame_offsets=(-1, 1)), 'frame_offsets'),
+        (dict(missing_frames='skip'), 'missing_frames'),
+        (dict(train_offsets_sampler=dict(stride=2)), 'train_offsets_sampler'),
+        (dict(train_offsets_sampler=dict(strides=(0, ))), 'strides'),
+        (
+            dict(train_offsets_sampler=dict(strides=(1, 2), probs=(1.0, ))),
+            'probs'),
+    ])
 def test_bad_arguments(demo_root, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         build(demo_root, **kwargs)
@@ -258,10 +264,8 @@ def test_generic_video_dataset(tmp_path):
     (root / 'labels' / 'clipA').mkdir(parents=True)
     img = np.zeros((8, 8, 3), np.uint8)
     for t in range(1, 6):
-        cv2.imwrite(str(root / 'frames' / 'clipA' / f'clipA-{t:04d}.jpg'),
-                    img)
-    cv2.imwrite(str(root / 'labels' / 'clipA' / 'clipA-0005.png'),
-                img[..., 0])
+        cv2.imwrite(str(root / 'frames' / 'clipA' / f'clipA-{t:04d}.jpg'), img)
+    cv2.imwrite(str(root / 'labels' / 'clipA' / 'clipA-0005.png'), img[..., 0])
     ds = DATASETS.build(
         dict(
             type='VideoSegDataset',

@@ -28,8 +28,7 @@ test_pipeline = [
     dict(type='LoadClipFromFiles', with_label=False),
     dict(
         type='ClipTransformBroadcaster',
-        transforms=[dict(type='Resize', scale=(2048, 1024), keep_ratio=True)
-                    ]),
+        transforms=[dict(type='Resize', scale=(2048, 1024), keep_ratio=True)]),
     # Labels are loaded after the resize: metrics compare at the original
     # resolution, as in mmseg.
     dict(type='LoadClipAnnotations'),

@@ -20,10 +20,10 @@ def _set_rng_state(state: tuple) -> None:
 
 def _same_rng_state(a: tuple, b: tuple) -> bool:
     np_a, np_b = a[1], b[1]
-    return (a[0] == b[0] and np_a[0] == np_b[0]
-            and np.array_equal(np_a[1], np_b[1])
-            and tuple(np_a[2:]) == tuple(np_b[2:])
-            and torch.equal(a[2], b[2]))
+    return (
+        a[0] == b[0] and np_a[0] == np_b[0]
+        and np.array_equal(np_a[1], np_b[1])
+        and tuple(np_a[2:]) == tuple(np_b[2:]) and torch.equal(a[2], b[2]))
 
 
 @TRANSFORMS.register_module()
@@ -38,12 +38,12 @@ class ClipTransformBroadcaster(TransformBroadcaster):
     memory frame from the same state of the ``random``, ``numpy`` and
     ``torch`` generators, so every random decision (crop box, flip, scale,
     photometric parameters, ``RandomCrop``'s ``cat_max_ratio`` retries on the
-    key label) is the same. Unlike :class:`mmcv.transforms.TransformBroadcaster`
-    with ``share_random_params`` this also covers transforms whose random
-    draws are not marked with ``cache_randomness`` (mmseg's
-    ``PhotoMetricDistortion``). A transform whose draws differ between frames
-    (e.g. one that draws depending on image content) is detected and raises
-    an error instead of silently misaligning the clip.
+    key label) is the same. Unlike mmcv's ``TransformBroadcaster`` with
+    ``share_random_params`` this also covers transforms whose random draws
+    are not marked with ``cache_randomness`` (mmseg's
+    ``PhotoMetricDistortion``). A transform whose draws differ between
+    frames (e.g. one that draws depending on image content) is detected and
+    raises an error instead of silently misaligning the clip.
 
     Required Keys: ``imgs`` (list of T+1 frames, key last) and whatever the
     wrapped transforms require (from the key frame's view).
@@ -68,8 +68,7 @@ class ClipTransformBroadcaster(TransformBroadcaster):
         ])
     """
 
-    def __init__(self, transforms: List[Union[Dict, Callable[[Dict],
-                                                             Dict]]]):
+    def __init__(self, transforms: List[Union[Dict, Callable[[Dict], Dict]]]):
         # Build from mmseg's registry (it falls back to mmcv's), so mmseg's
         # transforms are found without a default scope.
         transforms = [
@@ -93,8 +92,9 @@ class ClipTransformBroadcaster(TransformBroadcaster):
     def transform(self, results: dict) -> dict:
         imgs = results.get('imgs')
         if not imgs:
-            raise KeyError(f'{self.__class__.__name__} needs the clip frames '
-                           "in results['imgs'] (use LoadClipFromFiles)")
+            raise KeyError(
+                f'{self.__class__.__name__} needs the clip frames '
+                "in results['imgs'] (use LoadClipFromFiles)")
         base = {k: v for k, v in results.items() if k != 'imgs'}
         start = _rng_state()
         key_out = self._run(base, imgs[-1])

@@ -28,20 +28,22 @@ class PackClipSegInputs(PackSegInputs):
             Defaults to mmseg's plus ``clip_paths`` and ``frame_offsets``.
     """
 
-    def __init__(self,
-                 meta_keys=('img_path', 'seg_map_path', 'ori_shape',
-                            'img_shape', 'pad_shape', 'scale_factor', 'flip',
-                            'flip_direction', 'reduce_zero_label',
-                            'clip_paths', 'frame_offsets')):
+    def __init__(
+        self,
+        meta_keys=(
+            'img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
+            'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label',
+            'clip_paths', 'frame_offsets')):
         super().__init__(meta_keys=meta_keys)
 
     def transform(self, results: dict) -> dict:
         imgs = results.get('imgs')
         where = results.get('img_path')
         if not imgs:
-            raise KeyError(f'{self.__class__.__name__}: no clip frames in '
-                           f"results['imgs'] for {where} (use "
-                           'LoadClipFromFiles)')
+            raise KeyError(
+                f'{self.__class__.__name__}: no clip frames in '
+                f"results['imgs'] for {where} (use "
+                'LoadClipFromFiles)')
         if results.get('img') is not imgs[-1]:
             raise RuntimeError(
                 f'{self.__class__.__name__}: the key frame of {where} was '
@@ -49,13 +51,14 @@ class PackClipSegInputs(PackSegInputs):
                 'wrap clip transforms in ClipTransformBroadcaster')
         shapes = {img.shape for img in imgs}
         if len(shapes) > 1:
-            raise ValueError(f'{self.__class__.__name__}: the frames of '
-                             f'{where} have different shapes {shapes}')
+            raise ValueError(
+                f'{self.__class__.__name__}: the frames of '
+                f'{where} have different shapes {shapes}')
         packed = super().transform(results)
         # Stack in numpy: torch.stack of small tensors can be slowed down by
         # intra-op threads in busy dataloader workers.
-        clip = np.stack([img if img.ndim == 3 else img[..., None]
-                         for img in imgs])
+        clip = np.stack(
+            [img if img.ndim == 3 else img[..., None] for img in imgs])
         packed['inputs'] = to_tensor(
             np.ascontiguousarray(clip.transpose(0, 3, 1, 2)))
         return packed

@@ -9,8 +9,9 @@ from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import TRANSFORMS
 
 
-def _decode(path: str, flag: str, backend: str,
-            backend_args: Optional[dict], what: str) -> np.ndarray:
+def _decode(
+        path: str, flag: str, backend: str, backend_args: Optional[dict],
+        what: str) -> np.ndarray:
     """Read and decode one image file; raise an error naming the file when it
     is missing, unreadable or not a decodable image."""
     try:
@@ -21,12 +22,14 @@ def _decode(path: str, flag: str, backend: str,
         img = mmcv.imfrombytes(
             data, flag=flag, backend=backend) if data else None
     except Exception as exc:  # e.g. PIL.UnidentifiedImageError
-        raise OSError(f'{what} {path} is corrupt or not an image file: '
-                      f'{exc}') from exc
+        raise OSError(
+            f'{what} {path} is corrupt or not an image file: '
+            f'{exc}') from exc
     if img is None:
-        raise OSError(f'{what} {path} is corrupt or not an image file '
-                      f'({len(data) if data else 0} bytes could not be '
-                      f'decoded by {backend})')
+        raise OSError(
+            f'{what} {path} is corrupt or not an image file '
+            f'({len(data) if data else 0} bytes could not be '
+            f'decoded by {backend})')
     return img
 
 
@@ -58,11 +61,12 @@ class LoadClipAnnotations(LoadAnnotations):
         backend_args (dict, optional): File backend arguments.
     """
 
-    def __init__(self,
-                 num_classes: Optional[int] = None,
-                 ignore_index: int = 255,
-                 imdecode_backend: str = 'pillow',
-                 backend_args: Optional[dict] = None) -> None:
+    def __init__(
+            self,
+            num_classes: Optional[int] = None,
+            ignore_index: int = 255,
+            imdecode_backend: str = 'pillow',
+            backend_args: Optional[dict] = None) -> None:
         super().__init__(
             reduce_zero_label=None,
             backend_args=backend_args,
@@ -80,13 +84,15 @@ class LoadClipAnnotations(LoadAnnotations):
 
     def _load_seg_map(self, results: dict) -> None:
         path = results['seg_map_path']
-        seg = _decode(path, 'unchanged', self.imdecode_backend,
-                      self.backend_args, 'label file')
+        seg = _decode(
+            path, 'unchanged', self.imdecode_backend, self.backend_args,
+            'label file')
         if seg.ndim == 3 and seg.shape[2] == 1:
             seg = seg[..., 0]
         if seg.ndim != 2:
-            raise ValueError(f'label file {path} must have one channel, got '
-                             f'an image of shape {seg.shape}')
+            raise ValueError(
+                f'label file {path} must have one channel, got '
+                f'an image of shape {seg.shape}')
         if seg.dtype != np.uint8:
             if seg.min() < 0 or seg.max() > 255:
                 raise ValueError(
@@ -119,9 +125,10 @@ class LoadClipAnnotations(LoadAnnotations):
             results['seg_fields'].append('gt_seg_map')
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
-                f'ignore_index={self.ignore_index}, '
-                f"imdecode_backend='{self.imdecode_backend}')")
+        return (
+            f'{self.__class__.__name__}(num_classes={self.num_classes}, '
+            f'ignore_index={self.ignore_index}, '
+            f"imdecode_backend='{self.imdecode_backend}')")
 
 
 @TRANSFORMS.register_module()
@@ -157,14 +164,15 @@ class LoadClipFromFiles(BaseTransform):
         backend_args (dict, optional): File backend arguments.
     """
 
-    def __init__(self,
-                 with_label: bool = True,
-                 num_classes: Optional[int] = None,
-                 ignore_index: int = 255,
-                 to_float32: bool = False,
-                 color_type: str = 'color',
-                 imdecode_backend: str = 'cv2',
-                 backend_args: Optional[dict] = None) -> None:
+    def __init__(
+            self,
+            with_label: bool = True,
+            num_classes: Optional[int] = None,
+            ignore_index: int = 255,
+            to_float32: bool = False,
+            color_type: str = 'color',
+            imdecode_backend: str = 'cv2',
+            backend_args: Optional[dict] = None) -> None:
         self.with_label = with_label
         self.to_float32 = to_float32
         self.color_type = color_type
@@ -184,15 +192,17 @@ class LoadClipFromFiles(BaseTransform):
                 'dataset a VideoSegDataset?)')
         imgs = []
         for path in paths:
-            img = _decode(path, self.color_type, self.imdecode_backend,
-                          self.backend_args, 'frame')
+            img = _decode(
+                path, self.color_type, self.imdecode_backend,
+                self.backend_args, 'frame')
             if self.to_float32:
                 img = img.astype(np.float32)
             imgs.append(img)
         shapes = {img.shape for img in imgs}
         if len(shapes) > 1:
-            sizes = ', '.join(f'{p}: {img.shape[1]}x{img.shape[0]}'
-                              for p, img in zip(paths, imgs))
+            sizes = ', '.join(
+                f'{p}: {img.shape[1]}x{img.shape[0]}'
+                for p, img in zip(paths, imgs))
             raise ValueError(
                 'the frames of a clip must all have the same size, got '
                 f'{sizes} (width x height)')
@@ -213,7 +223,8 @@ class LoadClipFromFiles(BaseTransform):
         return results
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(with_label={self.with_label}, '
-                f'to_float32={self.to_float32}, '
-                f"color_type='{self.color_type}', "
-                f"imdecode_backend='{self.imdecode_backend}')")
+        return (
+            f'{self.__class__.__name__}(with_label={self.with_label}, '
+            f'to_float32={self.to_float32}, '
+            f"color_type='{self.color_type}', "
+            f"imdecode_backend='{self.imdecode_backend}')")
