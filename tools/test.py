@@ -22,8 +22,8 @@ Like mmseg's ``tools/test.py``, but the test evaluator is replaced by
   of the key frame drawn by ``SegLocalVisualizer`` land in
   ``{show_dir}/vis_data/vis_image``.
 
-With ``--format-only`` the ``*LoadAnnotations`` steps are dropped from the
-test pipeline. ``--split`` switches the test dataloader between ``val`` and ``test`` by
+With ``--format-only`` no ground truth is read (see :func:`unlabelled`).
+``--split`` switches the test dataloader between ``val`` and ``test`` by
 rewriting the last ``val``/``test``/``train`` folder of every
 ``data_prefix`` entry of the test dataset.
 """
@@ -115,6 +115,34 @@ def switch_split(dataset_cfg: ConfigDict, split: str) -> None:
             f'{SPLITS}; set the folders with --cfg-options instead')
 
 
+def unlabelled(dataset_cfg: ConfigDict) -> None:
+    """Test ``dataset_cfg`` without ground truth, in place (format-only).
+
+    The Cityscapes test split has no labels: ``*LoadAnnotations`` steps are
+    dropped from the pipeline and ``data_prefix.seg_map_path`` is set to
+    ``''``. A video dataset then lists its samples from ``key_img_path``,
+    which defaults to ``leftImg8bit/{split}`` next to a
+    ``leftImg8bit_sequence/{split}`` image folder (the annotated frames).
+    """
+    pipeline = dataset_cfg.get('pipeline')
+    if pipeline:
+        dataset_cfg.pipeline = [
+            t for t in pipeline
+            if not str(t.get('type', '')).endswith('LoadAnnotations')
+        ]
+    prefix = dataset_cfg.get('data_prefix')
+    if not prefix:
+        return
+    if 'seg_map_path' in prefix:
+        prefix['seg_map_path'] = ''
+    img = str(prefix.get('img_path', '')).rstrip('/')
+    head, split = osp.split(img)
+    if osp.basename(head) == 'leftImg8bit_sequence' and not prefix.get(
+            'key_img_path'):
+        prefix['key_img_path'] = osp.join(
+            osp.dirname(head), 'leftImg8bit', split)
+
+
 def build_test_cfg(args) -> Config:
     """The config the Runner tests with, from the command-line ``args``."""
     if not osp.isfile(args.config):
@@ -141,13 +169,7 @@ def build_test_cfg(args) -> Config:
     if split is not None:
         switch_split(cfg.test_dataloader.dataset, split)
     if args.format_only:
-        # no ground truth is needed (the Cityscapes test split has none)
-        pipeline = cfg.test_dataloader.dataset.get('pipeline')
-        if pipeline:
-            cfg.test_dataloader.dataset.pipeline = [
-                t for t in pipeline
-                if not str(t.get('type', '')).endswith('LoadAnnotations')
-            ]
+        unlabelled(cfg.test_dataloader.dataset)
 
     out = args.out
     if args.format_only and out is None:
@@ -181,6 +203,9 @@ def build_test_cfg(args) -> Config:
             vis_backends=[dict(type='LocalVisBackend')],
             name='visualizer')
         visualizer.save_dir = args.show_dir
+        # the Runner names it after the experiment (timestamped), so that a
+        # visualizer of an earlier run in this process is not reused
+        visualizer.pop('name', None)
         cfg.visualizer = visualizer
     return cfg
 

@@ -21,6 +21,8 @@ import lma_mmseg  # noqa: F401
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 ERFNET_BASE = osp.join(ROOT, 'configs', '_base_', 'models', 'erfnet-split.py')
+LMA_BASE = osp.join(ROOT, 'configs', '_base_', 'models', 'lma-erfnet.py')
+DEMO_SEQ = osp.join(ROOT, 'configs', '_base_', 'datasets', 'demo-seq.py')
 
 
 def load_tool(name):
@@ -67,6 +69,44 @@ test_cfg = dict(type='TestLoop')
 """
 
 
+LMA_CONFIG = """
+_base_ = [{data!r}, {model!r}]
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(decode_head=dict(norm_cfg=norm_cfg))
+env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'),
+               dist_cfg=dict(backend='gloo'))
+log_level = 'INFO'
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+    visualization=dict(type='SegVisualizationHook'))
+visualizer = dict(type='SegLocalVisualizer',
+                  vis_backends=[dict(type='LocalVisBackend')],
+                  name='visualizer')
+train_dataloader = None
+val_dataloader = None
+val_evaluator = None
+test_dataloader = dict(
+    num_workers=0, persistent_workers=False,
+    dataset=dict(data_root={data_root!r}))
+test_cfg = dict(type='TestLoop')
+"""
+
+
+def build_checkpoint(config, path):
+    """Random weights whose classifier predicts several classes."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(config)
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    with torch.no_grad():
+        model.decode_head.conv_seg.weight.normal_(0, 5)
+    torch.save(dict(state_dict=model.state_dict(), meta={}), str(path))
+    return str(path)
+
+
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory):
     """Tiny demo tree, a config over its key frames and a checkpoint."""
@@ -80,28 +120,25 @@ def demo(tmp_path_factory):
         assert glob.glob(str(data_root / 'leftImg8bit' / split / '*' / '*.png'))
     config = tmp / 'erfnet_tiny.py'
     config.write_text(CONFIG.format(base=ERFNET_BASE, data_root=str(data_root)))
-    cfg = Config.fromfile(str(config))
-    from mmseg.registry import MODELS
-    from mmengine.registry import init_default_scope
-    init_default_scope('mmseg')
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    # a random decoder predicts one class everywhere; spread the classifier
-    # so the export holds several classes
-    with torch.no_grad():
-        model.decode_head.conv_seg.weight.normal_(0, 5)
-    ckpt = tmp / 'model.pth'
-    torch.save(dict(state_dict=model.state_dict(), meta={}), str(ckpt))
-    return dict(tmp=tmp, data_root=data_root, config=str(config),
-                ckpt=str(ckpt))
+    lma_config = tmp / 'lma_tiny.py'
+    lma_config.write_text(
+        LMA_CONFIG.format(
+            data=DEMO_SEQ, model=LMA_BASE, data_root=str(data_root)))
+    return dict(
+        tmp=tmp, data_root=data_root,
+        single=dict(config=str(config),
+                    ckpt=build_checkpoint(str(config), tmp / 'erfnet.pth')),
+        lma=dict(config=str(lma_config),
+                 ckpt=build_checkpoint(str(lma_config), tmp / 'lma.pth')))
 
 
-def test_val_metrics_json_and_cityscapes_crosscheck(demo):
+@pytest.mark.parametrize('kind', ['single', 'lma'])
+def test_val_metrics_json_and_cityscapes_crosscheck(demo, kind):
     tool = load_tool('test')
-    out = demo['tmp'] / 'val_out'
-    show = demo['tmp'] / 'show'
+    out = demo['tmp'] / f'val_out_{kind}'
+    show = demo['tmp'] / f'show_{kind}'
     metrics = tool.main([
-        demo['config'], demo['ckpt'], '--work-dir',
+        demo[kind]['config'], demo[kind]['ckpt'], '--work-dir',
         str(demo['tmp'] / 'work'), '--out', str(out), '--show-dir', str(show)
     ])
     for key in ('mIoU', 'aAcc', 'mAcc', 'mIoU_category', 'IoU.flat',
@@ -112,7 +149,9 @@ def test_val_metrics_json_and_cityscapes_crosscheck(demo):
     assert data['num_images'] == 3
     assert data['meta']['split'] == 'val'
     assert data['meta']['backbone'] == 'ERFNetEncoder'
-    assert data['meta']['method'] == 'single-frame'
+    assert data['meta']['method'] == {'single': 'single-frame',
+                                      'lma': 'LMA'}[kind]
+    assert data['meta']['memory_length'] == {'single': 0, 'lma': 3}[kind]
     assert data['mIoU'] == pytest.approx(metrics['mIoU'])
     assert len(data['classes']) == 19 and len(data['categories']) == 7
 
@@ -148,11 +187,12 @@ def test_val_metrics_json_and_cityscapes_crosscheck(demo):
     assert img.ndim == 3 and img.shape[2] == 3 and img.shape[0] == 64
 
 
-def test_format_only_on_test_split(demo):
+@pytest.mark.parametrize('kind', ['single', 'lma'])
+def test_format_only_on_test_split(demo, kind):
     tool = load_tool('test')
-    out = demo['tmp'] / 'submission'
+    out = demo['tmp'] / f'submission_{kind}'
     metrics = tool.main([
-        demo['config'], demo['ckpt'], '--work-dir',
+        demo[kind]['config'], demo[kind]['ckpt'], '--work-dir',
         str(demo['tmp'] / 'work'), '--format-only', '--out', str(out)
     ])
     assert metrics == {}
@@ -186,4 +226,4 @@ def test_split_switch_errors(demo):
     assert cfg.dataset.data_prefix == dict(
         img_path='leftImg8bit_sequence/test', seg_map_path='gtFine/test')
     with pytest.raises(FileNotFoundError, match='nope.pth'):
-        tool.main([demo['config'], 'nope.pth'])
+        tool.main([demo['single']['config'], 'nope.pth'])
