@@ -1,6 +1,8 @@
 """MMDistributedDataParallel that also wraps CPU models."""
 from mmengine.model import MMDistributedDataParallel
-from mmseg.registry import MODEL_WRAPPERS
+# The Runner looks wrappers up in mmengine's root registry directly
+# (``MODEL_WRAPPERS.get``, no scope), so the wrapper is registered there.
+from mmengine.registry import MODEL_WRAPPERS
 
 
 @MODEL_WRAPPERS.register_module()
