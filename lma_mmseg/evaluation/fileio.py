@@ -40,7 +40,8 @@ def atomic_open(path: str, mode: str = 'wb') -> Iterator[io.IOBase]:
         exception it is deleted and the exception propagates.
     """
     if mode not in ('wb', 'w'):
-        raise ValueError(f'atomic_open: mode must be "wb" or "w", got {mode!r}')
+        raise ValueError(
+            f'atomic_open: mode must be "wb" or "w", got {mode!r}')
     path = osp.abspath(path)
     folder = osp.dirname(path)
     os.makedirs(folder, exist_ok=True)
@@ -93,7 +94,8 @@ def atomic_write_png(path: str, array: np.ndarray) -> str:
         raise ValueError(f'atomic_write_png({path!r}): values must lie in '
                          f'[0, 255], got [{array.min()}, {array.max()}]')
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(buf, format='PNG')
+    image = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
+    image.save(buf, format='PNG')
     return atomic_write_bytes(path, buf.getvalue())
 
 

@@ -1,4 +1,4 @@
-"""Leaderboard of runs: accuracy (tools/test.py) and speed (tools/benchmark.py).
+"""Leaderboard: accuracy (tools/test.py) and speed (tools/benchmark.py).
 
 A run is a test result JSON (``kind: lma_mmseg.test``) and/or a benchmark
 JSON (``kind: lma_mmseg.benchmark``). Runs are given either

@@ -31,7 +31,6 @@ import collections
 import ctypes
 import ctypes.util
 import gc
-import os
 import resource
 import sys
 import time

@@ -19,7 +19,9 @@ from lma_mmseg.evaluation import (CityscapesLeaderboardMetric, category_iou,
 CLASSES = CityscapesDataset.METAINFO['classes']
 
 
-def make_sample(pred, gt=None, img_path='x/berlin_000001_000019_leftImg8bit.png'):
+def make_sample(pred,
+                gt=None,
+                img_path='x/berlin_000001_000019_leftImg8bit.png'):
     """A model output as the Runner hands it to the metric (to_dict)."""
     sample = SegDataSample(metainfo=dict(img_path=img_path))
     sample.pred_sem_seg = PixelData(data=torch.as_tensor(pred)[None])
@@ -142,7 +144,8 @@ def test_metric_logs_tables_and_json_next_to_log_file(tmp_path):
     for word in ('traffic light', 'construction', 'vehicle', 'mIoU_category',
                  'aAcc', '37.50'):
         assert word in log
-    data = json.loads((tmp_path / 'run' / 'cityscapes_metrics.json').read_text())
+    data = json.loads(
+        (tmp_path / 'run' / 'cityscapes_metrics.json').read_text())
     assert data['mIoU'] == 37.5 and data['aAcc'] == 60.0
 
 
@@ -190,9 +193,8 @@ def test_format_only_names_and_label_ids(tmp_path):
         img = np.array(Image.open(out / name))
         assert img.dtype == np.uint8 and img.shape == (4, 6)
         assert set(np.unique(img)) <= {label_id, 23}
-    assert np.array(Image.open(out / 'berlin' /
-                               'berlin_000000_000019_leftImg8bit.png'))[1,
-                                                                        2] == 23
+    first = out / 'berlin' / 'berlin_000000_000019_leftImg8bit.png'
+    assert np.array(Image.open(first))[1, 2] == 23
     zip_path = out / 'cityscapes_submission.zip'
     with zipfile.ZipFile(zip_path) as zf:
         assert sorted(zf.namelist()) == sorted(expected)

@@ -117,9 +117,11 @@ def demo(tmp_path_factory):
         num_test=2, frames='memory')
     # the tool reads the key frames from leftImg8bit/ (single frame)
     for split in ('val', 'test'):
-        assert glob.glob(str(data_root / 'leftImg8bit' / split / '*' / '*.png'))
+        assert glob.glob(
+            str(data_root / 'leftImg8bit' / split / '*' / '*.png'))
     config = tmp / 'erfnet_tiny.py'
-    config.write_text(CONFIG.format(base=ERFNET_BASE, data_root=str(data_root)))
+    config.write_text(
+        CONFIG.format(base=ERFNET_BASE, data_root=str(data_root)))
     lma_config = tmp / 'lma_tiny.py'
     lma_config.write_text(
         LMA_CONFIG.format(
@@ -162,7 +164,8 @@ def test_val_metrics_json_and_cityscapes_crosscheck(demo, kind):
             str(demo['data_root'] / 'gtFine' / 'val' / '*' /
                 '*_gtFine_labelIds.png')))
     assert len(preds) == len(gts) == 3
-    import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as CSEval
+    from cityscapesscripts.evaluation import \
+        evalPixelLevelSemanticLabeling as CSEval
     args = CSEval.args
     args.predictionPath = str(out)
     args.predictionWalk = None
@@ -216,7 +219,8 @@ def test_format_only_on_test_split(demo, kind):
 
 def test_split_switch_errors(demo):
     tool = load_tool('test')
-    cfg = Config(dict(dataset=dict(type='X', data_prefix=dict(img_path='a/b'))))
+    cfg = Config(
+        dict(dataset=dict(type='X', data_prefix=dict(img_path='a/b'))))
     with pytest.raises(ValueError, match='data_prefix'):
         tool.switch_split(cfg.dataset, 'test')
     cfg = Config(dict(dataset=dict(

@@ -269,7 +269,8 @@ class CityscapesLeaderboardMetric(IoUMetric):
                     raise ValueError(
                         'CityscapesLeaderboardMetric: gt_sem_seg of '
                         f'{data_sample.get("img_path")} must be (1, H, W), '
-                        f'got {tuple(data_sample["gt_sem_seg"]["data"].shape)}')
+                        'got '
+                        f'{tuple(data_sample["gt_sem_seg"]["data"].shape)}')
                 gt = gt.to(pred)
                 try:
                     entry['confusion'] = confusion_matrix(
@@ -384,7 +385,8 @@ class CityscapesLeaderboardMetric(IoUMetric):
             metrics[f'IoU.{name}'] = float('nan') if value is None else value
         return metrics
 
-    def metrics_from_confusion(self, conf: np.ndarray, categories: 'OrderedDict'):
+    def metrics_from_confusion(self, conf: np.ndarray,
+                               categories: 'OrderedDict'):
         """All scores from a summed confusion matrix.
 
         Args:
