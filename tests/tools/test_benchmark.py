@@ -107,3 +107,20 @@ def test_benchmark_argument_errors(tmp_path):
             ERFNET, '--frames-dir', str(tmp_path), '--shape', '32', '64',
             '--frames', '1', '--no-progress'
         ])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(
+    not __import__('torch').cuda.is_available(), reason='needs CUDA')
+def test_benchmark_on_cuda(tmp_path):
+    tool = load_tool('benchmark')
+    res = tool.main([
+        LMA, '--baseline', ERFNET, '--device', 'cuda', '--shape', '64', '128',
+        '--frames', '5', '--warmup', '2', '--no-progress', '--out',
+        str(tmp_path / 'b.json')
+    ])
+    assert res['device'].startswith('cuda')
+    assert 'max_memory_allocated' in res['memory_measure']
+    for r in res['results']:
+        assert r['peak_memory_mb'] > 0 and r['gflops'] > 0
+    assert [o['mode'] for o in res['overhead']] == ['streaming', 'reencode']
