@@ -17,21 +17,16 @@ namespace lma {
 
 namespace {
 
+using cuda::ceil_div;
 using cuda::CH_PER_BLOCK;
-using cuda::CH_PER_THREAD;
 using cuda::Geometry;
-using cuda::NUM_GROUPS;
+using cuda::make_geometry;
+using cuda::num_tiles;
 using cuda::NUM_THREADS;
-using cuda::SLOT_BUF_BYTES;
-using cuda::STAGE_BYTES;
-using cuda::TILE_H;
+using cuda::plan;
 using cuda::TILE_P;
-using cuda::TILE_W;
 
 constexpr int64_t kMaxGridYZ = 65535;
-constexpr size_t kMaxSharedBytes = 48 * 1024;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // ---- argument checks -------------------------------------------------------
 void check_tensor(const char* fn, const char* name, const at::Tensor& t,
@@ -63,68 +58,6 @@ void check_sizes(const char* fn, int64_t B, int64_t T, int64_t H, int64_t W) {
               " exceeds the CUDA grid limit ", kMaxGridYZ);
   TORCH_CHECK(H < (1 << 30) && W < (1 << 30), fn, ": map ", H, "x", W,
               " is too large");
-}
-
-// ---- launch planning --------------------------------------------------------
-// Fills the slot chunk (ni x nj), the key channel chunk cc and the value
-// channel slices ks of g for accumulators of acc_size bytes and returns the
-// dynamic shared memory in bytes. extra: acc values in front of the slot
-// buffer; key_stage: stages q/k channel chunks (CORR-based kernels);
-// value_stage: stages value halos (AGG-based kernels); merge: needs
-// 2 * NUM_THREADS values of staging (STATS).
-size_t plan(Geometry& g, size_t acc_size, int extra, bool key_stage,
-            bool value_stage, bool merge) {
-  const int stage_elems = static_cast<int>(STAGE_BYTES / acc_size);
-  const int halo_max = stage_elems / NUM_GROUPS;
-  const int slots_max = static_cast<int>(SLOT_BUF_BYTES / (TILE_P * acc_size));
-  const int hw_max = halo_max / TILE_H;
-  // window columns per chunk: halo width TILE_W + (nj - 1) * dil <= hw_max
-  int nj = (hw_max - TILE_W) / g.dil + 1;
-  nj = std::max(1, std::min({nj, g.window, slots_max}));
-  const int hw = TILE_W + (nj - 1) * g.dil;
-  // window rows per chunk: halo (TILE_H + (ni - 1) * dil) * hw <= halo_max
-  int ni = (halo_max / hw - TILE_H) / g.dil + 1;
-  ni = std::max(1, std::min({ni, g.window, slots_max / nj}));
-  const int hh = TILE_H + (ni - 1) * g.dil;
-  const int halo = hh * hw;
-  TORCH_CHECK(halo <= halo_max && ni * nj <= slots_max,
-              "local attention CUDA: no launch plan for window ", g.window,
-              " and dilation ", g.dil);
-  g.ni = ni;
-  g.nj = nj;
-  g.cc = std::max(1, std::min(g.C, stage_elems / (TILE_P + halo)));
-  g.ks = std::max(1, std::min(CH_PER_THREAD, stage_elems / (NUM_GROUPS * halo)));
-  int stage = 0;
-  if (key_stage) stage = std::max(stage, g.cc * (TILE_P + halo));
-  if (value_stage) stage = std::max(stage, g.ks * NUM_GROUPS * halo);
-  if (merge) stage = std::max(stage, 2 * NUM_THREADS);
-  const size_t bytes =
-      static_cast<size_t>(extra + ni * nj * TILE_P + stage) * acc_size;
-  TORCH_CHECK(bytes <= kMaxSharedBytes,
-              "local attention CUDA: launch plan needs ", bytes,
-              " bytes of shared memory");
-  return bytes;
-}
-
-Geometry make_geometry(int64_t B, int64_t T, int64_t C, int64_t Cv, int64_t H,
-                       int64_t W, int64_t window, int64_t dilation) {
-  Geometry g;
-  g.B = static_cast<int>(B);
-  g.T = static_cast<int>(T);
-  g.C = static_cast<int>(C);
-  g.Cv = static_cast<int>(Cv);
-  g.H = static_cast<int>(H);
-  g.W = static_cast<int>(W);
-  g.window = static_cast<int>(window);
-  g.dil = static_cast<int>(dilation);
-  g.r = g.window / 2;
-  g.tiles_x = static_cast<int>(ceil_div(W, TILE_W));
-  g.ni = g.nj = g.cc = g.ks = 1;
-  return g;
-}
-
-int64_t num_tiles(const Geometry& g) {
-  return ceil_div(g.H, TILE_H) * static_cast<int64_t>(g.tiles_x);
 }
 
 at::ScalarType acc_type(const at::Tensor& t) {
@@ -209,9 +142,10 @@ std::vector<at::Tensor> local_attention_forward_cuda(
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
                    v = v_in.contiguous();
   at::Tensor out = at::empty({B, Cv, H, W}, v.options());
+  // (B, H, W) log-sum-exp, float32 (float64 for double inputs)
   at::Tensor lse_acc = at::empty({B, H, W}, q.options().dtype(acc_type(q)));
   if (is_empty({B, T, H, W})) {
-    return {out.zero_(), lse_acc.zero_().to(at::kFloat)};
+    return {out.zero_(), lse_acc.zero_()};
   }
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -244,8 +178,8 @@ std::vector<at::Tensor> local_attention_forward_cuda(
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       });
-  // the contract keeps lse in float32 (a no-op for float32 inputs)
-  return {out, lse_acc.to(at::kFloat)};
+  // lse in the accumulation type: float32, or float64 for double inputs
+  return {out, lse_acc};
 }
 
 std::vector<at::Tensor> local_attention_backward_cuda(
