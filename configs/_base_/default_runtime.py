@@ -1,7 +1,5 @@
-# mmseg's default runtime plus the plugin import, so that mmseg's own
-# tools/train.py and tools/test.py run every config of this repository.
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
+# mmseg's default runtime. Top-level configs set custom_imports and
+# default_scope themselves (bases may not define a key twice).
 env_cfg = dict(
     cudnn_benchmark=True,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

@@ -2,7 +2,6 @@
 # channels) and ERFNetDecoderHead (mmseg ERFNet's decoder + FCN classifier).
 # Same layers and defaults as mmseg's _base_/models/erfnet_fcn.py; an mmseg
 # ERFNet checkpoint loads after tools/convert/mmseg_erfnet_to_split.py.
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(
     type='SegDataPreProcessor',

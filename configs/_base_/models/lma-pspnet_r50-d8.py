@@ -4,7 +4,6 @@
 # backbone outputs through, so the auxiliary FCN head reads layer3 of the
 # key frame.
 _base_ = ['mmseg::_base_/models/pspnet_r50-d8.py']
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
 data_preprocessor = dict(type='VideoSegDataPreProcessor')
 model = dict(
     type='VideoEncoderDecoder',

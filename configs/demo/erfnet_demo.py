@@ -1,0 +1,59 @@
+# Single-frame ERFNet (the split ERFNetEncoder + ERFNetDecoderHead, plain
+# EncoderDecoder) on the synthetic demo data (tools/make_demo_data.py
+# --out data/demo): trained from scratch on the key frames of the same
+# samples as configs/demo/lma-erfnet_demo.py, which starts from its last
+# checkpoint. Sized to train on a 2-core CPU in minutes:
+#   python tools/train.py configs/demo/erfnet_demo.py
+_base_ = [
+    '../_base_/models/erfnet-split.py', '../_base_/datasets/demo-seq.py',
+    '../_base_/default_runtime.py'
+]
+custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
+default_scope = 'mmseg'
+
+# ---- knobs -------------------------------------------------------------
+max_iters = 1000  # lma-erfnet_demo.py loads work_dirs/erfnet_demo/iter_{max_iters}.pth
+val_interval = 500
+lr = 1e-3
+batch_size = 4
+# ------------------------------------------------------------------------
+
+crop_size = (128, 256)
+norm_cfg = dict(type='BN', requires_grad=True)
+data_preprocessor = dict(size=crop_size)
+model = dict(
+    data_preprocessor=data_preprocessor,
+    decode_head=dict(norm_cfg=norm_cfg))
+
+# Key frames only, with mmseg's single-frame loading and augmentation.
+train_dataloader = dict(
+    batch_size=batch_size,
+    dataset=dict(pipeline={{_base_.frame_train_pipeline}}))
+val_dataloader = dict(dataset=dict(pipeline={{_base_.frame_test_pipeline}}))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='Adam', lr=lr, betas=(0.9, 0.999), weight_decay=1e-4))
+param_scheduler = [
+    dict(
+        type='PolyLR',
+        eta_min=0.0,
+        power=0.9,
+        begin=0,
+        end=max_iters,
+        by_epoch=False)
+]
+train_cfg = dict(
+    type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(
+        type='CheckpointHook', by_epoch=False, interval=max_iters),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='SegVisualizationHook'))
+randomness = dict(seed=0)

@@ -1,0 +1,70 @@
+# LMA-ERFNet on the synthetic demo data (tools/make_demo_data.py --out
+# data/demo): the ERFNet of configs/demo/erfnet_demo.py with the Local
+# Memory Attention neck between encoder and decoder (key 16, value 64,
+# window 21 at 1/8 -- larger than the 16x32 map, so every memory position is
+# in reach --, T=3 memory frames, GatedFusion). As in the paper it starts
+# from the trained single-frame model and trains only the memory heads and
+# the fusion:
+#   python tools/train.py configs/demo/erfnet_demo.py
+#   python tools/train.py configs/demo/lma-erfnet_demo.py
+# (another single-frame checkpoint: --cfg-options load_from=PATH).
+_base_ = [
+    '../_base_/models/lma-erfnet.py', '../_base_/datasets/demo-seq.py',
+    '../_base_/default_runtime.py'
+]
+custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
+default_scope = 'mmseg'
+
+# ---- knobs -------------------------------------------------------------
+max_iters = 500
+val_interval = 250
+lr = 1e-3
+batch_size = 4
+# The last checkpoint of configs/demo/erfnet_demo.py (its max_iters).
+load_from = 'work_dirs/erfnet_demo/iter_1000.pth'
+# ------------------------------------------------------------------------
+
+crop_size = (128, 256)
+norm_cfg = dict(type='BN', requires_grad=True)
+data_preprocessor = dict(size=crop_size)
+model = dict(
+    data_preprocessor=data_preprocessor,
+    neck=dict(
+        key_channels=16,
+        value_channels=64,
+        window=21,
+        memory_length=3,
+        fusion=dict(type='GatedFusion', dropout_ratio=0.3,
+                    norm_cfg=norm_cfg)),
+    decode_head=dict(norm_cfg=norm_cfg),
+    # Only the memory heads and the fusion train; freeze=None fine-tunes
+    # the whole model.
+    freeze=('backbone', 'decode_head'))
+
+train_dataloader = dict(batch_size=batch_size)
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='Adam', lr=lr, betas=(0.9, 0.999), weight_decay=1e-4))
+param_scheduler = [
+    dict(
+        type='PolyLR',
+        eta_min=0.0,
+        power=0.9,
+        begin=0,
+        end=max_iters,
+        by_epoch=False)
+]
+train_cfg = dict(
+    type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(
+        type='CheckpointHook', by_epoch=False, interval=max_iters),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='SegVisualizationHook'))
+randomness = dict(seed=0)

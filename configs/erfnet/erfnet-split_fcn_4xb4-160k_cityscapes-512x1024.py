@@ -1,0 +1,17 @@
+# Baseline: the single-frame ERFNet split into ERFNetEncoder (backbone) and
+# ERFNetDecoderHead (decode head). Same layers, data and schedule as mmseg's
+# erfnet_fcn_4xb4-160k_cityscapes-512x1024; its checkpoint (or mmseg's,
+# converted with tools/convert/mmseg_erfnet_to_split.py) is the load_from of
+# configs/lma/lma-erfnet_4xb4-160k_cityscapes-seq-512x1024.py.
+_base_ = [
+    '../_base_/models/erfnet-split.py', 'mmseg::_base_/datasets/cityscapes.py',
+    '../_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py'
+]
+custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
+default_scope = 'mmseg'
+crop_size = (512, 1024)
+data_preprocessor = dict(size=crop_size)
+model = dict(data_preprocessor=data_preprocessor)
+train_dataloader = dict(batch_size=4, num_workers=4)
+val_dataloader = dict(batch_size=1, num_workers=4)
+test_dataloader = val_dataloader
