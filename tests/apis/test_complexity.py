@@ -1,0 +1,34 @@
+"""FLOPs of a streaming step, the local attention op included."""
+import torch
+from conftest import lma_model_cfg, single_model_cfg
+from mmengine.analysis import get_model_complexity_info
+from mmseg.registry import MODELS
+
+from lma_mmseg.apis import streaming_complexity
+
+
+def test_streaming_complexity_counts_attention():
+    lma = MODELS.build(lma_model_cfg(memory_length=3))
+    single = MODELS.build(single_model_cfg())
+    got = streaming_complexity(lma, (64, 48))
+    base = streaming_complexity(single, (64, 48))
+    # 1/8 map 8x6, T=3, window 5, key 8 + value 16 channels
+    assert got['attention_flops'] == 8 * 6 * 3 * 5 * 5 * (8 + 16)
+    assert got['flops'] == sum(got['flops_by_module'].values())
+    assert got['flops_by_module']['backbone'] == \
+        base['flops_by_module']['backbone']
+    # the memory parts: 4 conv heads (3x3), the attention and the fusion
+    heads = 8 * 6 * 9 * 64 * (8 + 8 + 16 + 16)
+    assert got['flops_by_module']['neck'] > heads + got['attention_flops']
+    assert got['flops'] - base['flops'] == got['flops_by_module']['neck']
+    assert got['params'] > base['params']
+    assert streaming_complexity(lma, (64, 48), memory_length=1)[
+        'attention_flops'] == got['attention_flops'] // 3
+    # a single-frame model: as mmengine's complexity tool counts it
+    info = get_model_complexity_info(
+        single,
+        inputs=(torch.zeros(1, 3, 64, 48), ),
+        show_table=False,
+        show_arch=False)
+    assert info['flops'] == base['flops']
+    assert info['params'] == base['params']
