@@ -18,17 +18,15 @@ class DeviceAwareDistributedDataParallel(MMDistributedDataParallel):
 
     Select it in a config with
     ``model_wrapper_cfg = dict(type='DeviceAwareDistributedDataParallel')``.
-    Unlike the Runner's default wrapper, ``broadcast_buffers`` defaults to
-    ``False`` here as well (pass it to change).
+    Buffers follow PyTorch's default: rank 0's buffers (e.g. BN running
+    statistics) are synchronised to all ranks, so every rank ends with the
+    same model (the Runner's default wrapper keeps per-rank buffers).
 
     Args:
         module (nn.Module): The model to wrap.
         device_ids (list[int], optional): As for ``DistributedDataParallel``;
             ignored for a CPU model.
         output_device (int, optional): Likewise.
-        broadcast_buffers (bool): Broadcast rank 0's buffers (e.g. BN
-            running statistics) at every forward. Defaults to False, as the
-            Runner's default wrapper.
         **kwargs: Other arguments of ``MMDistributedDataParallel``.
     """
 
@@ -36,7 +34,6 @@ class DeviceAwareDistributedDataParallel(MMDistributedDataParallel):
                  module,
                  device_ids=None,
                  output_device=None,
-                 broadcast_buffers=False,
                  **kwargs):
         devices = {t.device.type for t in module.parameters()}
         devices |= {t.device.type for t in module.buffers()}
@@ -47,5 +44,4 @@ class DeviceAwareDistributedDataParallel(MMDistributedDataParallel):
             module=module,
             device_ids=device_ids,
             output_device=output_device,
-            broadcast_buffers=broadcast_buffers,
             **kwargs)
