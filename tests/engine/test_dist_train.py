@@ -1,4 +1,5 @@
-"""tools/dist_train.sh: 2 processes, gloo on CPU, LMA-ERFNet on demo data."""
+"""tools/dist_train.sh: 2 processes, gloo on CPU, the LMA-ERFNet demo config
+(configs/demo/lma-erfnet_demo.py) on a few demo clips."""
 import importlib.util
 import os
 import os.path as osp
@@ -13,21 +14,20 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 HERE = osp.dirname(osp.abspath(__file__))
 ITERS = 3
-BASES = ('models/lma-erfnet.py', 'datasets/demo-seq.py',
-         'default_runtime.py', 'schedules/schedule_80k_adam.py')
+DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'lma-erfnet_demo.py')
 
 CONFIG = """
-_base_ = {bases!r}
+_base_ = [{base!r}]
 custom_imports = dict(
     imports=['lma_mmseg', 'rank_dump_hook'], allow_failed_imports=False)
-default_scope = 'mmseg'
 data_root = {data_root!r}
+load_from = None
 crop_size = (64, 128)
 norm_cfg = dict(type='{norm}', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     decode_head=dict(norm_cfg=norm_cfg),
-    neck=dict(window=7, fusion=dict(norm_cfg=norm_cfg)))
+    neck=dict(fusion=dict(norm_cfg=norm_cfg)))
 train_dataloader = dict(
     batch_size=1, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root))
@@ -44,7 +44,6 @@ default_hooks = dict(
 custom_hooks = [dict(type='RankStateDumpHook')]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 model_wrapper_cfg = dict(type='DeviceAwareDistributedDataParallel')
-randomness = dict(seed=0)
 """
 
 
@@ -73,7 +72,7 @@ def _dist_train(tmp_path, data_root, norm='BN'):
     config = tmp_path / 'lma_dist.py'
     config.write_text(
         CONFIG.format(
-            bases=[osp.join(ROOT, 'configs', '_base_', b) for b in BASES],
+            base=DEMO_CONFIG,
             data_root=str(data_root),
             norm=norm,
             iters=ITERS))
