@@ -34,7 +34,6 @@ namespace lma {
 namespace {
 
 using cpu::Geom;
-using cpu::kChunk;
 using cpu::kTile;
 
 bool use_avx2() {
@@ -55,6 +54,11 @@ bool use_avx2() {
 #else
 #define LMA_CALL(fn, ...) cpu_base::fn(__VA_ARGS__)
 #endif
+
+// Values in one row of a group weight table (M * kGroup).
+int64_t wg_row(const Geom& g) {
+  return (cpu::kGroup + g.window - 1) * cpu::kGroup;
+}
 
 Geom make_geom(int64_t B, int64_t T, int64_t C, int64_t Cv, int64_t H,
                int64_t W, int64_t window, int64_t dilation) {
@@ -121,11 +125,12 @@ at::Tensor gather(const at::Tensor& w, const at::Tensor& xq_cl,
   const scalar_t* xp = xq_cl.data_ptr<scalar_t>();
   scalar_t* rp = res.data_ptr<scalar_t>();
   at::parallel_for(0, g.B * g.T * g.H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> scratch(kTile * kChunk);
+    std::vector<scalar_t> wbuf(g.window * wg_row(g));
+    std::vector<int64_t> offs(g.window);
     for (int64_t idx = begin; idx < end; ++idx) {
       const int64_t yk = idx % g.H, bt = idx / g.H;
       LMA_CALL(gather_row<scalar_t>, wp, xp, rp, g, C, bt / g.T, bt % g.T,
-               yk, scratch.data());
+               yk, wbuf.data(), offs.data());
     }
   });
   return res;
@@ -142,10 +147,11 @@ at::Tensor aggregate(const at::Tensor& attn, const at::Tensor& v_cl,
   const scalar_t* vp = v_cl.data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
   at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> scratch(kTile * kChunk);
+    std::vector<scalar_t> wbuf(g.T * g.window * wg_row(g));
+    std::vector<int64_t> offs(g.T * g.window);
     for (int64_t idx = begin; idx < end; ++idx)
       LMA_CALL(agg_row<scalar_t>, ap, vp, op, g, Cv, idx / g.H, idx % g.H,
-               scratch.data());
+               wbuf.data(), offs.data());
   });
   return out;
 }
@@ -197,10 +203,12 @@ std::vector<at::Tensor> local_attention_forward_cpu(
     const scalar_t sc = static_cast<scalar_t>(scale);
     at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> scratch(g.C * kTile + g.T * g.S * kTile +
-                                    kTile * kChunk + 2 * kTile);
+                                    2 * kTile + g.T * g.window * wg_row(g));
+      std::vector<int64_t> offs(g.T * g.window);
       for (int64_t idx = begin; idx < end; ++idx)
         LMA_CALL(attn_fwd_row<scalar_t>, qp, kpp, vp, op_, lp, g, sc,
-                 mask_padding, idx / g.H, idx % g.H, scratch.data());
+                 mask_padding, idx / g.H, idx % g.H, scratch.data(),
+                 offs.data());
     });
   });
   return {channels_first(out_cl), lse};

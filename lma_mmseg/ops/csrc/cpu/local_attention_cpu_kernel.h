@@ -31,7 +31,7 @@
 namespace lma {
 namespace cpu {
 constexpr int64_t kTile = 16;    // query pixels per tile (vector lanes)
-constexpr int64_t kChunk = 256;  // channels per block of a weighted sum
+constexpr int64_t kGroup = 4;    // output pixels of one weighted-sum group
 
 struct Geom {
   int64_t B, T, C, Cv, H, W;
@@ -46,7 +46,7 @@ namespace lma {
 namespace LMA_CPU_NS {
 
 using cpu::Geom;
-using cpu::kChunk;
+using cpu::kGroup;
 using cpu::kTile;
 
 // ---------------------------------------------------------------------
@@ -71,34 +71,160 @@ inline void inverse_range(int64_t xk, int64_t W, int64_t r, int64_t d,
   *lo = std::max<int64_t>(0, r - (W - 1 - xk) / d);
 }
 
-// exp of n values in place, vectorisable. float: Cephes' expf polynomial
-// (relative error ~2e-7); values below -87 (and -inf) give exactly 0.
+// exp of n values in place. float: Cephes' expf polynomial on 32-byte
+// vectors (relative error ~2e-7); values below -87 (and -inf) give exactly
+// 0. double: std::exp.
+inline void exp_inplace(float* a, int64_t n);
+inline void exp_inplace(double* a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) a[i] = std::exp(a[i]);
+}
+
+// 32-byte vector of scalar_t (GCC vector extension): one AVX register in the
+// AVX2 variant, two SSE registers in the baseline one.
+template <typename scalar_t>
+struct Vec {
+  typedef scalar_t type __attribute__((vector_size(32)));
+  static constexpr int64_t kLanes = 32 / sizeof(scalar_t);
+};
+
+template <typename V, typename scalar_t>
+inline V vload(const scalar_t* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename V, typename scalar_t>
+inline void vstore(scalar_t* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
 inline void exp_inplace(float* a, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    float x = a[i];
-    const bool tiny = x < -87.0f;
-    x = std::min(std::max(x, -87.0f), 88.0f);
-    const float fx = std::floor(x * 1.44269504088896341f + 0.5f);
-    float z = x - fx * 0.693359375f;
+  typedef Vec<float>::type V;
+  typedef int32_t Vi __attribute__((vector_size(32)));
+  constexpr int64_t L = Vec<float>::kLanes;
+  const float kRound = 12582912.0f;  // 1.5 * 2^23: rounds to nearest int
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    V x = vload<V>(a + i);
+    const Vi tiny = x < -87.0f;
+    x = x < -87.0f ? V{} - 87.0f : x;
+    x = x > 88.0f ? V{} + 88.0f : x;
+    const V fx = (x * 1.44269504088896341f + kRound) - kRound;
+    V z = x - fx * 0.693359375f;
     z = z - fx * -2.12194440e-4f;
-    const float zz = z * z;
-    float p = 1.9875691500E-4f;
+    const V zz = z * z;
+    V p = V{} + 1.9875691500E-4f;
     p = p * z + 1.3981999507E-3f;
     p = p * z + 8.3334519073E-3f;
     p = p * z + 4.1665795894E-2f;
     p = p * z + 1.6666665459E-1f;
     p = p * z + 5.0000001201E-1f;
     p = p * zz + z + 1.0f;
-    const int32_t e = (static_cast<int32_t>(fx) + 127) << 23;
-    float s;
-    std::memcpy(&s, &e, sizeof(s));
-    a[i] = tiny ? 0.0f : p * s;
+    const Vi e = (__builtin_convertvector(fx, Vi) + 127) << 23;
+    V pow2n;
+    std::memcpy(&pow2n, &e, sizeof(V));
+    V r = p * pow2n;
+    r = tiny ? V{} : r;
+    vstore(a + i, r);
+  }
+  for (; i < n; ++i) a[i] = a[i] < -87.0f ? 0.0f : std::exp(a[i]);
+}
+
+// ---------------------------------------------------------------------
+// Weighted sums over local windows for a GROUP of kGroup output pixels at
+// columns xb, xb + d, ..., xb + (kGroup - 1) * d of one row. Their windows
+// share source columns xb + (m - r) * d, m in [0, M), M = kGroup + window
+// - 1, so each source vector is loaded once and used for all pixels:
+//   out_p[c] = mul[p] * sum_{row, m} Wg[row][m][p] * src[rowbase[row]
+//                                                   + m * mstride + c]
+// Wg (nrows, M, kGroup) holds the weights (0 where pixel p does not use
+// column m); only m in [mlo, mhi) (columns inside the map) is read.
+// Accumulators of a block of channels x kGroup pixels stay in registers.
+// ---------------------------------------------------------------------
+struct GroupRows {
+  const int64_t* rowbase;
+  int64_t nrows, M, mlo, mhi, mstride;
+};
+
+template <typename scalar_t, int U>
+inline void group_block(const scalar_t* Wg, const GroupRows& gr,
+                        const scalar_t* src, int64_t c0,
+                        scalar_t* const* out, const scalar_t* mul) {
+  typedef typename Vec<scalar_t>::type V;
+  constexpr int64_t L = Vec<scalar_t>::kLanes;
+  V acc[kGroup][U];
+#pragma GCC unroll 4
+  for (int p = 0; p < kGroup; ++p)
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) acc[p][u] = V{};
+  for (int64_t row = 0; row < gr.nrows; ++row) {
+    const scalar_t* wr = Wg + row * gr.M * kGroup;
+    const int64_t base = gr.rowbase[row] + c0;
+    for (int64_t m = gr.mlo; m < gr.mhi; ++m) {
+      const scalar_t* sp = src + (base + m * gr.mstride);
+      V x[U];
+#pragma GCC unroll 4
+      for (int u = 0; u < U; ++u) x[u] = vload<V>(sp + u * L);
+      const scalar_t* wm = wr + m * kGroup;
+#pragma GCC unroll 4
+      for (int p = 0; p < kGroup; ++p) {
+        const scalar_t wv = wm[p];
+#pragma GCC unroll 4
+        for (int u = 0; u < U; ++u) acc[p][u] += wv * x[u];
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int p = 0; p < kGroup; ++p) {
+    if (out[p] == nullptr) continue;
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u)
+      vstore(out[p] + c0 + u * L, acc[p][u] * mul[p]);
   }
 }
 
-inline void exp_inplace(double* a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) a[i] = std::exp(a[i]);
+template <typename scalar_t>
+inline void group_wsum(const scalar_t* Wg, const GroupRows& gr,
+                       const scalar_t* src, int64_t C, scalar_t* const* out,
+                       const scalar_t* mul) {
+  constexpr int64_t L = Vec<scalar_t>::kLanes;
+  int64_t c0 = 0;
+  for (; c0 + 2 * L <= C; c0 += 2 * L)
+    group_block<scalar_t, 2>(Wg, gr, src, c0, out, mul);
+  for (; c0 + L <= C; c0 += L)
+    group_block<scalar_t, 1>(Wg, gr, src, c0, out, mul);
+  for (; c0 < C; ++c0) {  // channels left over (C not a multiple of L)
+    scalar_t acc[kGroup] = {};
+    for (int64_t row = 0; row < gr.nrows; ++row) {
+      const scalar_t* wr = Wg + row * gr.M * kGroup;
+      const int64_t base = gr.rowbase[row] + c0;
+      for (int64_t m = gr.mlo; m < gr.mhi; ++m) {
+        const scalar_t x = src[base + m * gr.mstride];
+        for (int p = 0; p < kGroup; ++p) acc[p] += wr[m * kGroup + p] * x;
+      }
+    }
+    for (int p = 0; p < kGroup; ++p)
+      if (out[p] != nullptr) out[p][c0] = acc[p] * mul[p];
+  }
+}
+
+// Calls fn(first, np) for groups of up to kGroup of the n indices
+// 0 .. n - 1 that are spaced by d (the first + p * d, p < np).
+template <typename Fn>
+inline void for_each_group(int64_t n, int64_t d, Fn&& fn) {
+  for (int64_t rho = 0; rho < std::min(n, d); ++rho) {
+    const int64_t count = (n - rho + d - 1) / d;
+    for (int64_t g0 = 0; g0 < count; g0 += kGroup)
+      fn(rho + g0 * d, std::min<int64_t>(kGroup, count - g0));
+  }
+}
+
+// [mlo, mhi): the m in [0, M) whose column xb + (m - r) * d is inside [0, W).
+inline void column_range(int64_t xb, int64_t W, int64_t r, int64_t d,
+                         int64_t M, int64_t* mlo, int64_t* mhi) {
+  *mlo = std::max<int64_t>(0, r - xb / d);
+  *mhi = std::min<int64_t>(M, r + (W - 1 - xb) / d + 1);
 }
 
 // Copies the tile [x0, x0 + kTile) of row y of a (C, H, W) map into
@@ -134,19 +260,25 @@ inline void tile_corr(const scalar_t* qt, int64_t Cq, const scalar_t* kp,
       continue;
     }
     const scalar_t* krow = kp + yk * g.Wp + x0;
+    typedef typename Vec<scalar_t>::type V;
+    constexpr int64_t NL = Vec<scalar_t>::kLanes;
+    constexpr int64_t NV = kTile / NL;
+    const int64_t cstride = g.H * g.Wp;
     for (int64_t j = 0; j < win; ++j) {
-      scalar_t acc[kTile];
-      for (int64_t xx = 0; xx < kTile; ++xx) acc[xx] = scalar_t(0);
+      V acc[NV];
+#pragma GCC unroll 4
+      for (int64_t u = 0; u < NV; ++u) acc[u] = V{};
       const scalar_t* kj = krow + j * d;
       for (int64_t c = 0; c < Cq; ++c) {
-        const scalar_t* kc = kj + c * g.H * g.Wp;
+        const scalar_t* kc = kj + c * cstride;
         const scalar_t* qc = qt + c * kTile;
-#pragma omp simd
-        for (int64_t xx = 0; xx < kTile; ++xx) acc[xx] += qc[xx] * kc[xx];
+#pragma GCC unroll 4
+        for (int64_t u = 0; u < NV; ++u)
+          acc[u] += vload<V>(qc + u * NL) * vload<V>(kc + u * NL);
       }
       scalar_t* Lij = Li + j * kTile;
-#pragma omp simd
-      for (int64_t xx = 0; xx < kTile; ++xx) Lij[xx] = acc[xx] * mul;
+#pragma GCC unroll 4
+      for (int64_t u = 0; u < NV; ++u) vstore(Lij + u * NL, acc[u] * mul);
       if (mask_cols) {
         for (int64_t xx = 0; xx < kTile; ++xx) {
           const int64_t xk = x0 + xx + (j - r) * d;
@@ -189,46 +321,41 @@ void corr_row(const scalar_t* q, const scalar_t* kp, scalar_t* corr,
 // local_aggregation forward: out_cl (B, H, W, Cv) for row (b, y):
 //   out[b, y, x, :] = sum_{t,s inside} attn[b, t, s, y, x] * v[b, t, y', x', :]
 //   attn (B, T, S, H, W); vcl (B, T, H, W, Cv) channels-last.
-// scratch: kTile * kChunk.
+// scratch: Wg T * window * (kGroup + window - 1) * kGroup values,
+// rowbase T * window offsets.
 // ---------------------------------------------------------------------
 template <typename scalar_t>
 void agg_row(const scalar_t* attn, const scalar_t* vcl, scalar_t* out_cl,
-             const Geom& g, int64_t Cv, int64_t b, int64_t y,
-             scalar_t* scratch) {
+             const Geom& g, int64_t Cv, int64_t b, int64_t y, scalar_t* Wg,
+             int64_t* rowbase) {
   const int64_t win = g.window, d = g.dilation, r = g.r, HW = g.H * g.W;
-  scalar_t* acc = scratch;
-  for (int64_t x0 = 0; x0 < g.W; x0 += kTile) {
-    const int64_t n = std::min(kTile, g.W - x0);
-    for (int64_t c0 = 0; c0 < Cv; c0 += kChunk) {
-      const int64_t cb = std::min(kChunk, Cv - c0);
-      for (int64_t e = 0; e < n * kChunk; ++e) acc[e] = scalar_t(0);
-      for (int64_t t = 0; t < g.T; ++t) {
-        const scalar_t* vt = vcl + (b * g.T + t) * HW * Cv + c0;
-        const scalar_t* at = attn + (b * g.T + t) * g.S * HW + y * g.W;
-        for (int64_t i = 0; i < win; ++i) {
-          const int64_t yk = y + (i - r) * d;
-          if (yk < 0 || yk >= g.H) continue;
-          for (int64_t xx = 0; xx < n; ++xx) {
-            const int64_t x = x0 + xx;
-            int64_t jlo, jhi;
-            valid_range(x, g.W, r, d, win, &jlo, &jhi);
-            scalar_t* ax = acc + xx * kChunk;
-            for (int64_t j = jlo; j < jhi; ++j) {
-              const scalar_t w = at[(i * win + j) * HW + x];
-              const scalar_t* vp = vt + (yk * g.W + x + (j - r) * d) * Cv;
-#pragma omp simd
-              for (int64_t c = 0; c < cb; ++c) ax[c] += w * vp[c];
-            }
-          }
-        }
-      }
-      for (int64_t xx = 0; xx < n; ++xx) {
-        scalar_t* o = out_cl + ((b * g.H + y) * g.W + x0 + xx) * Cv + c0;
-        const scalar_t* ax = acc + xx * kChunk;
-        for (int64_t c = 0; c < cb; ++c) o[c] = ax[c];
+  const int64_t M = kGroup + win - 1;
+  for_each_group(g.W, d, [&](int64_t xb, int64_t np) {
+    GroupRows gr{rowbase, 0, M, 0, 0, d * Cv};
+    column_range(xb, g.W, r, d, M, &gr.mlo, &gr.mhi);
+    for (int64_t t = 0; t < g.T; ++t) {
+      const scalar_t* at = attn + (b * g.T + t) * g.S * HW + y * g.W + xb;
+      for (int64_t i = 0; i < win; ++i) {
+        const int64_t yk = y + (i - r) * d;
+        if (yk < 0 || yk >= g.H) continue;
+        scalar_t* wr = Wg + gr.nrows * M * kGroup;
+        for (int64_t e = 0; e < M * kGroup; ++e) wr[e] = scalar_t(0);
+        for (int64_t p = 0; p < np; ++p)
+          for (int64_t j = 0; j < win; ++j)
+            wr[(p + j) * kGroup + p] = at[(i * win + j) * HW + p * d];
+        rowbase[gr.nrows++] =
+            ((b * g.T + t) * HW + yk * g.W + xb - r * d) * Cv;
       }
     }
-  }
+    scalar_t* out[kGroup];
+    scalar_t mul[kGroup];
+    for (int64_t p = 0; p < kGroup; ++p) {
+      out[p] = p < np ? out_cl + ((b * g.H + y) * g.W + xb + p * d) * Cv
+                      : nullptr;
+      mul[p] = scalar_t(1);
+    }
+    group_wsum(Wg, gr, vcl, Cv, out, mul);
+  });
 }
 
 // ---------------------------------------------------------------------
@@ -237,46 +364,46 @@ void agg_row(const scalar_t* attn, const scalar_t* vcl, scalar_t* out_cl,
 //   res[b, t, yk, xk, :] = sum_{s: query inside} w[b, t, s, y, x] * xq[b, y, x, :]
 //   with (y, x) = (yk - dy_s, xk - dx_s), w (B, T, S, H, W),
 //   xq (B, H, W, C) channels-last. No atomics: each output is gathered.
-// scratch: kTile * kChunk.
+// For a group of key columns xb + p * d, query column xb + (m - r) * d is
+// slot j = p + 2r - m of key p.
+// scratch: Wg window * (kGroup + window - 1) * kGroup values, rowbase
+// window offsets.
 // ---------------------------------------------------------------------
 template <typename scalar_t>
 void gather_row(const scalar_t* w, const scalar_t* xq, scalar_t* res_cl,
                 const Geom& g, int64_t C, int64_t b, int64_t t, int64_t yk,
-                scalar_t* scratch) {
+                scalar_t* Wg, int64_t* rowbase) {
   const int64_t win = g.window, d = g.dilation, r = g.r, HW = g.H * g.W;
-  scalar_t* acc = scratch;
+  const int64_t M = kGroup + win - 1;
   const scalar_t* wt = w + (b * g.T + t) * g.S * HW;
-  const scalar_t* xb = xq + b * HW * C;
-  for (int64_t x0 = 0; x0 < g.W; x0 += kTile) {
-    const int64_t n = std::min(kTile, g.W - x0);
-    for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
-      const int64_t cb = std::min(kChunk, C - c0);
-      for (int64_t e = 0; e < n * kChunk; ++e) acc[e] = scalar_t(0);
-      for (int64_t i = 0; i < win; ++i) {
-        const int64_t y = yk - (i - r) * d;
-        if (y < 0 || y >= g.H) continue;
-        for (int64_t xx = 0; xx < n; ++xx) {
-          const int64_t xk = x0 + xx;
-          int64_t jlo, jhi;
-          inverse_range(xk, g.W, r, d, win, &jlo, &jhi);
-          scalar_t* ax = acc + xx * kChunk;
-          for (int64_t j = jlo; j < jhi; ++j) {
-            const int64_t x = xk - (j - r) * d;
-            const scalar_t wv = wt[(i * win + j) * HW + y * g.W + x];
-            const scalar_t* xp = xb + (y * g.W + x) * C + c0;
-#pragma omp simd
-            for (int64_t c = 0; c < cb; ++c) ax[c] += wv * xp[c];
-          }
+  for_each_group(g.W, d, [&](int64_t xb, int64_t np) {
+    GroupRows gr{rowbase, 0, M, 0, 0, d * C};
+    column_range(xb, g.W, r, d, M, &gr.mlo, &gr.mhi);
+    for (int64_t i = 0; i < win; ++i) {
+      const int64_t y = yk - (i - r) * d;
+      if (y < 0 || y >= g.H) continue;
+      scalar_t* wr = Wg + gr.nrows * M * kGroup;
+      for (int64_t e = 0; e < M * kGroup; ++e) wr[e] = scalar_t(0);
+      const scalar_t* wi = wt + i * win * HW + y * g.W;
+      for (int64_t m = gr.mlo; m < gr.mhi; ++m) {
+        const int64_t x = xb + (m - r) * d;
+        for (int64_t p = 0; p < np; ++p) {
+          const int64_t j = p + 2 * r - m;
+          if (j >= 0 && j < win) wr[m * kGroup + p] = wi[j * HW + x];
         }
       }
-      for (int64_t xx = 0; xx < n; ++xx) {
-        scalar_t* o =
-            res_cl + (((b * g.T + t) * g.H + yk) * g.W + x0 + xx) * C + c0;
-        const scalar_t* ax = acc + xx * kChunk;
-        for (int64_t c = 0; c < cb; ++c) o[c] = ax[c];
-      }
+      rowbase[gr.nrows++] = ((b * g.H + y) * g.W + xb - r * d) * C;
     }
-  }
+    scalar_t* out[kGroup];
+    scalar_t mul[kGroup];
+    for (int64_t p = 0; p < kGroup; ++p) {
+      out[p] = p < np ? res_cl +
+                            (((b * g.T + t) * g.H + yk) * g.W + xb + p * d) * C
+                      : nullptr;
+      mul[p] = scalar_t(1);
+    }
+    group_wsum(Wg, gr, xq, C, out, mul);
+  });
 }
 
 // ---------------------------------------------------------------------
@@ -285,21 +412,22 @@ void gather_row(const scalar_t* w, const scalar_t* xq, scalar_t* res_cl,
 // Per tile: logits of all T * S slots (per-thread scratch, never the whole
 // attention map), exact softmax statistics per pixel, then the weighted sum
 // of the values of the inside slots.
-// scratch: C * kTile + T * S * kTile + kTile * kChunk + 2 * kTile.
+// scratch: C * kTile + T * S * kTile + 2 * kTile + T * window * (kGroup +
+// window - 1) * kGroup values and T * window offsets.
 // ---------------------------------------------------------------------
 template <typename scalar_t>
 void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
                   scalar_t* out_cl, scalar_t* lse, const Geom& g,
                   scalar_t scale, bool mask, int64_t b, int64_t y,
-                  scalar_t* scratch) {
+                  scalar_t* scratch, int64_t* rowbase) {
   const int64_t win = g.window, d = g.dilation, r = g.r, HW = g.H * g.W;
   const int64_t C = g.C, Cv = g.Cv, TS = g.T * g.S;
   const scalar_t ninf = -std::numeric_limits<scalar_t>::infinity();
   scalar_t* qt = scratch;
-  scalar_t* L = qt + C * kTile;   // [T * S][kTile]
-  scalar_t* acc = L + TS * kTile; // [kTile][kChunk]
-  scalar_t* m = acc + kTile * kChunk;
-  scalar_t* l = m + kTile;
+  scalar_t* L = qt + C * kTile;    // [T * S][kTile]
+  scalar_t* m = L + TS * kTile;    // [kTile]
+  scalar_t* l = m + kTile;         // [kTile]
+  scalar_t* Wg = l + kTile;        // [T * window][M][kGroup]
   const scalar_t fill = mask ? ninf : scalar_t(0);
   for (int64_t x0 = 0; x0 < g.W; x0 += kTile) {
     const int64_t n = std::min(kTile, g.W - x0);
@@ -328,38 +456,34 @@ void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
     }
     for (int64_t xx = 0; xx < n; ++xx)
       lse[(b * g.H + y) * g.W + x0 + xx] = m[xx] + std::log(l[xx]);
-    // weighted sum of the values of the inside slots
-    for (int64_t c0 = 0; c0 < Cv; c0 += kChunk) {
-      const int64_t cb = std::min(kChunk, Cv - c0);
-      for (int64_t e = 0; e < n * kChunk; ++e) acc[e] = scalar_t(0);
+    // weighted sum of the values of the inside slots, kGroup pixels at once
+    const int64_t M = kGroup + win - 1;
+    for_each_group(n, d, [&](int64_t xb, int64_t np) {
+      GroupRows gr{rowbase, 0, M, 0, 0, d * Cv};
+      column_range(x0 + xb, g.W, r, d, M, &gr.mlo, &gr.mhi);
       for (int64_t t = 0; t < g.T; ++t) {
-        const scalar_t* vt = vcl + (b * g.T + t) * HW * Cv + c0;
-        const scalar_t* Lt = L + t * g.S * kTile;
         for (int64_t i = 0; i < win; ++i) {
           const int64_t yk = y + (i - r) * d;
           if (yk < 0 || yk >= g.H) continue;
-          for (int64_t xx = 0; xx < n; ++xx) {
-            const int64_t x = x0 + xx;
-            int64_t jlo, jhi;
-            valid_range(x, g.W, r, d, win, &jlo, &jhi);
-            scalar_t* ax = acc + xx * kChunk;
-            for (int64_t j = jlo; j < jhi; ++j) {
-              const scalar_t wgt = Lt[(i * win + j) * kTile + xx];
-              const scalar_t* vp = vt + (yk * g.W + x + (j - r) * d) * Cv;
-#pragma omp simd
-              for (int64_t c = 0; c < cb; ++c) ax[c] += wgt * vp[c];
-            }
-          }
+          const scalar_t* Li = L + (t * g.S + i * win) * kTile + xb;
+          scalar_t* wr = Wg + gr.nrows * M * kGroup;
+          for (int64_t e = 0; e < M * kGroup; ++e) wr[e] = scalar_t(0);
+          for (int64_t p = 0; p < np; ++p)
+            for (int64_t j = 0; j < win; ++j)
+              wr[(p + j) * kGroup + p] = Li[j * kTile + p * d];
+          rowbase[gr.nrows++] =
+              ((b * g.T + t) * HW + yk * g.W + x0 + xb - r * d) * Cv;
         }
       }
-      for (int64_t xx = 0; xx < n; ++xx) {
-        scalar_t* o = out_cl + ((b * g.H + y) * g.W + x0 + xx) * Cv + c0;
-        const scalar_t* ax = acc + xx * kChunk;
-        const scalar_t inv = scalar_t(1) / l[xx];
-#pragma omp simd
-        for (int64_t c = 0; c < cb; ++c) o[c] = ax[c] * inv;
+      scalar_t* out[kGroup];
+      scalar_t mul[kGroup];
+      for (int64_t p = 0; p < kGroup; ++p) {
+        out[p] = p < np ? out_cl + ((b * g.H + y) * g.W + x0 + xb + p * d) * Cv
+                        : nullptr;
+        mul[p] = p < np ? scalar_t(1) / l[xb + p * d] : scalar_t(0);
       }
-    }
+      group_wsum(Wg, gr, vcl, Cv, out, mul);
+    });
   }
 }
 
