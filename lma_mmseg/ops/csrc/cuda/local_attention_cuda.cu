@@ -1,30 +1,21 @@
 // Host side of the CUDA kernels of the local memory attention ops: argument
-// checks, launch planning (slot chunks, channel chunks, shared memory) and the
-// six entry points declared in common/local_attention.h.
+// checks, device guard and stream, then the op bodies of
+// local_attention_cuda_ops.cuh with a CUDA kernel launcher. These are the six
+// entry points declared in common/local_attention.h.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "common/local_attention.h"
-#include "cuda/local_attention_cuda_kernel.cuh"
+#include "cuda/local_attention_cuda_ops.cuh"
 
 namespace lma {
 
 namespace {
-
-using cuda::ceil_div;
-using cuda::CH_PER_BLOCK;
-using cuda::Geometry;
-using cuda::make_geometry;
-using cuda::num_tiles;
-using cuda::NUM_THREADS;
-using cuda::plan;
-using cuda::TILE_P;
 
 constexpr int64_t kMaxGridYZ = 65535;
 
@@ -60,58 +51,35 @@ void check_sizes(const char* fn, int64_t B, int64_t T, int64_t H, int64_t W) {
               " is too large");
 }
 
-at::ScalarType acc_type(const at::Tensor& t) {
-  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+// Starts kernel<<<grid, NUM_THREADS, smem, stream>>>(args...) and checks
+// the launch.
+struct CudaLaunch {
+  cudaStream_t stream;
+
+  template <typename... KernelArgs, typename... Args>
+  void operator()(void (*kernel)(KernelArgs...), dim3 grid, size_t smem,
+                  Args&&... args) const {
+    kernel<<<grid, cuda::NUM_THREADS, smem, stream>>>(
+        std::forward<Args>(args)...);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
+void check_qk(const char* fn, const at::Tensor& q, const at::Tensor& k) {
+  TORCH_CHECK(k.size(0) == q.size(0) && k.size(2) == q.size(1) &&
+                  k.size(3) == q.size(2) && k.size(4) == q.size(3),
+              fn, ": k must be (B, T, C, H, W) to match q (B, C, H, W) ",
+              q.sizes(), ", got ", k.sizes());
 }
 
-// ---- launchers ---------------------------------------------------------------
-// out (B, T, S, H, W) = corr(A (B, C, H, W), Bt (B, T, C, H, W)).
-template <typename scalar_t, typename out_t>
-void launch_corr(const at::Tensor& A, const at::Tensor& Bt, at::Tensor& out,
-                 Geometry g, cudaStream_t stream) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const size_t smem = plan(g, sizeof(acc_t), 0, true, false, false);
-  const dim3 grid(static_cast<unsigned>(num_tiles(g)), 1,
-                  static_cast<unsigned>(g.B * g.T));
-  cuda::corr_kernel<scalar_t, out_t><<<grid, NUM_THREADS, smem, stream>>>(
-      A.data_ptr<scalar_t>(), Bt.data_ptr<scalar_t>(), out.data_ptr<out_t>(),
-      g);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-// out (B, Cv, H, W) = agg(Wt (B, T, S, H, W), Bt (B, T, Cv, H, W)).
-template <typename scalar_t, typename w_t>
-void launch_agg(const at::Tensor& Wt, const at::Tensor& Bt, at::Tensor& out,
-                Geometry g, cudaStream_t stream) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const size_t smem = plan(g, sizeof(acc_t), 0, false, true, false);
-  const dim3 grid(static_cast<unsigned>(num_tiles(g)),
-                  static_cast<unsigned>(ceil_div(g.Cv, CH_PER_BLOCK)),
-                  static_cast<unsigned>(g.B));
-  cuda::agg_kernel<scalar_t, w_t><<<grid, NUM_THREADS, smem, stream>>>(
-      Wt.data_ptr<w_t>(), Bt.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-      g);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-// out (B, T, Cv, H, W) = inv(Wt (B, T, S, H, W), A (B, Cv, H, W)).
-template <typename scalar_t, typename w_t>
-void launch_inv(const at::Tensor& Wt, const at::Tensor& A, at::Tensor& out,
-                Geometry g, cudaStream_t stream) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const size_t smem = plan(g, sizeof(acc_t), 0, false, true, false);
-  const dim3 grid(static_cast<unsigned>(num_tiles(g)),
-                  static_cast<unsigned>(ceil_div(g.Cv, CH_PER_BLOCK)),
-                  static_cast<unsigned>(g.B * g.T));
-  cuda::inv_kernel<scalar_t, w_t><<<grid, NUM_THREADS, smem, stream>>>(
-      Wt.data_ptr<w_t>(), A.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-bool is_empty(std::initializer_list<int64_t> sizes) {
-  for (int64_t s : sizes)
-    if (s == 0) return true;
-  return false;
+void check_attn_v(const char* fn, const at::Tensor& attn, const at::Tensor& v,
+                  int64_t window) {
+  const auto expected = std::vector<int64_t>{
+      v.size(0), v.size(1), window * window, v.size(3), v.size(4)};
+  TORCH_CHECK(attn.sizes() == at::IntArrayRef(expected), fn,
+              ": attn must be (B, T, window * window, H, W) = ",
+              at::IntArrayRef(expected), " to match v ", v.sizes(),
+              " and window ", window, ", got ", attn.sizes());
 }
 
 }  // namespace
@@ -120,305 +88,138 @@ bool is_empty(std::initializer_list<int64_t> sizes) {
 // fused local attention
 // ---------------------------------------------------------------------------
 std::vector<at::Tensor> local_attention_forward_cuda(
-    const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     int64_t window, int64_t dilation, double scale, bool mask_padding) {
   const char* fn = "local_attention_forward_cuda";
-  check_tensor(fn, "q", q_in, 4, q_in);
-  check_tensor(fn, "k", k_in, 5, q_in);
-  check_tensor(fn, "v", v_in, 5, q_in);
+  check_tensor(fn, "q", q, 4, q);
+  check_tensor(fn, "k", k, 5, q);
+  check_tensor(fn, "v", v, 5, q);
   check_window(fn, window, dilation);
-  const int64_t B = q_in.size(0), C = q_in.size(1), H = q_in.size(2),
-                W = q_in.size(3), T = k_in.size(1), Cv = v_in.size(2);
-  TORCH_CHECK(k_in.size(0) == B && k_in.size(2) == C && k_in.size(3) == H &&
-                  k_in.size(4) == W,
-              fn, ": k must be (B, T, C, H, W) to match q ", q_in.sizes(),
-              ", got ", k_in.sizes());
-  TORCH_CHECK(v_in.size(0) == B && v_in.size(1) == T && v_in.size(3) == H &&
-                  v_in.size(4) == W,
-              fn, ": v must be (B, T, Cv, H, W) to match k ", k_in.sizes(),
-              ", got ", v_in.sizes());
-  check_sizes(fn, B, T, H, W);
-  at::cuda::CUDAGuard device_guard(q_in.device());
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
-                   v = v_in.contiguous();
-  at::Tensor out = at::empty({B, Cv, H, W}, v.options());
-  // (B, H, W) log-sum-exp, float32 (float64 for double inputs)
-  at::Tensor lse_acc = at::empty({B, H, W}, q.options().dtype(acc_type(q)));
-  if (is_empty({B, T, H, W})) {
-    return {out.zero_(), lse_acc.zero_()};
-  }
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, q.scalar_type(), "local_attention_forward_cuda", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        const Geometry g0 = make_geometry(B, T, C, Cv, H, W, window, dilation);
-        {
-          Geometry g = g0;
-          const size_t smem = plan(g, sizeof(acc_t), 0, true, false, true);
-          const dim3 grid(static_cast<unsigned>(num_tiles(g)), 1,
-                          static_cast<unsigned>(B));
-          cuda::stats_kernel<scalar_t><<<grid, NUM_THREADS, smem, stream>>>(
-              q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
-              lse_acc.data_ptr<acc_t>(), g, static_cast<acc_t>(scale),
-              mask_padding);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        }
-        if (Cv > 0) {
-          Geometry g = g0;
-          const size_t smem = plan(g, sizeof(acc_t), TILE_P, true, true, false);
-          const dim3 grid(static_cast<unsigned>(num_tiles(g)),
-                          static_cast<unsigned>(ceil_div(Cv, CH_PER_BLOCK)),
-                          static_cast<unsigned>(B));
-          cuda::fused_agg_kernel<scalar_t>
-              <<<grid, NUM_THREADS, smem, stream>>>(
-                  q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
-                  v.data_ptr<scalar_t>(), lse_acc.data_ptr<acc_t>(),
-                  out.data_ptr<scalar_t>(), g, static_cast<acc_t>(scale),
-                  mask_padding);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        }
-      });
-  // lse in the accumulation type: float32, or float64 for double inputs
-  return {out, lse_acc};
+  check_qk(fn, q, k);
+  TORCH_CHECK(v.size(0) == k.size(0) && v.size(1) == k.size(1) &&
+                  v.size(3) == k.size(3) && v.size(4) == k.size(4),
+              fn, ": v must be (B, T, Cv, H, W) to match k ", k.sizes(),
+              ", got ", v.sizes());
+  check_sizes(fn, k.size(0), k.size(1), k.size(3), k.size(4));
+  const at::cuda::CUDAGuard device_guard(q.device());
+  const CudaLaunch launch{at::cuda::getCurrentCUDAStream()};
+  return cuda::attention_forward(launch, q.contiguous(), k.contiguous(),
+                                 v.contiguous(), window, dilation, scale,
+                                 mask_padding);
 }
 
 std::vector<at::Tensor> local_attention_backward_cuda(
-    const at::Tensor& grad_out_in, const at::Tensor& q_in,
-    const at::Tensor& k_in, const at::Tensor& v_in, const at::Tensor& out_in,
-    const at::Tensor& lse_in, int64_t window, int64_t dilation, double scale,
-    bool mask_padding) {
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
+    const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+    int64_t window, int64_t dilation, double scale, bool mask_padding) {
   const char* fn = "local_attention_backward_cuda";
-  check_tensor(fn, "q", q_in, 4, q_in);
-  check_tensor(fn, "k", k_in, 5, q_in);
-  check_tensor(fn, "v", v_in, 5, q_in);
-  check_tensor(fn, "grad_out", grad_out_in, 4, q_in);
-  check_tensor(fn, "out", out_in, 4, q_in);
-  TORCH_CHECK(lse_in.defined() && lse_in.is_cuda() &&
-                  lse_in.device() == q_in.device() && lse_in.dim() == 3,
-              fn, ": lse must be a (B, H, W) tensor on ", q_in.device());
+  check_tensor(fn, "q", q, 4, q);
+  check_tensor(fn, "k", k, 5, q);
+  check_tensor(fn, "v", v, 5, q);
+  check_tensor(fn, "grad_out", grad_out, 4, q);
+  check_tensor(fn, "out", out, 4, q);
+  TORCH_CHECK(lse.defined() && lse.device() == q.device() &&
+                  lse.is_floating_point(),
+              fn, ": lse must be a floating point tensor on ", q.device());
   check_window(fn, window, dilation);
-  const int64_t B = q_in.size(0), C = q_in.size(1), H = q_in.size(2),
-                W = q_in.size(3), T = k_in.size(1), Cv = v_in.size(2);
-  TORCH_CHECK(k_in.size(0) == B && k_in.size(2) == C && k_in.size(3) == H &&
-                  k_in.size(4) == W,
-              fn, ": k must be (B, T, C, H, W) to match q ", q_in.sizes(),
-              ", got ", k_in.sizes());
-  TORCH_CHECK(v_in.size(0) == B && v_in.size(1) == T && v_in.size(3) == H &&
-                  v_in.size(4) == W,
-              fn, ": v must be (B, T, Cv, H, W) to match k ", k_in.sizes(),
-              ", got ", v_in.sizes());
-  TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({B, Cv, H, W}) &&
-                  out_in.sizes() == grad_out_in.sizes(),
+  check_qk(fn, q, k);
+  const int64_t B = q.size(0), H = q.size(2), W = q.size(3), Cv = v.size(2);
+  TORCH_CHECK(v.size(0) == B && v.size(1) == k.size(1) && v.size(3) == H &&
+                  v.size(4) == W,
+              fn, ": v must be (B, T, Cv, H, W) to match k ", k.sizes(),
+              ", got ", v.sizes());
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({B, Cv, H, W}) &&
+                  out.sizes() == grad_out.sizes(),
               fn, ": grad_out and out must be (B, Cv, H, W) = ",
-              at::IntArrayRef({B, Cv, H, W}), ", got ", grad_out_in.sizes(),
-              " and ", out_in.sizes());
-  TORCH_CHECK(lse_in.sizes() == at::IntArrayRef({B, H, W}), fn,
+              at::IntArrayRef({B, Cv, H, W}), ", got ", grad_out.sizes(),
+              " and ", out.sizes());
+  TORCH_CHECK(lse.sizes() == at::IntArrayRef({B, H, W}), fn,
               ": lse must be (B, H, W) = ", at::IntArrayRef({B, H, W}),
-              ", got ", lse_in.sizes());
-  check_sizes(fn, B, T, H, W);
-  at::cuda::CUDAGuard device_guard(q_in.device());
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
-                   v = v_in.contiguous(), grad_out = grad_out_in.contiguous();
-  at::Tensor grad_q = at::empty_like(q);
-  at::Tensor grad_k = at::empty_like(k);
-  at::Tensor grad_v = at::empty_like(v);
-  if (is_empty({B, T, H, W})) {
-    return {grad_q.zero_(), grad_k.zero_(), grad_v.zero_()};
-  }
-  const at::ScalarType acc = acc_type(q);
-  const int64_t S = window * window;
-  // D = sum_cv grad_out * out per query pixel (B, H, W)
-  const at::Tensor D =
-      (grad_out.to(acc) * out_in.to(acc)).sum(1).contiguous();
-  const at::Tensor lse = lse_in.to(acc).contiguous();
-  // corr -> p and dP -> scale * dlogit, both (B, T, S, H, W) in acc type
-  at::Tensor prob = at::empty({B, T, S, H, W}, q.options().dtype(acc));
-  at::Tensor dlogit = at::empty({B, T, S, H, W}, q.options().dtype(acc));
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, q.scalar_type(), "local_attention_backward_cuda", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        // logits / scale and dP = <grad_out, v[slot]>
-        launch_corr<scalar_t, acc_t>(
-            q, k, prob, make_geometry(B, T, C, Cv, H, W, window, dilation),
-            stream);
-        if (Cv > 0) {
-          launch_corr<scalar_t, acc_t>(
-              grad_out, v, dlogit,
-              make_geometry(B, T, Cv, Cv, H, W, window, dilation), stream);
-        } else {
-          dlogit.zero_();
-        }
-        {
-          const Geometry g =
-              make_geometry(B, T, C, Cv, H, W, window, dilation);
-          const int64_t total = prob.numel();
-          const int64_t blocks =
-              std::min<int64_t>(ceil_div(total, NUM_THREADS), 1 << 20);
-          cuda::softmax_backward_kernel<acc_t>
-              <<<static_cast<unsigned>(blocks), NUM_THREADS, 0, stream>>>(
-                  prob.data_ptr<acc_t>(), dlogit.data_ptr<acc_t>(),
-                  lse.data_ptr<acc_t>(), D.data_ptr<acc_t>(), g,
-                  static_cast<acc_t>(scale), mask_padding, total);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        }
-        if (C > 0) {
-          // grad_q = sum_{t,s} scale * dlogit * k[slot]
-          launch_agg<scalar_t, acc_t>(
-              dlogit, k, grad_q,
-              make_geometry(B, T, C, C, H, W, window, dilation), stream);
-          // grad_k[key] = sum over (query, slot) seeing it of
-          //               scale * dlogit * q[query]
-          launch_inv<scalar_t, acc_t>(
-              dlogit, q, grad_k,
-              make_geometry(B, T, C, C, H, W, window, dilation), stream);
-        }
-        if (Cv > 0) {
-          // grad_v[key] = sum over (query, slot) seeing it of
-          //               p * grad_out[query]
-          launch_inv<scalar_t, acc_t>(
-              prob, grad_out, grad_v,
-              make_geometry(B, T, Cv, Cv, H, W, window, dilation), stream);
-        }
-      });
-  return {grad_q, grad_k, grad_v};
+              ", got ", lse.sizes());
+  check_sizes(fn, B, k.size(1), H, W);
+  const at::cuda::CUDAGuard device_guard(q.device());
+  const CudaLaunch launch{at::cuda::getCurrentCUDAStream()};
+  return cuda::attention_backward(
+      launch, grad_out.contiguous(), q.contiguous(), k.contiguous(),
+      v.contiguous(), out.contiguous(), lse.contiguous(), window, dilation,
+      scale, mask_padding);
 }
 
 // ---------------------------------------------------------------------------
 // unfused building blocks
 // ---------------------------------------------------------------------------
-at::Tensor local_correlation_forward_cuda(const at::Tensor& q_in,
-                                          const at::Tensor& k_in,
-                                          int64_t window, int64_t dilation) {
+at::Tensor local_correlation_forward_cuda(const at::Tensor& q,
+                                          const at::Tensor& k, int64_t window,
+                                          int64_t dilation) {
   const char* fn = "local_correlation_forward_cuda";
-  check_tensor(fn, "q", q_in, 4, q_in);
-  check_tensor(fn, "k", k_in, 5, q_in);
+  check_tensor(fn, "q", q, 4, q);
+  check_tensor(fn, "k", k, 5, q);
   check_window(fn, window, dilation);
-  const int64_t B = q_in.size(0), C = q_in.size(1), H = q_in.size(2),
-                W = q_in.size(3), T = k_in.size(1);
-  TORCH_CHECK(k_in.size(0) == B && k_in.size(2) == C && k_in.size(3) == H &&
-                  k_in.size(4) == W,
-              fn, ": k must be (B, T, C, H, W) to match q ", q_in.sizes(),
-              ", got ", k_in.sizes());
-  check_sizes(fn, B, T, H, W);
-  at::cuda::CUDAGuard device_guard(q_in.device());
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
-  at::Tensor corr = at::empty({B, T, window * window, H, W}, q.options());
-  if (is_empty({B, T, H, W})) return corr.zero_();
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, q.scalar_type(), "local_correlation_forward_cuda", [&] {
-        launch_corr<scalar_t, scalar_t>(
-            q, k, corr, make_geometry(B, T, C, C, H, W, window, dilation),
-            stream);
-      });
-  return corr;
+  check_qk(fn, q, k);
+  check_sizes(fn, k.size(0), k.size(1), k.size(3), k.size(4));
+  const at::cuda::CUDAGuard device_guard(q.device());
+  const CudaLaunch launch{at::cuda::getCurrentCUDAStream()};
+  return cuda::correlation_forward(launch, q.contiguous(), k.contiguous(),
+                                   window, dilation);
 }
 
 std::vector<at::Tensor> local_correlation_backward_cuda(
-    const at::Tensor& grad_corr_in, const at::Tensor& q_in,
-    const at::Tensor& k_in, int64_t window, int64_t dilation) {
+    const at::Tensor& grad_corr, const at::Tensor& q, const at::Tensor& k,
+    int64_t window, int64_t dilation) {
   const char* fn = "local_correlation_backward_cuda";
-  check_tensor(fn, "q", q_in, 4, q_in);
-  check_tensor(fn, "k", k_in, 5, q_in);
-  check_tensor(fn, "grad_corr", grad_corr_in, 5, q_in);
+  check_tensor(fn, "q", q, 4, q);
+  check_tensor(fn, "k", k, 5, q);
+  check_tensor(fn, "grad_corr", grad_corr, 5, q);
   check_window(fn, window, dilation);
-  const int64_t B = q_in.size(0), C = q_in.size(1), H = q_in.size(2),
-                W = q_in.size(3), T = k_in.size(1);
-  TORCH_CHECK(k_in.size(0) == B && k_in.size(2) == C && k_in.size(3) == H &&
-                  k_in.size(4) == W,
-              fn, ": k must be (B, T, C, H, W) to match q ", q_in.sizes(),
-              ", got ", k_in.sizes());
-  TORCH_CHECK(grad_corr_in.sizes() ==
-                  at::IntArrayRef({B, T, window * window, H, W}),
-              fn, ": grad_corr must be (B, T, S, H, W) = ",
-              at::IntArrayRef({B, T, window * window, H, W}), ", got ",
-              grad_corr_in.sizes());
-  check_sizes(fn, B, T, H, W);
-  at::cuda::CUDAGuard device_guard(q_in.device());
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
-                   grad_corr = grad_corr_in.contiguous();
-  at::Tensor grad_q = at::empty_like(q);
-  at::Tensor grad_k = at::empty_like(k);
-  if (is_empty({B, T, C, H, W})) return {grad_q.zero_(), grad_k.zero_()};
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, q.scalar_type(), "local_correlation_backward_cuda", [&] {
-        const Geometry g = make_geometry(B, T, C, C, H, W, window, dilation);
-        // grad_q[c, p] = sum_{t,s} grad_corr[t, s, p] * k[t, c, p + off_s]
-        launch_agg<scalar_t, scalar_t>(grad_corr, k, grad_q, g, stream);
-        // grad_k[t, c, p] = sum_s grad_corr[t, s, p - off_s] * q[c, p - off_s]
-        launch_inv<scalar_t, scalar_t>(grad_corr, q, grad_k, g, stream);
-      });
-  return {grad_q, grad_k};
+  check_qk(fn, q, k);
+  const auto expected = std::vector<int64_t>{
+      k.size(0), k.size(1), window * window, k.size(3), k.size(4)};
+  TORCH_CHECK(grad_corr.sizes() == at::IntArrayRef(expected), fn,
+              ": grad_corr must be (B, T, window * window, H, W) = ",
+              at::IntArrayRef(expected), ", got ", grad_corr.sizes());
+  check_sizes(fn, k.size(0), k.size(1), k.size(3), k.size(4));
+  const at::cuda::CUDAGuard device_guard(q.device());
+  const CudaLaunch launch{at::cuda::getCurrentCUDAStream()};
+  return cuda::correlation_backward(launch, grad_corr.contiguous(),
+                                    q.contiguous(), k.contiguous(), window,
+                                    dilation);
 }
 
-at::Tensor local_aggregation_forward_cuda(const at::Tensor& attn_in,
-                                          const at::Tensor& v_in,
-                                          int64_t window, int64_t dilation) {
+at::Tensor local_aggregation_forward_cuda(const at::Tensor& attn,
+                                          const at::Tensor& v, int64_t window,
+                                          int64_t dilation) {
   const char* fn = "local_aggregation_forward_cuda";
-  check_tensor(fn, "attn", attn_in, 5, attn_in);
-  check_tensor(fn, "v", v_in, 5, attn_in);
+  check_tensor(fn, "attn", attn, 5, attn);
+  check_tensor(fn, "v", v, 5, attn);
   check_window(fn, window, dilation);
-  const int64_t B = v_in.size(0), T = v_in.size(1), Cv = v_in.size(2),
-                H = v_in.size(3), W = v_in.size(4);
-  TORCH_CHECK(attn_in.sizes() ==
-                  at::IntArrayRef({B, T, window * window, H, W}),
-              fn, ": attn must be (B, T, S, H, W) = ",
-              at::IntArrayRef({B, T, window * window, H, W}),
-              " to match v ", v_in.sizes(), ", got ", attn_in.sizes());
-  check_sizes(fn, B, T, H, W);
-  at::cuda::CUDAGuard device_guard(v_in.device());
-  const at::Tensor attn = attn_in.contiguous(), v = v_in.contiguous();
-  at::Tensor out = at::empty({B, Cv, H, W}, v.options());
-  if (is_empty({B, T, Cv, H, W})) return out.zero_();
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, v.scalar_type(), "local_aggregation_forward_cuda", [&] {
-        launch_agg<scalar_t, scalar_t>(
-            attn, v, out, make_geometry(B, T, Cv, Cv, H, W, window, dilation),
-            stream);
-      });
-  return out;
+  check_attn_v(fn, attn, v, window);
+  check_sizes(fn, v.size(0), v.size(1), v.size(3), v.size(4));
+  const at::cuda::CUDAGuard device_guard(v.device());
+  const CudaLaunch launch{at::cuda::getCurrentCUDAStream()};
+  return cuda::aggregation_forward(launch, attn.contiguous(), v.contiguous(),
+                                   window, dilation);
 }
 
 std::vector<at::Tensor> local_aggregation_backward_cuda(
-    const at::Tensor& grad_out_in, const at::Tensor& attn_in,
-    const at::Tensor& v_in, int64_t window, int64_t dilation) {
+    const at::Tensor& grad_out, const at::Tensor& attn, const at::Tensor& v,
+    int64_t window, int64_t dilation) {
   const char* fn = "local_aggregation_backward_cuda";
-  check_tensor(fn, "attn", attn_in, 5, attn_in);
-  check_tensor(fn, "v", v_in, 5, attn_in);
-  check_tensor(fn, "grad_out", grad_out_in, 4, attn_in);
+  check_tensor(fn, "attn", attn, 5, attn);
+  check_tensor(fn, "v", v, 5, attn);
+  check_tensor(fn, "grad_out", grad_out, 4, attn);
   check_window(fn, window, dilation);
-  const int64_t B = v_in.size(0), T = v_in.size(1), Cv = v_in.size(2),
-                H = v_in.size(3), W = v_in.size(4);
-  TORCH_CHECK(attn_in.sizes() ==
-                  at::IntArrayRef({B, T, window * window, H, W}),
-              fn, ": attn must be (B, T, S, H, W) = ",
-              at::IntArrayRef({B, T, window * window, H, W}),
-              " to match v ", v_in.sizes(), ", got ", attn_in.sizes());
-  TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({B, Cv, H, W}), fn,
-              ": grad_out must be (B, Cv, H, W) = ",
-              at::IntArrayRef({B, Cv, H, W}), ", got ", grad_out_in.sizes());
-  check_sizes(fn, B, T, H, W);
-  at::cuda::CUDAGuard device_guard(v_in.device());
-  const at::Tensor attn = attn_in.contiguous(), v = v_in.contiguous(),
-                   grad_out = grad_out_in.contiguous();
-  at::Tensor grad_attn = at::empty_like(attn);
-  at::Tensor grad_v = at::empty_like(v);
-  if (is_empty({B, T, Cv, H, W})) {
-    return {grad_attn.zero_(), grad_v.zero_()};
-  }
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, v.scalar_type(), "local_aggregation_backward_cuda", [&] {
-        const Geometry g = make_geometry(B, T, Cv, Cv, H, W, window, dilation);
-        // grad_attn[t, s, p] = <grad_out[:, p], v[t, :, p + off_s]>
-        launch_corr<scalar_t, scalar_t>(grad_out, v, grad_attn, g, stream);
-        // grad_v[t, c, p] = sum_s attn[t, s, p - off_s] * grad_out[c, p - off_s]
-        launch_inv<scalar_t, scalar_t>(attn, grad_out, grad_v, g, stream);
-      });
-  return {grad_attn, grad_v};
+  check_attn_v(fn, attn, v, window);
+  const auto expected =
+      std::vector<int64_t>{v.size(0), v.size(2), v.size(3), v.size(4)};
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef(expected), fn,
+              ": grad_out must be (B, Cv, H, W) = ", at::IntArrayRef(expected),
+              ", got ", grad_out.sizes());
+  check_sizes(fn, v.size(0), v.size(1), v.size(3), v.size(4));
+  const at::cuda::CUDAGuard device_guard(v.device());
+  const CudaLaunch launch{at::cuda::getCurrentCUDAStream()};
+  return cuda::aggregation_backward(launch, grad_out.contiguous(),
+                                    attn.contiguous(), v.contiguous(), window,
+                                    dilation);
 }
 
 }  // namespace lma

@@ -1,0 +1,130 @@
+// Python module that runs the CUDA kernels of the local attention ops on the
+// host (see emu_runtime.h) through the same op bodies as the CUDA build
+// (../local_attention_cuda_ops.cuh). Built on demand by the tests with
+// torch.utils.cpp_extension.load; not part of lma_mmseg._ext.
+#include <torch/extension.h>
+
+#include <utility>
+
+#include "emu_runtime.h"
+// the kernels and op bodies, compiled for the host
+#include "cuda/local_attention_cuda_ops.cuh"
+
+namespace lma {
+namespace cuda {
+// dynamic shared memory of the emulated block (extern in the kernels)
+alignas(16) unsigned char smem_raw[MAX_SHARED_BYTES];
+}  // namespace cuda
+}  // namespace lma
+
+namespace {
+
+// Runs kernel(args...) for every block of grid with NUM_THREADS threads.
+struct EmuLaunch {
+  template <typename... KernelArgs, typename... Args>
+  void operator()(void (*kernel)(KernelArgs...), dim3 grid, size_t smem,
+                  Args... args) const {
+    using lma::cuda::NUM_THREADS;
+    TORCH_CHECK(smem <= sizeof(lma::cuda::smem_raw),
+                "emulated launch asks for ", smem, " bytes of shared memory");
+    gridDim = grid;
+    blockDim = dim3(NUM_THREADS);
+    lma_emu::barrier.reset(NUM_THREADS);
+    std::vector<std::thread> threads;
+    threads.reserve(NUM_THREADS);
+    for (int t = 0; t < NUM_THREADS; ++t) {
+      threads.emplace_back([&, t] {
+        threadIdx = dim3(t);
+        for (unsigned z = 0; z < grid.z; ++z) {
+          for (unsigned y = 0; y < grid.y; ++y) {
+            for (unsigned x = 0; x < grid.x; ++x) {
+              blockIdx = dim3(x, y, z);
+              if (t == 0) std::memset(lma::cuda::smem_raw, 0xff, smem);
+              __syncthreads();
+              kernel(args...);
+              __syncthreads();
+            }
+          }
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+  }
+};
+
+std::vector<at::Tensor> attention_forward(const at::Tensor& q,
+                                          const at::Tensor& k,
+                                          const at::Tensor& v, int64_t window,
+                                          int64_t dilation, double scale,
+                                          bool mask_padding) {
+  return lma::cuda::attention_forward(EmuLaunch{}, q.contiguous(),
+                                      k.contiguous(), v.contiguous(), window,
+                                      dilation, scale, mask_padding);
+}
+
+std::vector<at::Tensor> attention_backward(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
+    const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+    int64_t window, int64_t dilation, double scale, bool mask_padding) {
+  return lma::cuda::attention_backward(
+      EmuLaunch{}, grad_out.contiguous(), q.contiguous(), k.contiguous(),
+      v.contiguous(), out.contiguous(), lse.contiguous(), window, dilation,
+      scale, mask_padding);
+}
+
+at::Tensor correlation_forward(const at::Tensor& q, const at::Tensor& k,
+                               int64_t window, int64_t dilation) {
+  return lma::cuda::correlation_forward(EmuLaunch{}, q.contiguous(),
+                                        k.contiguous(), window, dilation);
+}
+
+std::vector<at::Tensor> correlation_backward(const at::Tensor& grad_corr,
+                                             const at::Tensor& q,
+                                             const at::Tensor& k,
+                                             int64_t window,
+                                             int64_t dilation) {
+  return lma::cuda::correlation_backward(EmuLaunch{}, grad_corr.contiguous(),
+                                         q.contiguous(), k.contiguous(),
+                                         window, dilation);
+}
+
+at::Tensor aggregation_forward(const at::Tensor& attn, const at::Tensor& v,
+                               int64_t window, int64_t dilation) {
+  return lma::cuda::aggregation_forward(EmuLaunch{}, attn.contiguous(),
+                                        v.contiguous(), window, dilation);
+}
+
+std::vector<at::Tensor> aggregation_backward(const at::Tensor& grad_out,
+                                             const at::Tensor& attn,
+                                             const at::Tensor& v,
+                                             int64_t window,
+                                             int64_t dilation) {
+  return lma::cuda::aggregation_backward(EmuLaunch{}, grad_out.contiguous(),
+                                         attn.contiguous(), v.contiguous(),
+                                         window, dilation);
+}
+
+// {ni, nj, cc, ks, shared bytes} of the launch plan of a kernel family.
+std::vector<int64_t> launch_plan(int64_t window, int64_t dilation, int64_t C,
+                                 int64_t acc_size, int64_t extra,
+                                 bool key_stage, bool value_stage,
+                                 bool merge) {
+  lma::cuda::Geometry g =
+      lma::cuda::make_geometry(1, 1, C, C, 1, 1, window, dilation);
+  const size_t smem = lma::cuda::plan(g, static_cast<size_t>(acc_size),
+                                      static_cast<int>(extra), key_stage,
+                                      value_stage, merge);
+  return {g.ni, g.nj, g.cc, g.ks, static_cast<int64_t>(smem)};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("local_attention_forward", &attention_forward);
+  m.def("local_attention_backward", &attention_backward);
+  m.def("local_correlation_forward", &correlation_forward);
+  m.def("local_correlation_backward", &correlation_backward);
+  m.def("local_aggregation_forward", &aggregation_forward);
+  m.def("local_aggregation_backward", &aggregation_backward);
+  m.def("launch_plan", &launch_plan);
+}
