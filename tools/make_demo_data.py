@@ -102,7 +102,7 @@ def _atomic_write(path: str, data: bytes) -> None:
         raise
 
 
-def _write_png(path: str, img: np.ndarray) -> None:
+def _write_png(path: str, img: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(
         '.png', img, [
             cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
@@ -110,7 +110,9 @@ def _write_png(path: str, img: np.ndarray) -> None:
         ])
     if not ok:
         raise RuntimeError(f'cv2 could not encode {path}')
-    _atomic_write(path, buf.tobytes())
+    data = buf.tobytes()
+    _atomic_write(path, data)
+    return data
 
 
 def class_colours() -> np.ndarray:
@@ -431,13 +433,13 @@ def make_demo_data(
             for t in (all_frames if full else memory_frames):
                 img, label = snippet.frame(t)
                 name = f'{stem}_{t:06d}_leftImg8bit.png'
-                _write_png(osp.join(seq_dir, name), img)
+                png = _write_png(osp.join(seq_dir, name), img)
                 n_files += 1
                 if t != KEY_FRAME:
                     continue
                 key_dir = osp.join(out, 'leftImg8bit', split, city)
                 os.makedirs(key_dir, exist_ok=True)
-                _write_png(osp.join(key_dir, name), img)
+                _atomic_write(osp.join(key_dir, name), png)
                 n_files += 1
                 if split == 'test':
                     continue

@@ -21,7 +21,8 @@ class VideoSegDataPreProcessor(SegDataPreProcessor):
       packed by ``PackClipSegInputs``). Each frame is converted BGR->RGB and
       normalised with ``mean``/``std``; all frames of a clip and its label
       are padded identically (bottom/right) to ``size`` or a multiple of
-      ``size_divisor`` (``test_cfg`` in test mode, as mmseg does), and the
+      ``size_divisor`` (``test_cfg`` in test mode, as mmseg does; with
+      neither in training, to the largest clip of the batch), and the
       batch is stacked to ``inputs`` (B, T+1, 3, H, W) float32. All clips of
       a batch must have the same number of frames.
     - Single frames: every input is (3, H, W); the output is exactly that of
@@ -88,11 +89,18 @@ class VideoSegDataPreProcessor(SegDataPreProcessor):
                 raise ValueError(
                     f'{self.__class__.__name__}: data_samples '
                     'are required in training mode')
+            if self.size is not None and self.size_divisor is not None:
+                raise ValueError(
+                    f'{self.__class__.__name__}: give size or size_divisor, '
+                    f'not both (got {self.size} and {self.size_divisor})')
+            # Neither: pad every clip to the largest one of the batch.
+            divisor = self.size_divisor if self.size is not None or \
+                self.size_divisor is not None else 1
             batch, data_samples = stack_batch(
                 inputs=flat,
                 data_samples=data_samples,
                 size=self.size,
-                size_divisor=self.size_divisor,
+                size_divisor=divisor,
                 pad_val=self.pad_val,
                 seg_pad_val=self.seg_pad_val)
             if self.batch_augments is not None:

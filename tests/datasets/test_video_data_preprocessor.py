@@ -75,6 +75,19 @@ def test_fixed_size_and_test_cfg():
     pre = MODELS.build(dict(type='VideoSegDataPreProcessor', **ARGS))
     out = pre(make_batch([(30, 60)] * 2), training=False)
     assert out['inputs'].shape == (2, 4, 3, 30, 60)
+    # Without size or size_divisor, training pads to the largest clip.
+    out = pre(make_batch([(30, 60), (20, 64)]), training=True)
+    assert out['inputs'].shape == (2, 4, 3, 30, 64)
+    seg = out['data_samples'][1].gt_sem_seg.data
+    assert seg.shape == (1, 30, 64) and (seg[:, 20:] == 255).all()
+    pre = MODELS.build(
+        dict(
+            type='VideoSegDataPreProcessor',
+            size=(32, 64),
+            size_divisor=8,
+            **ARGS))
+    with pytest.raises(ValueError, match='not both'):
+        pre(make_batch([(30, 60)]), training=True)
 
 
 def test_single_frames_match_mmseg():
