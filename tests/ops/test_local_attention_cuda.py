@@ -1,9 +1,17 @@
 """CUDA kernels of the local attention ops against the reference and CPU.
 
-Every test needs a CUDA device and a build of ``lma_mmseg._ext`` with the
-CUDA kernels (``FORCE_CUDA=1 python setup.py build_ext --inplace``); without
-a device they are skipped.
+The tests marked ``cuda`` need a CUDA device and a build of
+``lma_mmseg._ext`` with the CUDA kernels (``FORCE_CUDA=1 python setup.py
+build_ext --inplace``); without a device they are skipped.
+
+The tests marked ``slow`` run the same CUDA kernels and op bodies on the host
+(``lma_mmseg/ops/csrc/cuda/emulation``: real threads, a barrier for
+``__syncthreads()``, shared memory poisoned with NaN before every block), so
+the index arithmetic, the tiling and the launch plans are checked on machines
+without a GPU too. They compile a small extension with the C++ compiler.
 """
+import os.path as osp
+
 import pytest
 import torch
 
@@ -11,11 +19,13 @@ from lma_mmseg.ops import (local_aggregation, local_aggregation_reference,
                            local_attention, local_attention_reference,
                            local_correlation, local_correlation_reference)
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(
-        not torch.cuda.is_available(), reason='needs a CUDA device'),
-]
+
+def requires_cuda(fn):
+    """Mark a test ``cuda`` and skip it without a CUDA device."""
+    fn = pytest.mark.skipif(
+        not torch.cuda.is_available(), reason='needs a CUDA device')(fn)
+    return pytest.mark.cuda(fn)
+
 
 PADDINGS = ('zeros', 'mask')
 
@@ -68,6 +78,7 @@ def _attention_with_grads(fn, q, k, v, grad_out, **kwargs):
     return out.detach(), q.grad, k.grad, v.grad
 
 
+@requires_cuda
 def test_extension_has_cuda_kernels():
     from lma_mmseg import _ext
     assert _ext.with_cuda(), (
@@ -75,6 +86,7 @@ def test_extension_has_cuda_kernels():
         '`FORCE_CUDA=1 python setup.py build_ext --inplace`')
 
 
+@requires_cuda
 @pytest.mark.parametrize('padding', PADDINGS)
 @pytest.mark.parametrize('case', CASES, ids=_ids)
 def test_attention_float32_matches_reference_and_cpu(case, padding):
@@ -98,6 +110,7 @@ def test_attention_float32_matches_reference_and_cpu(case, padding):
         _close(a, c, 2e-5, f'{name} vs CPU')
 
 
+@requires_cuda
 @pytest.mark.parametrize('case', CASES, ids=_ids)
 def test_correlation_matches_reference_and_cpu(case):
     window, dilation = case[6], case[7]
@@ -119,6 +132,7 @@ def test_correlation_matches_reference_and_cpu(case):
         _close(a, c, 1e-5, f'{name} vs CPU')
 
 
+@requires_cuda
 @pytest.mark.parametrize('case', CASES, ids=_ids)
 def test_aggregation_matches_reference_and_cpu(case):
     B, T, _, Cv, H, W, window, dilation = case
@@ -140,6 +154,7 @@ def test_aggregation_matches_reference_and_cpu(case):
         _close(a, c, 1e-5, f'{name} vs CPU')
 
 
+@requires_cuda
 @pytest.mark.parametrize('padding', PADDINGS)
 def test_random_shapes_match_reference(padding):
     """Random B, T (1..5), C, Cv, H, W (1..24), window and dilation (1..3)."""
@@ -167,6 +182,7 @@ def test_random_shapes_match_reference(padding):
             _close(a, r, 2e-5, f'{name} for {_ids(case)}')
 
 
+@requires_cuda
 @pytest.mark.parametrize('dtype,tol', [(torch.float16, 1e-2),
                                        (torch.bfloat16, 4e-2)])
 @pytest.mark.parametrize('padding', PADDINGS)
@@ -201,6 +217,7 @@ def test_half_types_match_float32_reference(dtype, tol, padding):
                f'{dtype} aggregation for {_ids(case)}')
 
 
+@requires_cuda
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16,
                                    torch.bfloat16])
 @pytest.mark.parametrize('padding', PADDINGS)
@@ -225,6 +242,7 @@ def test_forward_log_sum_exp(dtype, padding):
     _close(lse, expected, 1e-5 if dtype == torch.float32 else 1e-4, 'lse')
 
 
+@requires_cuda
 def test_non_contiguous_inputs():
     case = (2, 3, 6, 10, 9, 12, 5, 2)
     B, T, C, Cv, H, W, window, dilation = case
@@ -257,6 +275,7 @@ def test_non_contiguous_inputs():
            'aggregation')
 
 
+@requires_cuda
 def test_large_value_channels_and_paper_window():
     """Cv = 2048 (PSPNet raw features) with a 21x21 window."""
     case = (1, 2, 128, 2048, 5, 9, 21, 1)
@@ -271,6 +290,7 @@ def test_large_value_channels_and_paper_window():
         _close(a, r, 1e-4, f'{name} with Cv=2048')
 
 
+@requires_cuda
 def test_backward_is_deterministic():
     """No atomics: two backward passes give bit-identical gradients."""
     case = CASES[4]
@@ -284,6 +304,7 @@ def test_backward_is_deterministic():
         assert torch.equal(a, b)
 
 
+@requires_cuda
 @pytest.mark.parametrize('padding', PADDINGS)
 @pytest.mark.parametrize('case', [(1, 2, 3, 2, 4, 5, 3, 2),
                                   (2, 1, 2, 3, 3, 3, 5, 1)],
@@ -305,9 +326,147 @@ def test_gradcheck_float64(case, padding):
         lambda a, v: local_aggregation(a, v, window, dilation), (attn, v))
 
 
+@requires_cuda
 def test_bad_input_names_the_argument():
     q, k, v = _inputs(CASES[1], torch.float32)
     with pytest.raises((ValueError, RuntimeError), match='device'):
         local_attention(q, k.cpu(), v, window=3)
     with pytest.raises((ValueError, RuntimeError), match='v must have'):
         local_attention(q, k, v[:, :1], window=3)
+
+
+# ---------------------------------------------------------------------------
+# the CUDA kernels run on the host (no GPU needed)
+# ---------------------------------------------------------------------------
+CSRC = osp.join(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'lma_mmseg',
+    'ops', 'csrc')
+
+# (B, T, C, Cv, H, W, window, dilation), few blocks each (threads are real)
+EMU_CASES = [
+    (1, 1, 3, 5, 1, 1, 3, 1),  # 1x1 map
+    (2, 2, 4, 6, 5, 7, 3, 1),
+    (1, 3, 5, 70, 6, 19, 5, 2),  # two value channel blocks
+    (1, 2, 3, 4, 3, 4, 7, 3),  # window larger than the map
+    (1, 1, 2, 3, 4, 16, 21, 1),  # paper window: 7 slot-row chunks
+    (1, 2, 70, 3, 5, 17, 3, 1),  # key channels over several chunks
+    (1, 1, 2, 3, 3, 20, 9, 60),  # window column chunks
+]
+
+
+@pytest.fixture(scope='module')
+def emulated_kernels():
+    from torch.utils.cpp_extension import load
+    return load(
+        name='lma_mmseg_cuda_emulation',
+        sources=[
+            osp.join(CSRC, 'cuda', 'emulation', 'local_attention_emu.cpp')
+        ],
+        extra_include_paths=[CSRC],
+        extra_cflags=['-O2', '-std=c++17'],
+        verbose=False)
+
+
+def _emulated_all_ops(emu, case, dtype, padding, seed=0):
+    """All six ops through the emulated kernels and the float64 reference."""
+    B, T, C, Cv, H, W, window, dilation = case
+    scale = 0.7
+    q, k, v = _inputs(case, dtype, seed=seed, device='cpu')
+    g = torch.Generator().manual_seed(seed + 1)
+    grad_out = torch.randn(B, Cv, H, W, generator=g).to(dtype)
+    attn = torch.randn(B, T, window * window, H, W, generator=g).to(dtype)
+    grad_corr = torch.randn(B, T, window * window, H, W,
+                            generator=g).to(dtype)
+    got, ref = {}, {}
+    # fused attention
+    out, lse = emu.local_attention_forward(q, k, v, window, dilation, scale,
+                                           padding == 'mask')
+    got['out'] = out
+    (got['grad_q'], got['grad_k'],
+     got['grad_v']) = emu.local_attention_backward(grad_out, q, k, v, out,
+                                                   lse, window, dilation,
+                                                   scale, padding == 'mask')
+    (ref['out'], ref['grad_q'], ref['grad_k'],
+     ref['grad_v']) = _attention_with_grads(
+         local_attention_reference, q.double(), k.double(), v.double(),
+         grad_out.double(), window=window, dilation=dilation, scale=scale,
+         padding=padding)
+    logits = scale * local_correlation_reference(q.double(), k.double(),
+                                                 window, dilation)
+    if padding == 'mask':
+        ones = torch.ones(1, 1, 1, H, W, dtype=torch.float64)
+        inside = local_correlation_reference(ones[:, 0], ones, window,
+                                             dilation) > 0.5
+        logits = logits.masked_fill(~inside, float('-inf'))
+    got['lse'] = lse
+    ref['lse'] = logits.flatten(1, 2).logsumexp(1)
+    # unfused building blocks
+    got['corr'] = emu.local_correlation_forward(q, k, window, dilation)
+    got['corr_grad_q'], got['corr_grad_k'] = emu.local_correlation_backward(
+        grad_corr, q, k, window, dilation)
+    qq, kk = q.double().requires_grad_(), k.double().requires_grad_()
+    corr = local_correlation_reference(qq, kk, window, dilation)
+    corr.backward(grad_corr.double())
+    ref['corr'], ref['corr_grad_q'], ref['corr_grad_k'] = (corr.detach(),
+                                                           qq.grad, kk.grad)
+    got['agg'] = emu.local_aggregation_forward(attn, v, window, dilation)
+    got['agg_grad_attn'], got['agg_grad_v'] = emu.local_aggregation_backward(
+        grad_out, attn, v, window, dilation)
+    aa, vv = attn.double().requires_grad_(), v.double().requires_grad_()
+    agg = local_aggregation_reference(aa, vv, window, dilation)
+    agg.backward(grad_out.double())
+    ref['agg'], ref['agg_grad_attn'], ref['agg_grad_v'] = (agg.detach(),
+                                                           aa.grad, vv.grad)
+    return got, ref
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('padding', PADDINGS)
+def test_emulated_kernels_float64_match_reference(emulated_kernels, padding):
+    for case in EMU_CASES:
+        got, ref = _emulated_all_ops(emulated_kernels, case, torch.float64,
+                                     padding)
+        for name in ref:
+            expected_dtype = torch.float64
+            assert got[name].dtype == expected_dtype, name
+            _close(got[name], ref[name], 1e-11,
+                   f'emulated {name} for {_ids(case)} ({padding})')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 2e-5),
+                                       (torch.float16, 1e-2),
+                                       (torch.bfloat16, 4e-2)])
+def test_emulated_kernels_low_precision(emulated_kernels, dtype, tol):
+    for case, padding in ((EMU_CASES[2], 'zeros'), (EMU_CASES[4], 'mask')):
+        got, ref = _emulated_all_ops(emulated_kernels, case, dtype, padding)
+        for name in ref:
+            expected_dtype = torch.float32 if name == 'lse' else dtype
+            assert got[name].dtype == expected_dtype, name
+            _close(got[name], ref[name], tol,
+                   f'emulated {dtype} {name} for {_ids(case)} ({padding})')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('acc_size', [4, 8])
+def test_launch_plans_fit_shared_memory(emulated_kernels, acc_size):
+    """Every window/dilation/channel count gets a plan within 48 KiB."""
+    # kernel families: (extra values, key stage, value stage, merge)
+    families = [(0, True, False, False), (0, False, True, False),
+                (0, True, False, True), (64, True, True, False)]
+    for window in (1, 3, 5, 9, 21, 41, 101, 201):
+        for dilation in (1, 2, 3, 8, 60):
+            for channels in (1, 16, 128, 2048):
+                for extra, key, value, merge in families:
+                    ni, nj, cc, ks, smem = emulated_kernels.launch_plan(
+                        window, dilation, channels, acc_size, extra, key,
+                        value, merge)
+                    assert 1 <= ni <= window and 1 <= nj <= window
+                    assert 1 <= cc <= channels and 1 <= ks <= 16
+                    assert smem <= 48 * 1024
+                    halo = (4 + (ni - 1) * dilation) * (16 +
+                                                        (nj - 1) * dilation)
+                    if value:
+                        assert ks * 4 * halo * acc_size <= 30 * 1024
+                    if key:
+                        assert cc * (64 + halo) * acc_size <= 30 * 1024
