@@ -51,7 +51,8 @@ class VideoSegDataset(BaseSegDataset):
             the missing path, the key frame and the offset when a memory
             frame does not exist; ``'nearest'`` uses the existing frame of the
             same snippet closest to the requested one (ties go to the frame
-            closer to the key frame) and logs one warning with the count.
+            closer to the key frame, so a frame after the key frame is never
+            used) and logs one warning with the count.
         train_offsets_sampler (dict, optional): Draws the offsets per sample
             when not in ``test_mode``. ``dict(strides=(1, 2, 3))`` multiplies
             ``frame_offsets`` by a stride drawn uniformly from ``strides``

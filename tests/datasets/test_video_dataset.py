@@ -279,3 +279,19 @@ def test_generic_video_dataset(tmp_path):
     info = ds.get_data_info(0)
     assert [osp.basename(p) for p in info['clip_paths']] == \
         ['clipA-0001.jpg', 'clipA-0003.jpg', 'clipA-0005.jpg']
+
+
+def test_nearest_never_uses_a_later_frame(demo_copy):
+    """Snippet 0 has frames 0..29: with 16, 17 and 18 gone the clip is
+    15, 19, 19 (the key frame), never 20 or later."""
+    for t in (16, 17, 18):
+        os.remove(frame_path(demo_copy, 'train', 'aachen', 0, t))
+    ds = build(demo_copy, missing_frames='nearest')
+    info = next(
+        ds.get_data_info(i) for i in range(len(ds))
+        if 'aachen_000000' in ds.get_data_info(i)['img_path'])
+    assert info['clip_paths'] == [
+        frame_path(demo_copy, 'train', 'aachen', 0, t)
+        for t in (15, 19, 19, 19)
+    ]
+    assert info['frame_offsets'] == (-4, 0, 0)
