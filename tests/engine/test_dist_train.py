@@ -1,6 +1,5 @@
 """tools/dist_train.sh: 2 processes, gloo on CPU, the LMA-ERFNet demo config
 (configs/demo/lma-erfnet_demo.py) on a few demo clips."""
-import importlib.util
 import os
 import os.path as osp
 import socket
@@ -22,7 +21,18 @@ custom_imports = dict(
     imports=['lma_mmseg', 'rank_dump_hook'], allow_failed_imports=False)
 data_root = {data_root!r}
 load_from = None
-crop_size = (64, 128)
+crop_size = (48, 96)
+# the demo pipeline without the upscaling, for 64x128 frames
+train_pipeline = [
+    dict(type='LoadClipFromFiles'),
+    dict(
+        type='ClipTransformBroadcaster',
+        transforms=[
+            dict(type='RandomCrop', crop_size=crop_size),
+            dict(type='RandomFlip', prob=0.5),
+        ]),
+    dict(type='PackClipSegInputs'),
+]
 norm_cfg = dict(type='{norm}', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -30,7 +40,7 @@ model = dict(
     neck=dict(fusion=dict(norm_cfg=norm_cfg)))
 train_dataloader = dict(
     batch_size=1, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root))
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = None
 val_cfg = None
 val_evaluator = None
@@ -51,21 +61,6 @@ def _free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope='module')
-def demo_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('dist_demo') / 'demo'
-    spec = importlib.util.spec_from_file_location(
-        'make_demo_data', osp.join(ROOT, 'tools', 'make_demo_data.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main([
-        '--out',
-        str(root), '--size', '64', '128', '--num-train', '4', '--num-val',
-        '1', '--num-test', '1', '--frames', 'memory'
-    ])
-    return root
 
 
 def _dist_train(tmp_path, data_root, norm='BN'):
