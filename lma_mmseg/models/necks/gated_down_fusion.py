@@ -19,9 +19,9 @@ class GatedDownFusion(BaseModule):
     The "second attention" of Local Memory Attention for wide features such
     as ResNet-D8 layer4 (2048 channels)::
 
-        d   = ReLU(BN(conv1x1_q(query) + conv1x1_m(memory)))  # (B, C, H, W)
+        d   = ReLU(BN(conv1x1_q(query) + conv1x1_m(memory)))  # (B, C, h, w)
         out = query * sigmoid(up_q(d)) + memory * sigmoid(up_m(d))
-        out = ReLU(BN(out))                                     # (B, Cout, H, W)
+        out = ReLU(BN(out))                               # (B, Cout, h, w)
 
     ``up_q`` and ``up_m`` are two distinct 1x1 up-projections from the
     bottleneck back to the input width. The gates multiply the inputs

@@ -49,7 +49,8 @@ class VideoEncoderDecoder(EncoderDecoder):
         init_cfg (dict | list[dict], optional): Initialisation config.
         freeze_memory_encoder (bool): Run the backbone on memory frames under
             ``torch.no_grad()`` (no gradient flows through past frames into
-            the backbone). Defaults to True.
+            the backbone; a backbone in train mode still updates its BN
+            statistics with them). Defaults to True.
         freeze (Sequence[str], optional): Names of submodules (e.g.
             ``('backbone', 'decode_head')``; dotted names reach deeper) whose
             parameters get ``requires_grad=False`` and which stay in eval
