@@ -55,6 +55,13 @@ bool use_avx2() {
 #define LMA_CALL(fn, ...) cpu_base::fn(__VA_ARGS__)
 #endif
 
+// Rows per parallel task: small problems run on the calling thread (waking
+// the thread pool costs more than they do), large ones use every thread.
+int64_t grain(const Geom& g, int64_t T, int64_t channels) {
+  const int64_t per_row = std::max<int64_t>(1, g.W * T * g.S * channels);
+  return std::max<int64_t>(1, (int64_t(1) << 18) / per_row);
+}
+
 // Values in one row of a group weight table (M * kGroup).
 int64_t wg_row(const Geom& g) {
   return (cpu::kGroup + g.window - 1) * cpu::kGroup;
@@ -124,7 +131,8 @@ at::Tensor gather(const at::Tensor& w, const at::Tensor& xq_cl,
   const scalar_t* wp = w.data_ptr<scalar_t>();
   const scalar_t* xp = xq_cl.data_ptr<scalar_t>();
   scalar_t* rp = res.data_ptr<scalar_t>();
-  at::parallel_for(0, g.B * g.T * g.H, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.T * g.H, grain(g, 1, C),
+                   [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> wbuf(g.window * wg_row(g));
     std::vector<int64_t> offs(g.window);
     for (int64_t idx = begin; idx < end; ++idx) {
@@ -146,7 +154,8 @@ at::Tensor aggregate(const at::Tensor& attn, const at::Tensor& v_cl,
   const scalar_t* ap = attn.data_ptr<scalar_t>();
   const scalar_t* vp = v_cl.data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
-  at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.H, grain(g, g.T, Cv),
+                   [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> wbuf(g.T * g.window * wg_row(g));
     std::vector<int64_t> offs(g.T * g.window);
     for (int64_t idx = begin; idx < end; ++idx)
@@ -166,7 +175,8 @@ at::Tensor correlate(const at::Tensor& a, const at::Tensor& bmem,
   const scalar_t* qp = a.data_ptr<scalar_t>();
   const scalar_t* kpp = kp.data_ptr<scalar_t>();
   scalar_t* cp = corr.data_ptr<scalar_t>();
-  at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.B * g.H, grain(g, g.T, Cq),
+                   [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> scratch((Cq + g.S) * kTile);
     for (int64_t idx = begin; idx < end; ++idx)
       LMA_CALL(corr_row<scalar_t>, qp, kpp, cp, g, Cq, idx / g.H, idx % g.H,
@@ -201,7 +211,8 @@ std::vector<at::Tensor> local_attention_forward_cpu(
     scalar_t* op_ = out_cl.data_ptr<scalar_t>();
     scalar_t* lp = lse.data_ptr<scalar_t>();
     const scalar_t sc = static_cast<scalar_t>(scale);
-    at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.B * g.H, grain(g, g.T, g.C + g.Cv),
+                     [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> scratch(g.C * kTile + g.T * g.S * kTile +
                                     2 * kTile + g.T * g.window * wg_row(g));
       std::vector<int64_t> offs(g.T * g.window);
@@ -243,7 +254,8 @@ std::vector<at::Tensor> local_attention_backward_cpu(
       scalar_t* Pp = P.data_ptr<scalar_t>();
       scalar_t* Gp = G.data_ptr<scalar_t>();
       const scalar_t sc = static_cast<scalar_t>(scale);
-      at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, g.B * g.H, grain(g, g.T, g.C + g.Cv),
+                       [&](int64_t begin, int64_t end) {
         std::vector<scalar_t> scratch(std::max(g.C, g.Cv) * kTile +
                                       2 * g.T * g.S * kTile + 2 * kTile);
         for (int64_t idx = begin; idx < end; ++idx)
