@@ -1,11 +1,13 @@
 """SIGKILL between checkpoints, then resume: the run goes on as if nothing
 had happened (same iteration count, weights, optimizer and LR state)."""
+import os
 import os.path as osp
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from mmengine.runner import Runner
 
@@ -15,30 +17,36 @@ from tiny_runner import CKPT_INTERVAL, tiny_cfg
 HERE = osp.dirname(osp.abspath(__file__))
 
 
-def _kill_after_first_checkpoint(work_dir, timeout=300):
+def _kill_after_first_checkpoint(work_dir, command=None, env=None,
+                                 timeout=300):
     """Train in a subprocess; SIGKILL it once ``last_checkpoint`` exists.
 
     Returns the iteration of the checkpoint ``last_checkpoint`` names.
     """
     pointer = work_dir / 'last_checkpoint'
-    proc = subprocess.Popen(
-        [sys.executable,
-         osp.join(HERE, 'tiny_runner.py'),
-         str(work_dir), '--max-iters', '1000', '--sleep', '0.3'],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while not pointer.exists():
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, 'no checkpoint in time'
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+    if command is None:
+        command = [
+            sys.executable,
+            osp.join(HERE, 'tiny_runner.py'),
+            str(work_dir), '--max-iters', '1000', '--sleep', '0.3'
+        ]
+    work_dir.mkdir(parents=True, exist_ok=True)
+    # stderr goes to a file: a full pipe would block the trainer
+    err_path = work_dir.parent / (work_dir.name + '.stderr')
+    with open(err_path, 'w') as err:
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + timeout
+            while not pointer.exists():
+                assert proc.poll() is None, err_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, 'no checkpoint in time'
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
     assert proc.returncode == -signal.SIGKILL
     ckpt = pointer.read_text()
     return torch.load(ckpt, map_location='cpu')['meta']['iter']
@@ -91,3 +99,90 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     assert list(hub_r) == list(hub_u)
     print(f'killed after iteration {killed_at} was saved; resumed from '
           f'{killed_at} to {target}')
+
+
+TRAIN_TOOL_CONFIG = """
+_base_ = [{base!r}]
+custom_imports = dict(
+    imports=['lma_mmseg', 'tiny_runner'], allow_failed_imports=False)
+data_root = {data_root!r}
+load_from = None
+crop_size = (48, 96)
+train_pipeline = [
+    dict(type='LoadClipFromFiles'),
+    dict(
+        type='ClipTransformBroadcaster',
+        transforms=[
+            dict(type='RandomCrop', crop_size=crop_size),
+            dict(type='RandomFlip', prob=0.5),
+        ]),
+    dict(type='PackClipSegInputs'),
+]
+model = dict(data_preprocessor=dict(size=crop_size))
+train_dataloader = dict(
+    batch_size=1, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = None
+val_cfg = None
+val_evaluator = None
+test_dataloader = None
+test_cfg = None
+test_evaluator = None
+train_cfg = dict(max_iters=1000, val_interval=10**6)
+default_hooks = dict(
+    logger=dict(interval=1),
+    checkpoint=dict(type='AtomicCheckpointHook', interval=2))
+custom_hooks = [dict(type='EngineSlowIterHook', seconds=0.3)]
+"""
+
+
+@pytest.mark.slow
+def test_train_tool_resume_lma_demo(tmp_path, demo_data):
+    """``tools/train.py``, SIGKILL, ``tools/train.py --resume`` on
+    configs/demo/lma-erfnet_demo.py."""
+    root = osp.dirname(osp.dirname(HERE))
+    config = tmp_path / 'lma_resume.py'
+    config.write_text(
+        TRAIN_TOOL_CONFIG.format(
+            base=osp.join(root, 'configs', 'demo', 'lma-erfnet_demo.py'),
+            data_root=str(demo_data)))
+    work_dir = tmp_path / 'work'
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([HERE, os.environ.get('PYTHONPATH', '')]))
+    train = [
+        sys.executable,
+        osp.join(root, 'tools', 'train.py'),
+        str(config), '--work-dir',
+        str(work_dir)
+    ]
+    killed_at = _kill_after_first_checkpoint(
+        work_dir, command=train, env=env)
+    assert killed_at >= 2 and killed_at % 2 == 0
+    target = killed_at + 2
+    proc = subprocess.run(
+        train + ['--resume', '--cfg-options', f'train_cfg.max_iters={target}'],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert f'resumed epoch: 0, iter: {killed_at}' in log, log[-4000:]
+    before = torch.load(
+        work_dir / f'iter_{killed_at}.pth', map_location='cpu')
+    after = torch.load(work_dir / f'iter_{target}.pth', map_location='cpu')
+    assert (work_dir / 'last_checkpoint').read_text() == str(
+        work_dir / f'iter_{target}.pth')
+    assert after['meta']['iter'] == target
+    assert after['param_schedulers'][0]['_global_step'] == target
+    assert after['param_schedulers'][0]['end'] == \
+        before['param_schedulers'][0]['end']
+    # Adam went on counting its steps from the checkpoint
+    steps_before = {int(s['step']) for s in before['optimizer']['state'].values()}
+    steps_after = {int(s['step']) for s in after['optimizer']['state'].values()}
+    assert steps_before == {killed_at} and steps_after == {target}
+    losses = after['message_hub']['log_scalars']['train/loss'].data[0]
+    assert len(losses) == target
+    print(f'tools/train.py killed after iteration {killed_at} was saved; '
+          f'--resume went from {killed_at} to {target}')
