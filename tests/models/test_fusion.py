@@ -42,11 +42,13 @@ def test_gated_fusion_formula():
     qp = F.relu(bn(q, fusion.query_pre[0]))
     mp = F.relu(bn(m, fusion.memory_pre[0]))
     both = torch.cat([qp, mp], 1)
+    # two 3x3 gate convolutions, stored as one layer (query gate first)
+    assert fusion.gates.weight.shape == (2, 10, 3, 3)
     g1 = torch.sigmoid(
-        F.conv2d(both, fusion.query_gate.weight, fusion.query_gate.bias,
+        F.conv2d(both, fusion.gates.weight[:1], fusion.gates.bias[:1],
                  padding=1))
     g2 = torch.sigmoid(
-        F.conv2d(both, fusion.memory_gate.weight, fusion.memory_gate.bias,
+        F.conv2d(both, fusion.gates.weight[1:], fusion.gates.bias[1:],
                  padding=1))
     mixed = (F.conv2d(qp, fusion.query_proj.weight) * g1 +
              F.conv2d(mp, fusion.memory_proj.weight) * g2)
@@ -54,8 +56,6 @@ def test_gated_fusion_formula():
     out = fusion(q, m)
     assert out.shape == (2, 10, 7, 9)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    assert fusion.query_gate.kernel_size == (3, 3)
-    assert fusion.query_gate.out_channels == 1
 
 
 def test_gated_fusion_gates_select_a_branch():
@@ -63,13 +63,13 @@ def test_gated_fusion_gates_select_a_branch():
     fusion = build('GatedFusion', gate_channels=10).eval()
     q, m = torch.randn(1, 6, 5, 5), torch.randn(1, 6, 5, 5)
     with torch.no_grad():
-        fusion.memory_gate.bias.fill_(-1e4)  # memory gate closed
-        fusion.query_gate.bias.fill_(1e4)  # query gate open
+        fusion.gates.bias[:10].fill_(1e4)  # query gate open
+        fusion.gates.bias[10:].fill_(-1e4)  # memory gate closed
     only_query = fusion(q, m)
     assert torch.allclose(only_query, fusion(q, torch.randn_like(m)))
     with torch.no_grad():
-        fusion.memory_gate.bias.fill_(1e4)
-        fusion.query_gate.bias.fill_(-1e4)
+        fusion.gates.bias[:10].fill_(-1e4)
+        fusion.gates.bias[10:].fill_(1e4)
     only_memory = fusion(q, m)
     assert torch.allclose(only_memory, fusion(torch.randn_like(q), m))
     assert not torch.allclose(only_query, only_memory)

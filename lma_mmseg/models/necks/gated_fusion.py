@@ -28,6 +28,9 @@ class GatedFusion(BaseModule):
     (the following BN makes a bias redundant). ``G`` (``gate_channels``) is
     1 by default: one weight per pixel and branch, broadcast over the
     channels; ``gate_channels=out_channels`` gives one weight per channel.
+    The two gate convolutions are computed by one layer ``gates`` with
+    ``2G`` outputs (the first ``G`` for the query), which is faster on CPU
+    than two thin convolutions.
 
     Args:
         query_channels (int): Channels ``Cq`` of the current frame's value.
@@ -90,12 +93,13 @@ class GatedFusion(BaseModule):
 
         self.query_pre = pre(query_channels)
         self.memory_pre = pre(memory_channels)
-        cat_channels = query_channels + memory_channels
-        gate_pad = gate_kernel_size // 2
-        self.query_gate = nn.Conv2d(
-            cat_channels, gate_channels, gate_kernel_size, padding=gate_pad)
-        self.memory_gate = nn.Conv2d(
-            cat_channels, gate_channels, gate_kernel_size, padding=gate_pad)
+        # Both gate convolutions in one layer: output channels
+        # [0, G) are conv3x3_1 (query gate), [G, 2G) conv3x3_2 (memory gate).
+        self.gates = nn.Conv2d(
+            query_channels + memory_channels,
+            2 * gate_channels,
+            gate_kernel_size,
+            padding=gate_kernel_size // 2)
         proj_pad = proj_kernel_size // 2
         self.query_proj = nn.Conv2d(
             query_channels,
@@ -130,9 +134,8 @@ class GatedFusion(BaseModule):
                             self.query_channels, self.memory_channels)
         query = self.query_pre(query)
         memory = self.memory_pre(memory)
-        both = torch.cat([query, memory], dim=1)
-        query_gate = torch.sigmoid(self.query_gate(both))
-        memory_gate = torch.sigmoid(self.memory_gate(both))
+        gates = torch.sigmoid(self.gates(torch.cat([query, memory], dim=1)))
+        query_gate, memory_gate = gates.split(self.gate_channels, dim=1)
         out = (self.query_proj(query) * query_gate +
                self.memory_proj(memory) * memory_gate)
         return self.out_act(self.out_norm(out))
