@@ -119,7 +119,7 @@ class VideoEncoderDecoder(EncoderDecoder):
     def train(self, mode: bool = True) -> 'VideoEncoderDecoder':
         """Set train/eval mode; the modules in ``freeze`` stay in eval."""
         super().train(mode)
-        for name in self.freeze:
+        for name in getattr(self, 'freeze', ()):
             self.get_submodule(name).eval()
         return self
 
