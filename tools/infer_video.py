@@ -30,10 +30,9 @@ import cv2
 import numpy as np
 from mmengine.utils import ProgressBar
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff',
-                    '.webp')
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v',
-                    '.mpg', '.mpeg')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+VIDEO_EXTENSIONS = (
+    '.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg')
 
 
 class InputError(ValueError):
@@ -61,8 +60,7 @@ def parse_args(argv=None):
         default=None,
         help='frame rate of the MP4 (default: the video\'s own, or 10 for '
         'a folder of frames)')
-    parser.add_argument(
-        '--no-video', action='store_true', help='write no MP4')
+    parser.add_argument('--no-video', action='store_true', help='write no MP4')
     return parser.parse_args(argv)
 
 
@@ -85,8 +83,9 @@ def read_frame(path: str) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
-        raise InputError(f'cannot read frame {path!r}: not a decodable '
-                         'image (corrupt, truncated or empty file)')
+        raise InputError(
+            f'cannot read frame {path!r}: not a decodable '
+            'image (corrupt, truncated or empty file)')
     return img
 
 
@@ -128,8 +127,9 @@ class FrameSource:
         self.name = osp.splitext(self.name)[0]
         cap = cv2.VideoCapture(path)
         if not cap.isOpened():
-            raise InputError(f'cannot open video {path!r} (corrupt file or '
-                             'codec not supported by OpenCV)')
+            raise InputError(
+                f'cannot open video {path!r} (corrupt file or '
+                'codec not supported by OpenCV)')
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and fps > 0 else None
         self.num_frames = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
@@ -158,8 +158,9 @@ class FrameSource:
 
 
 # ---------------------------------------------------------------- output
-def colourise(img: np.ndarray, labels: np.ndarray, palette: np.ndarray,
-              opacity: float) -> np.ndarray:
+def colourise(
+        img: np.ndarray, labels: np.ndarray, palette: np.ndarray,
+        opacity: float) -> np.ndarray:
     """Blend the class colours over a frame.
 
     Args:
@@ -173,8 +174,9 @@ def colourise(img: np.ndarray, labels: np.ndarray, palette: np.ndarray,
         np.ndarray: (H, W, 3) BGR uint8 overlay.
     """
     if labels.shape != img.shape[:2]:
-        raise ValueError(f'prediction shape {labels.shape} differs from the '
-                         f'frame shape {img.shape[:2]}')
+        raise ValueError(
+            f'prediction shape {labels.shape} differs from the '
+            f'frame shape {img.shape[:2]}')
     if labels.size and (labels.min() < 0 or labels.max() >= len(palette)):
         raise ValueError(
             f'predicted class {int(labels.max())} has no palette colour '
@@ -207,13 +209,13 @@ class AtomicVideoWriter:
         os.close(fd)
         self.size = size
         self.num_frames = 0
-        self.writer = cv2.VideoWriter(self.tmp,
-                                      cv2.VideoWriter_fourcc(*'mp4v'), fps,
-                                      size)
+        self.writer = cv2.VideoWriter(
+            self.tmp, cv2.VideoWriter_fourcc(*'mp4v'), fps, size)
         if not self.writer.isOpened():
             os.unlink(self.tmp)
-            raise RuntimeError(f'OpenCV cannot write an mp4v video to '
-                               f'{path!r} (no encoder available)')
+            raise RuntimeError(
+                f'OpenCV cannot write an mp4v video to '
+                f'{path!r} (no encoder available)')
 
     def write(self, img: np.ndarray) -> None:
         self.writer.write(img)
@@ -235,18 +237,21 @@ class AtomicVideoWriter:
 def get_palette(model) -> np.ndarray:
     meta = getattr(model, 'dataset_meta', None) or {}
     palette = meta.get('palette')
-    num_classes = getattr(getattr(model, 'decode_head', None),
-                          'num_classes', None)
+    num_classes = getattr(
+        getattr(model, 'decode_head', None), 'num_classes', None)
     if not palette:
-        raise ValueError('the model has no palette in dataset_meta; the '
-                         'checkpoint should carry meta.dataset_meta')
+        raise ValueError(
+            'the model has no palette in dataset_meta; the '
+            'checkpoint should carry meta.dataset_meta')
     palette = np.asarray(palette, dtype=np.uint8)
     if palette.ndim != 2 or palette.shape[1] != 3:
-        raise ValueError(f'dataset_meta palette must be (num_classes, 3) '
-                         f'RGB colours, got shape {palette.shape}')
+        raise ValueError(
+            f'dataset_meta palette must be (num_classes, 3) '
+            f'RGB colours, got shape {palette.shape}')
     if num_classes is not None and len(palette) < num_classes:
-        raise ValueError(f'dataset_meta palette has {len(palette)} colours '
-                         f'for {num_classes} classes')
+        raise ValueError(
+            f'dataset_meta palette has {len(palette)} colours '
+            f'for {num_classes} classes')
     return palette
 
 
@@ -297,8 +302,8 @@ def run(args) -> dict:
             if args.device.startswith('cuda'):
                 torch.cuda.synchronize()
             times_ms.append((time.perf_counter() - start) * 1000.0)
-            overlay = colourise(img, labels.astype(np.int64), palette,
-                                args.opacity)
+            overlay = colourise(
+                img, labels.astype(np.int64), palette, args.opacity)
             write_png(overlay, osp.join(overlay_dir, f'{name}.png'))
             if not args.no_video:
                 if writer is None:
@@ -330,9 +335,10 @@ def run(args) -> dict:
     atomic_write_text(
         json.dumps(summary, indent=2), osp.join(args.out, 'summary.json'))
     ms = summary['ms_per_frame']
-    print(f'{len(frames)} frames | ms/frame: mean {ms["mean"]:.1f}, median '
-          f'{ms["median"]:.1f}, mean without the first '
-          f'{ms["mean_after_first"]:.1f} | device {args.device}')
+    print(
+        f'{len(frames)} frames | ms/frame: mean {ms["mean"]:.1f}, median '
+        f'{ms["median"]:.1f}, mean without the first '
+        f'{ms["mean_after_first"]:.1f} | device {args.device}')
     print(f'overlays: {overlay_dir}')
     if summary['video']:
         print(f'video: {video_path}')

@@ -6,8 +6,9 @@ model wrapper, and lets mmengine's ``pytorch`` launcher start on machines
 without CUDA (see :mod:`lma_mmseg.engine.dist`).
 """
 from . import dist  # noqa: F401  (CPU-capable pytorch launcher)
-from .fileio import (AtomicLocalBackend, atomic_write_bytes,
-                     atomic_write_text, remove_stale_parts, stale_parts)
+from .fileio import (
+    AtomicLocalBackend, atomic_write_bytes, atomic_write_text,
+    remove_stale_parts, stale_parts)
 from .hooks import AtomicCheckpointHook
 from .model_wrappers import DeviceAwareDistributedDataParallel
 

@@ -20,14 +20,15 @@ import functools
 
 import torch
 import torch.distributed as torch_dist
-from mmengine.device import (is_mlu_available, is_musa_available,
-                             is_npu_available)
+from mmengine.device import (
+    is_mlu_available, is_musa_available, is_npu_available)
 from mmengine.dist import utils as dist_utils
 
 
 def _has_accelerator() -> bool:
-    return (torch.cuda.is_available() or is_mlu_available()
-            or is_npu_available() or is_musa_available())
+    return (
+        torch.cuda.is_available() or is_mlu_available() or is_npu_available()
+        or is_musa_available())
 
 
 def enable_cpu_pytorch_launcher() -> None:

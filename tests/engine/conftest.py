@@ -15,11 +15,12 @@ def demo_data(tmp_path_factory):
         'make_demo_data', osp.join(ROOT, 'tools', 'make_demo_data.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main([
-        '--out',
-        str(root), '--size', '64', '128', '--num-train', '4', '--num-val',
-        '1', '--num-test', '1', '--frames', 'memory'
-    ])
+    module.main(
+        [
+            '--out',
+            str(root), '--size', '64', '128', '--num-train', '4', '--num-val',
+            '1', '--num-test', '1', '--frames', 'memory'
+        ])
     return root
 
 
@@ -29,8 +30,8 @@ def restore_determinism_flags():
     deterministic algorithms process-wide; put the flags back afterwards."""
     algorithms = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    cudnn = (torch.backends.cudnn.deterministic,
-             torch.backends.cudnn.benchmark)
+    cudnn = (
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     yield
     torch.use_deterministic_algorithms(algorithms, warn_only=warn_only)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn

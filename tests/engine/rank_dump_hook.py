@@ -26,11 +26,13 @@ class RankStateDumpHook(Hook):
             trainable=[
                 k for k, v in model.named_parameters() if v.requires_grad
             ],
-            buffers={k: v.clone()
-                     for k, v in model.named_buffers()},
+            buffers={
+                k: v.clone()
+                for k, v in model.named_buffers()
+            },
             iter=runner.iter)
-        torch.save(state,
-                   osp.join(runner.work_dir, f'rank{get_rank()}_{when}.pth'))
+        torch.save(
+            state, osp.join(runner.work_dir, f'rank{get_rank()}_{when}.pth'))
 
     def before_train(self, runner):
         self._dump(runner, 'before')

@@ -11,8 +11,8 @@ from mmengine.fileio import get_file_backend
 from mmengine.runner import Runner
 
 import lma_mmseg  # noqa: F401
-from lma_mmseg.engine import (AtomicCheckpointHook, AtomicLocalBackend,
-                              atomic_write_bytes, stale_parts)
+from lma_mmseg.engine import (
+    AtomicCheckpointHook, AtomicLocalBackend, atomic_write_bytes, stale_parts)
 from tiny_runner import CKPT_INTERVAL, tiny_cfg
 
 HERE = osp.dirname(osp.abspath(__file__))
@@ -66,8 +66,8 @@ def test_hook_defaults_to_atomic_backend_for_local_dirs():
     assert AtomicCheckpointHook(interval=1).backend_args == dict(
         backend='atomic_local')
     assert AtomicCheckpointHook(
-        interval=1, out_dir='/some/dir').backend_args == dict(
-            backend='atomic_local')
+        interval=1,
+        out_dir='/some/dir').backend_args == dict(backend='atomic_local')
     # explicit choices and remote folders are left alone
     assert AtomicCheckpointHook(
         interval=1, backend_args=dict(backend='local')).backend_args == dict(
@@ -78,9 +78,11 @@ def test_hook_defaults_to_atomic_backend_for_local_dirs():
 
 def _run_tiny(work_dir, *args, timeout=300):
     return subprocess.run(
-        [sys.executable,
-         osp.join(HERE, 'tiny_runner.py'),
-         str(work_dir), *args],
+        [
+            sys.executable,
+            osp.join(HERE, 'tiny_runner.py'),
+            str(work_dir), *args
+        ],
         capture_output=True,
         text=True,
         timeout=timeout)
@@ -95,9 +97,9 @@ def test_kill_while_writing_checkpoint_then_resume(tmp_path):
     it and cleans up the partial file.
     """
     first, second = CKPT_INTERVAL, 2 * CKPT_INTERVAL
-    proc = _run_tiny(tmp_path, '--max-iters', str(3 * CKPT_INTERVAL),
-                     '--max-keep-ckpts', '1', '--die-at-fsync',
-                     f'iter_{second}.pth')
+    proc = _run_tiny(
+        tmp_path, '--max-iters', str(3 * CKPT_INTERVAL), '--max-keep-ckpts',
+        '1', '--die-at-fsync', f'iter_{second}.pth')
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     pointer = (tmp_path / 'last_checkpoint').read_text()
     assert pointer == str(tmp_path / f'iter_{first}.pth')
@@ -122,9 +124,8 @@ def test_kill_while_writing_checkpoint_then_resume(tmp_path):
     assert len(ckpt['message_hub']['log_scalars']['train/loss'].data[0]) \
         == second
     # max_keep_ckpts=1 removed the older one once the new one was saved
-    assert sorted(p.name for p in tmp_path.glob('iter_*.pth')) == [
-        f'iter_{second}.pth'
-    ]
+    assert sorted(
+        p.name for p in tmp_path.glob('iter_*.pth')) == [f'iter_{second}.pth']
 
 
 @needs_proc
@@ -133,9 +134,9 @@ def test_kill_while_writing_pointer_keeps_last_good(tmp_path):
     the pointer still names the complete ``iter_3.pth``, which still exists,
     and ``iter_6.pth`` is complete too."""
     first, second = CKPT_INTERVAL, 2 * CKPT_INTERVAL
-    proc = _run_tiny(tmp_path, '--max-iters', str(3 * CKPT_INTERVAL),
-                     '--max-keep-ckpts', '1', '--die-at-fsync',
-                     'last_checkpoint', '--die-at-count', '2')
+    proc = _run_tiny(
+        tmp_path, '--max-iters', str(3 * CKPT_INTERVAL), '--max-keep-ckpts',
+        '1', '--die-at-fsync', 'last_checkpoint', '--die-at-count', '2')
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     pointer = (tmp_path / 'last_checkpoint').read_text()
     assert pointer == str(tmp_path / f'iter_{first}.pth')
@@ -143,5 +144,5 @@ def test_kill_while_writing_pointer_keeps_last_good(tmp_path):
     assert torch.load(
         tmp_path / f'iter_{second}.pth',
         map_location='cpu')['meta']['iter'] == second
-    assert [osp.basename(p) for p in stale_parts(tmp_path)
-            ][0].startswith('.last_checkpoint.')
+    assert [osp.basename(p)
+            for p in stale_parts(tmp_path)][0].startswith('.last_checkpoint.')

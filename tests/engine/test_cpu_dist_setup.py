@@ -22,12 +22,9 @@ def _free_port():
 
 @pytest.fixture
 def single_process_env(monkeypatch):
-    for key, value in dict(
-            RANK='0',
-            LOCAL_RANK='0',
-            WORLD_SIZE='1',
-            MASTER_ADDR='127.0.0.1',
-            MASTER_PORT=str(_free_port())).items():
+    for key, value in dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
+                           MASTER_ADDR='127.0.0.1',
+                           MASTER_PORT=str(_free_port())).items():
         monkeypatch.setenv(key, value)
     yield
     if torch_dist.is_initialized():

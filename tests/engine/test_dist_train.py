@@ -67,28 +67,28 @@ def _dist_train(tmp_path, data_root, norm='BN'):
     config = tmp_path / 'lma_dist.py'
     config.write_text(
         CONFIG.format(
-            base=DEMO_CONFIG,
-            data_root=str(data_root),
-            norm=norm,
+            base=DEMO_CONFIG, data_root=str(data_root), norm=norm,
             iters=ITERS))
     work_dir = tmp_path / 'work'
     env = dict(
         os.environ,
         PYTHON=sys.executable,
         PORT=str(_free_port()),
-        PYTHONPATH=os.pathsep.join([HERE, os.environ.get('PYTHONPATH', '')]),
+        PYTHONPATH=os.pathsep.join([HERE,
+                                    os.environ.get('PYTHONPATH', '')]),
         OMP_NUM_THREADS='1')
     start = time.monotonic()
-    proc = subprocess.run([
-        'bash',
-        osp.join(ROOT, 'tools', 'dist_train.sh'),
-        str(config), '2', '--work-dir',
-        str(work_dir)
-    ],
-                          env=env,
-                          capture_output=True,
-                          text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            'bash',
+            osp.join(ROOT, 'tools', 'dist_train.sh'),
+            str(config), '2', '--work-dir',
+            str(work_dir)
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600)
     return proc, work_dir, time.monotonic() - start
 
 
@@ -111,8 +111,8 @@ def test_two_cpu_processes_end_with_identical_parameters(tmp_path, demo_data):
     # forward, so those of the frozen encoder/decoder are equal; those of
     # the trained fusion differ by the ranks' own last update (with plain
     # BN; SyncBN on GPUs keeps them equal), and the checkpoint has rank 0's
-    buffers0, buffers1 = (states[0, 'after']['buffers'],
-                          states[1, 'after']['buffers'])
+    buffers0, buffers1 = (
+        states[0, 'after']['buffers'], states[1, 'after']['buffers'])
     assert buffers0.keys() == buffers1.keys()
     for name in buffers0:
         if not name.startswith('neck.'):
@@ -128,8 +128,8 @@ def test_two_cpu_processes_end_with_identical_parameters(tmp_path, demo_data):
         torch.equal(before[n], params0[n]) for n in params0
         if n not in trainable)
     # rank 0 wrote the checkpoint and the pointer to it
-    assert (work_dir / 'last_checkpoint').read_text().endswith(
-        f'iter_{ITERS}.pth')
+    assert (work_dir /
+            'last_checkpoint').read_text().endswith(f'iter_{ITERS}.pth')
     print(f'2-process gloo training of {ITERS} iterations: {wall:.1f} s')
 
 

@@ -17,8 +17,8 @@ from tiny_runner import CKPT_INTERVAL, tiny_cfg
 HERE = osp.dirname(osp.abspath(__file__))
 
 
-def _kill_after_first_checkpoint(work_dir, command=None, env=None,
-                                 timeout=300):
+def _kill_after_first_checkpoint(
+        work_dir, command=None, env=None, timeout=300):
     """Train in a subprocess; SIGKILL it once ``last_checkpoint`` exists.
 
     Returns the iteration of the checkpoint ``last_checkpoint`` names.
@@ -64,8 +64,7 @@ def _assert_same_state(a, b):
     for idx in opt_a['state']:
         for k in opt_a['state'][idx]:
             torch.testing.assert_close(
-                opt_a['state'][idx][k], opt_b['state'][idx][k], rtol=0,
-                atol=0)
+                opt_a['state'][idx][k], opt_b['state'][idx][k], rtol=0, atol=0)
     assert a['param_schedulers'] == b['param_schedulers']
     assert a['meta']['iter'] == b['meta']['iter']
 
@@ -97,8 +96,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     hub_u = reference.message_hub.get_scalar('train/loss').data[0]
     assert len(hub_r) == len(hub_u) == target
     assert list(hub_r) == list(hub_u)
-    print(f'killed after iteration {killed_at} was saved; resumed from '
-          f'{killed_at} to {target}')
+    print(
+        f'killed after iteration {killed_at} was saved; resumed from '
+        f'{killed_at} to {target}')
 
 
 TRAIN_TOOL_CONFIG = """
@@ -149,15 +149,15 @@ def test_train_tool_resume_lma_demo(tmp_path, demo_data):
     work_dir = tmp_path / 'work'
     env = dict(
         os.environ,
-        PYTHONPATH=os.pathsep.join([HERE, os.environ.get('PYTHONPATH', '')]))
+        PYTHONPATH=os.pathsep.join([HERE,
+                                    os.environ.get('PYTHONPATH', '')]))
     train = [
         sys.executable,
         osp.join(root, 'tools', 'train.py'),
         str(config), '--work-dir',
         str(work_dir)
     ]
-    killed_at = _kill_after_first_checkpoint(
-        work_dir, command=train, env=env)
+    killed_at = _kill_after_first_checkpoint(work_dir, command=train, env=env)
     assert killed_at >= 2 and killed_at % 2 == 0
     target = killed_at + 2
     proc = subprocess.run(
@@ -169,8 +169,7 @@ def test_train_tool_resume_lma_demo(tmp_path, demo_data):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert f'resumed epoch: 0, iter: {killed_at}' in log, log[-4000:]
-    before = torch.load(
-        work_dir / f'iter_{killed_at}.pth', map_location='cpu')
+    before = torch.load(work_dir / f'iter_{killed_at}.pth', map_location='cpu')
     after = torch.load(work_dir / f'iter_{target}.pth', map_location='cpu')
     assert (work_dir / 'last_checkpoint').read_text() == str(
         work_dir / f'iter_{target}.pth')
@@ -179,10 +178,17 @@ def test_train_tool_resume_lma_demo(tmp_path, demo_data):
     assert after['param_schedulers'][0]['end'] == \
         before['param_schedulers'][0]['end']
     # Adam went on counting its steps from the checkpoint
-    steps_before = {int(s['step']) for s in before['optimizer']['state'].values()}
-    steps_after = {int(s['step']) for s in after['optimizer']['state'].values()}
+    steps_before = {
+        int(s['step'])
+        for s in before['optimizer']['state'].values()
+    }
+    steps_after = {
+        int(s['step'])
+        for s in after['optimizer']['state'].values()
+    }
     assert steps_before == {killed_at} and steps_after == {target}
     losses = after['message_hub']['log_scalars']['train/loss'].data[0]
     assert len(losses) == target
-    print(f'tools/train.py killed after iteration {killed_at} was saved; '
-          f'--resume went from {killed_at} to {target}')
+    print(
+        f'tools/train.py killed after iteration {killed_at} was saved; '
+        f'--resume went from {killed_at} to {target}')

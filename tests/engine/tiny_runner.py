@@ -1,8 +1,8 @@
 """A tiny mmseg training set-up for the engine tests, usable as a script.
 
 ``python tiny_runner.py WORK_DIR --max-iters N [--resume] [--sleep S]
-[--die-at-fsync NAME [--die-at-count K]]`` trains mmseg's EncoderDecoder (a small ERFNet) on a
-few random images with mmengine's Runner and the AtomicCheckpointHook.
+[--die-at-fsync NAME [--die-at-count K]]`` trains mmseg's EncoderDecoder
+(a small ERFNet) on a few random images with mmengine's Runner and the AtomicCheckpointHook.
 ``--die-at-fsync NAME`` makes the process SIGKILL itself the K-th time a
 file whose name starts with ``NAME`` is fsync-ed, i.e. in the middle of an
 atomic write of that file, after its bytes are on disk and before the
@@ -61,8 +61,8 @@ class EngineSlowIterHook(Hook):
     def __init__(self, seconds=0.0):
         self.seconds = seconds
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
-                         outputs=None):
+    def after_train_iter(
+            self, runner, batch_idx, data_batch=None, outputs=None):
         time.sleep(self.seconds)
 
 
@@ -96,13 +96,14 @@ def tiny_model_cfg():
         test_cfg=dict(mode='whole'))
 
 
-def tiny_cfg(work_dir,
-             max_iters,
-             resume=False,
-             seed=0,
-             sleep=0.0,
-             max_keep_ckpts=-1,
-             checkpoint_type='AtomicCheckpointHook'):
+def tiny_cfg(
+        work_dir,
+        max_iters,
+        resume=False,
+        seed=0,
+        sleep=0.0,
+        max_keep_ckpts=-1,
+        checkpoint_type='AtomicCheckpointHook'):
     return ConfigDict(
         model=tiny_model_cfg(),
         work_dir=str(work_dir),

@@ -47,11 +47,12 @@ class UnrelatedObject:
 @pytest.fixture(scope='module')
 def demo_master(tmp_path_factory):
     root = tmp_path_factory.mktemp('demo_master') / 'demo'
-    _load_tool('make_demo_data').main([
-        '--out',
-        str(root), '--size', '64', '128', '--num-train', '2', '--num-val',
-        '1', '--num-test', '1', '--frames', 'memory'
-    ])
+    _load_tool('make_demo_data').main(
+        [
+            '--out',
+            str(root), '--size', '64', '128', '--num-train', '2', '--num-val',
+            '1', '--num-test', '1', '--frames', 'memory'
+        ])
     return root
 
 
@@ -73,8 +74,8 @@ def build_train_dataset(root, **overrides):
 
 def sample_of(dataset, key_stem=KEY):
     for idx in range(len(dataset)):
-        if osp.basename(dataset.get_data_info(idx)['img_path']).startswith(
-                key_stem):
+        if osp.basename(
+                dataset.get_data_info(idx)['img_path']).startswith(key_stem):
             return idx
     raise AssertionError(f'{key_stem} is not a sample')
 
@@ -104,9 +105,8 @@ def test_missing_memory_frame_nearest_policy_is_logged(demo):
     info = dataset.get_data_info(sample_of(dataset))
     # frame 18 is replaced by its nearest existing frame; 17 and 19 are
     # equally near and the tie goes to the one nearer the key frame (19)
-    assert [osp.basename(p)[:20] for p in info['clip_paths']] == [
-        'aachen_000000_000016', 'aachen_000000_000017', KEY, KEY
-    ]
+    assert [osp.basename(p)[:20] for p in info['clip_paths']
+            ] == ['aachen_000000_000016', 'aachen_000000_000017', KEY, KEY]
     assert info['frame_offsets'] == (-3, -2, 0)
     warnings = [r.getMessage() for r in records if r.levelno >= 30]
     assert any('replaced by the nearest' in w for w in warnings), warnings
@@ -122,8 +122,7 @@ def test_corrupt_png(demo):
 
 
 def test_label_outside_class_range(demo):
-    label = (demo / 'gtFine/train/aachen' /
-             f'{KEY}_gtFine_labelTrainIds.png')
+    label = (demo / 'gtFine/train/aachen' / f'{KEY}_gtFine_labelTrainIds.png')
     seg = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
     seg[0, :4] = 255  # the ignore index is fine
     seg[1, :4] = 33  # a labelId, not a trainId
@@ -146,11 +145,12 @@ def test_clip_frames_of_different_sizes(demo):
 
 
 # --------------------------------------------------------------- config
-@pytest.mark.parametrize('neck,expected', [
-    (dict(window=20), '`window` must be odd'),
-    (dict(key_channels=0), 'key_channels'),
-    (dict(key_channels=-4), 'key_channels'),
-])
+@pytest.mark.parametrize(
+    'neck,expected', [
+        (dict(window=20), '`window` must be odd'),
+        (dict(key_channels=0), 'key_channels'),
+        (dict(key_channels=-4), 'key_channels'),
+    ])
 def test_bad_neck_config(neck, expected):
     init_default_scope('mmseg')
     cfg = Config.fromfile(LMA_MODEL_CFG)
@@ -166,7 +166,8 @@ def test_bad_neck_config(neck, expected):
 # ---------------------------------------------------------- checkpoints
 def _small_lma_config(tmp_path):
     config = tmp_path / 'lma.py'
-    config.write_text(f"""
+    config.write_text(
+        f"""
 _base_ = [{LMA_MODEL_CFG!r}]
 custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
 default_scope = 'mmseg'
@@ -194,8 +195,7 @@ def test_checkpoint_with_unexpected_pickled_object(tmp_path):
     config = _small_lma_config(tmp_path)
     ckpt = tmp_path / 'evil.pth'
     torch.save(
-        dict(
-            state_dict=dict(w=torch.zeros(1)), meta=UnrelatedObject('boom')),
+        dict(state_dict=dict(w=torch.zeros(1)), meta=UnrelatedObject('boom')),
         ckpt)
     with pytest.raises(pickle.UnpicklingError) as excinfo:
         init_model(config, str(ckpt))
@@ -227,8 +227,11 @@ def test_empty_video_folder(tmp_path, capsys):
     out.mkdir()
     (out / 'earlier_result.png').write_bytes(b'kept')
     rc = infer_video.main(
-        [_small_lma_config(tmp_path), 'unused.pth',
-         str(empty), '--out', str(out)])
+        [
+            _small_lma_config(tmp_path), 'unused.pth',
+            str(empty), '--out',
+            str(out)
+        ])
     assert rc == 2
     err = capsys.readouterr().err
     assert f'input folder {str(empty)!r} holds no frames' in err

@@ -54,8 +54,8 @@ def model_files(tmp_path_factory):
         dict(
             state_dict=model.state_dict(),
             meta=dict(
-                dataset_meta=dict(
-                    classes=tuple('abcd'), palette=PALETTE))), ckpt)
+                dataset_meta=dict(classes=tuple('abcd'), palette=PALETTE))),
+        ckpt)
     return str(config), str(ckpt)
 
 
@@ -72,10 +72,10 @@ def test_folder_of_frames(tmp_path, model_files, capsys):
     config, ckpt = model_files
     frames = _frames(tmp_path / 'clip')
     out = tmp_path / 'out'
-    assert infer_video.main([
-        config, ckpt, str(frames), '--out',
-        str(out), '--opacity', '1.0'
-    ]) == 0
+    assert infer_video.main(
+        [config, ckpt,
+         str(frames), '--out',
+         str(out), '--opacity', '1.0']) == 0
     printed = capsys.readouterr().out
     assert 'ms/frame' in printed
     palette_bgr = {tuple(c[::-1]) for c in PALETTE}
@@ -122,8 +122,7 @@ def test_video_file_input(tmp_path, model_files):
         writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
     writer.release()
     out = tmp_path / 'out'
-    assert infer_video.main([config, ckpt, str(video), '--out', str(out)
-                             ]) == 0
+    assert infer_video.main([config, ckpt, str(video), '--out', str(out)]) == 0
     assert sorted(p.name for p in (out / 'overlays').iterdir()) == [
         f'frame_{i:06d}.png' for i in range(3)
     ]
@@ -157,28 +156,32 @@ def test_bad_input_paths(tmp_path, model_files, capsys, case):
 def test_bad_options(tmp_path, model_files, capsys):
     config, ckpt = model_files
     frames = _frames(tmp_path / 'clip', num=1)
-    assert infer_video.main([
-        config, ckpt, str(frames), '--out',
-        str(tmp_path / 'o'), '--opacity', '1.5'
-    ]) == 2
+    assert infer_video.main(
+        [
+            config, ckpt,
+            str(frames), '--out',
+            str(tmp_path / 'o'), '--opacity', '1.5'
+        ]) == 2
     assert '--opacity must be in [0, 1]' in capsys.readouterr().err
     assert infer_video.main(
-        [config,
-         str(tmp_path / 'no.pth'),
-         str(frames), '--out',
-         str(tmp_path / 'o')]) == 2
+        [
+            config,
+            str(tmp_path / 'no.pth'),
+            str(frames), '--out',
+            str(tmp_path / 'o')
+        ]) == 2
     assert 'checkpoint file' in capsys.readouterr().err
 
 
-def test_unreadable_frame_keeps_earlier_results(tmp_path, model_files,
-                                                capsys):
+def test_unreadable_frame_keeps_earlier_results(tmp_path, model_files, capsys):
     config, ckpt = model_files
     frames = _frames(tmp_path / 'clip', num=3)
     bad = frames / 'f_001.png'
     bad.write_bytes(bad.read_bytes()[:40])  # truncated PNG
     out = tmp_path / 'out'
-    assert infer_video.main([config, ckpt, str(frames), '--out', str(out)
-                             ]) == 2
+    assert infer_video.main(
+        [config, ckpt, str(frames), '--out',
+         str(out)]) == 2
     err = capsys.readouterr().err
     assert f'cannot read frame {str(bad)!r}' in err
     # the frame before it is kept, as is the video of that frame

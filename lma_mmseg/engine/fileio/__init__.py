@@ -1,5 +1,5 @@
-from .atomic import (atomic_write_bytes, atomic_write_text,
-                     remove_stale_parts, stale_parts)
+from .atomic import (
+    atomic_write_bytes, atomic_write_text, remove_stale_parts, stale_parts)
 from .atomic_local_backend import AtomicLocalBackend
 
 __all__ = [

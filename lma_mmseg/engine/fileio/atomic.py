@@ -39,8 +39,9 @@ def atomic_write_bytes(data: bytes, filepath: Union[str, os.PathLike]) -> None:
             only once the new content is completely on disk.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f'atomic_write_bytes: data for {filepath} must be '
-                        f'bytes, got {type(data).__name__}')
+        raise TypeError(
+            f'atomic_write_bytes: data for {filepath} must be '
+            f'bytes, got {type(data).__name__}')
     filepath = os.fspath(filepath)
     dirname = osp.dirname(osp.abspath(filepath))
     os.makedirs(dirname, exist_ok=True)
@@ -67,14 +68,16 @@ def atomic_write_bytes(data: bytes, filepath: Union[str, os.PathLike]) -> None:
     _fsync_dir(dirname)
 
 
-def atomic_write_text(text: str,
-                      filepath: Union[str, os.PathLike],
-                      encoding: str = 'utf-8') -> None:
+def atomic_write_text(
+        text: str,
+        filepath: Union[str, os.PathLike],
+        encoding: str = 'utf-8') -> None:
     """Write ``text`` to ``filepath`` atomically (see
     :func:`atomic_write_bytes`)."""
     if not isinstance(text, str):
-        raise TypeError(f'atomic_write_text: text for {filepath} must be '
-                        f'str, got {type(text).__name__}')
+        raise TypeError(
+            f'atomic_write_text: text for {filepath} must be '
+            f'str, got {type(text).__name__}')
     atomic_write_bytes(text.encode(encoding), filepath)
 
 

@@ -26,10 +26,11 @@ class AtomicLocalBackend(LocalBackend):
         """Write bytes to ``filepath`` atomically, creating its folder."""
         atomic_write_bytes(obj, filepath)
 
-    def put_text(self,
-                 obj: str,
-                 filepath: Union[str, Path],
-                 encoding: str = 'utf-8') -> None:
+    def put_text(
+            self,
+            obj: str,
+            filepath: Union[str, Path],
+            encoding: str = 'utf-8') -> None:
         """Write text to ``filepath`` atomically, creating its folder."""
         atomic_write_text(obj, filepath, encoding=encoding)
 

@@ -23,8 +23,8 @@ def _get_rng_state() -> dict:
     np_state = np.random.get_state()
     state = dict(
         python=random.getstate(),
-        numpy=(np_state[0], torch.from_numpy(np_state[1].copy()),
-               *np_state[2:]),
+        numpy=(
+            np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
         torch=torch.get_rng_state())
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state_all()
@@ -90,13 +90,14 @@ class AtomicCheckpointHook(CheckpointHook):
                             interval=2000, max_keep_ckpts=3))
     """
 
-    def __init__(self,
-                 *args,
-                 out_dir: Optional[Union[str, Path]] = None,
-                 file_client_args: Optional[dict] = None,
-                 backend_args: Optional[dict] = None,
-                 save_rng_state: bool = True,
-                 **kwargs) -> None:
+    def __init__(
+            self,
+            *args,
+            out_dir: Optional[Union[str, Path]] = None,
+            file_client_args: Optional[dict] = None,
+            backend_args: Optional[dict] = None,
+            save_rng_state: bool = True,
+            **kwargs) -> None:
         self.save_rng_state = save_rng_state
         self._pending_rng_state = None
         if (backend_args is None and file_client_args is None
@@ -142,8 +143,9 @@ class AtomicCheckpointHook(CheckpointHook):
         if self._pending_rng_state is not None:
             _set_rng_state(self._pending_rng_state)
             self._pending_rng_state = None
-            runner.logger.info('AtomicCheckpointHook: restored the random '
-                               f'states saved at iteration {runner.iter}.')
+            runner.logger.info(
+                'AtomicCheckpointHook: restored the random '
+                f'states saved at iteration {runner.iter}.')
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         if self.save_rng_state:
@@ -154,12 +156,12 @@ class AtomicCheckpointHook(CheckpointHook):
             if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
                 outdated = self.keep_ckpt_ids.popleft()
             self.keep_ckpt_ids.append(step)
-            runner.message_hub.update_info('keep_ckpt_ids',
-                                           list(self.keep_ckpt_ids))
+            runner.message_hub.update_info(
+                'keep_ckpt_ids', list(self.keep_ckpt_ids))
 
         ckpt_filename = self.filename_tmpl.format(step)
-        self.last_ckpt = self.file_backend.join_path(self.out_dir,
-                                                     ckpt_filename)
+        self.last_ckpt = self.file_backend.join_path(
+            self.out_dir, ckpt_filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
 
         runner.save_checkpoint(
@@ -177,8 +179,8 @@ class AtomicCheckpointHook(CheckpointHook):
             return
 
         # The pointer moves only once the checkpoint is complete.
-        atomic_write_text(self.last_ckpt,
-                          osp.join(runner.work_dir, 'last_checkpoint'))
+        atomic_write_text(
+            self.last_ckpt, osp.join(runner.work_dir, 'last_checkpoint'))
 
         if outdated is not None and outdated != step:
             path = self.file_backend.join_path(

@@ -30,11 +30,7 @@ class DeviceAwareDistributedDataParallel(MMDistributedDataParallel):
         **kwargs: Other arguments of ``MMDistributedDataParallel``.
     """
 
-    def __init__(self,
-                 module,
-                 device_ids=None,
-                 output_device=None,
-                 **kwargs):
+    def __init__(self, module, device_ids=None, output_device=None, **kwargs):
         devices = {t.device.type for t in module.parameters()}
         devices |= {t.device.type for t in module.buffers()}
         if devices <= {'cpu'}:
