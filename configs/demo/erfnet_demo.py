@@ -16,19 +16,31 @@ max_iters = 1000  # lma-erfnet_demo.py loads work_dirs/erfnet_demo/iter_{max_ite
 val_interval = 500
 lr = 1e-3
 batch_size = 4
+train_crop = (64, 128)  # (h, w) random crops of the 128x256 frames
 # ------------------------------------------------------------------------
 
-crop_size = (128, 256)
 norm_cfg = dict(type='BN', requires_grad=True)
-data_preprocessor = dict(size=crop_size)
+data_preprocessor = dict(size=train_crop)
 model = dict(
     data_preprocessor=data_preprocessor,
     decode_head=dict(norm_cfg=norm_cfg))
 
-# Key frames only, with mmseg's single-frame loading and augmentation.
+# Key frames only, with mmseg's single-frame loading and augmentation;
+# validation on whole frames.
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(
+        type='RandomResize',
+        scale={{_base_.img_scale}},
+        ratio_range=(1.0, 1.5),
+        keep_ratio=True),
+    dict(type='RandomCrop', crop_size=train_crop, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
 train_dataloader = dict(
-    batch_size=batch_size,
-    dataset=dict(pipeline={{_base_.frame_train_pipeline}}))
+    batch_size=batch_size, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline={{_base_.frame_test_pipeline}}))
 test_dataloader = val_dataloader
 

@@ -20,13 +20,13 @@ max_iters = 500
 val_interval = 250
 lr = 1e-3
 batch_size = 4
+train_crop = (64, 128)  # (h, w) random crops of the 128x256 frames
 # The last checkpoint of configs/demo/erfnet_demo.py (its max_iters).
 load_from = 'work_dirs/erfnet_demo/iter_1000.pth'
 # ------------------------------------------------------------------------
 
-crop_size = (128, 256)
 norm_cfg = dict(type='BN', requires_grad=True)
-data_preprocessor = dict(size=crop_size)
+data_preprocessor = dict(size=train_crop)
 model = dict(
     data_preprocessor=data_preprocessor,
     neck=dict(
@@ -41,7 +41,25 @@ model = dict(
     # the whole model.
     freeze=('backbone', 'decode_head'))
 
-train_dataloader = dict(batch_size=batch_size)
+# The same random resize, crop and flip for every frame of a clip;
+# validation on whole frames.
+train_pipeline = [
+    dict(type='LoadClipFromFiles'),
+    dict(
+        type='ClipTransformBroadcaster',
+        transforms=[
+            dict(
+                type='RandomResize',
+                scale={{_base_.img_scale}},
+                ratio_range=(1.0, 1.5),
+                keep_ratio=True),
+            dict(type='RandomCrop', crop_size=train_crop, cat_max_ratio=0.75),
+            dict(type='RandomFlip', prob=0.5),
+        ]),
+    dict(type='PackClipSegInputs'),
+]
+train_dataloader = dict(
+    batch_size=batch_size, dataset=dict(pipeline=train_pipeline))
 
 optim_wrapper = dict(
     type='OptimWrapper',
