@@ -106,8 +106,8 @@ def test_attention_float32_matches_reference_and_cpu(case, padding):
     for name, a, r, c in zip(('out', 'grad_q', 'grad_k', 'grad_v'), got, ref,
                              cpu):
         assert a.dtype == torch.float32 and a.is_cuda
-        _close(a, r, 2e-5, f'{name} vs reference')
-        _close(a, c, 2e-5, f'{name} vs CPU')
+        _close(a, r, 1e-4, f'{name} vs reference')
+        _close(a, c, 1e-4, f'{name} vs CPU')
 
 
 @requires_cuda
@@ -121,8 +121,8 @@ def test_correlation_matches_reference_and_cpu(case):
     for fn, dev, dt in ((local_correlation, 'cuda', torch.float32),
                         (local_correlation_reference, 'cuda', torch.float64),
                         (local_correlation, 'cpu', torch.float32)):
-        qq = q.to(dev, dt).requires_grad_()
-        kk = k.to(dev, dt).requires_grad_()
+        qq = q.detach().to(dev, dt).clone().requires_grad_()
+        kk = k.detach().to(dev, dt).clone().requires_grad_()
         corr = fn(qq, kk, window, dilation)
         corr.backward(grad.to(dev, dt))
         results.append((corr.detach(), qq.grad, kk.grad))
@@ -143,8 +143,8 @@ def test_aggregation_matches_reference_and_cpu(case):
     for fn, dev, dt in ((local_aggregation, 'cuda', torch.float32),
                         (local_aggregation_reference, 'cuda', torch.float64),
                         (local_aggregation, 'cpu', torch.float32)):
-        aa = attn.to(dev, dt).requires_grad_()
-        vv = v.to(dev, dt).requires_grad_()
+        aa = attn.detach().to(dev, dt).clone().requires_grad_()
+        vv = v.detach().to(dev, dt).clone().requires_grad_()
         out = fn(aa, vv, window, dilation)
         out.backward(grad.to(dev, dt))
         results.append((out.detach(), aa.grad, vv.grad))
@@ -179,7 +179,7 @@ def test_random_shapes_match_reference(padding):
                                     grad_out.double(), **kwargs)
         for name, a, r in zip(('out', 'grad_q', 'grad_k', 'grad_v'), got,
                               ref):
-            _close(a, r, 2e-5, f'{name} for {_ids(case)}')
+            _close(a, r, 1e-4, f'{name} for {_ids(case)}')
 
 
 @requires_cuda
@@ -404,7 +404,8 @@ def _emulated_all_ops(emu, case, dtype, padding, seed=0):
     got['corr'] = emu.local_correlation_forward(q, k, window, dilation)
     got['corr_grad_q'], got['corr_grad_k'] = emu.local_correlation_backward(
         grad_corr, q, k, window, dilation)
-    qq, kk = q.double().requires_grad_(), k.double().requires_grad_()
+    qq = q.double().clone().requires_grad_()
+    kk = k.double().clone().requires_grad_()
     corr = local_correlation_reference(qq, kk, window, dilation)
     corr.backward(grad_corr.double())
     ref['corr'], ref['corr_grad_q'], ref['corr_grad_k'] = (corr.detach(),
@@ -412,7 +413,8 @@ def _emulated_all_ops(emu, case, dtype, padding, seed=0):
     got['agg'] = emu.local_aggregation_forward(attn, v, window, dilation)
     got['agg_grad_attn'], got['agg_grad_v'] = emu.local_aggregation_backward(
         grad_out, attn, v, window, dilation)
-    aa, vv = attn.double().requires_grad_(), v.double().requires_grad_()
+    aa = attn.double().clone().requires_grad_()
+    vv = v.double().clone().requires_grad_()
     agg = local_aggregation_reference(aa, vv, window, dilation)
     agg.backward(grad_out.double())
     ref['agg'], ref['agg_grad_attn'], ref['agg_grad_v'] = (agg.detach(),
@@ -434,7 +436,7 @@ def test_emulated_kernels_float64_match_reference(emulated_kernels, padding):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('dtype,tol', [(torch.float32, 2e-5),
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-4),
                                        (torch.float16, 1e-2),
                                        (torch.bfloat16, 4e-2)])
 def test_emulated_kernels_low_precision(emulated_kernels, dtype, tol):
