@@ -53,6 +53,13 @@ def parse_args(argv=None):
     parser.add_argument(
         '--num-overlays', type=int, default=4,
         help='val samples drawn side by side')
+    parser.add_argument(
+        '--train-options',
+        nargs='+',
+        default=[],
+        metavar='KEY=VALUE',
+        help='extra --cfg-options for both trainings, e.g. '
+        'train_cfg.max_iters=100')
     return parser.parse_args(argv)
 
 
@@ -182,12 +189,14 @@ def main(argv=None):
     base_wd, lma_wd = osp.join(wd, 'erfnet'), osp.join(wd, 'lma-erfnet')
     timings['train ERFNet'] = run('train single-frame ERFNet', [
         py, osp.join(tools, 'train.py'), BASELINE_CONFIG, '--work-dir',
-        base_wd, '--cfg-options', *data_options(args.data)
+        base_wd, '--cfg-options', *data_options(args.data),
+        *args.train_options
     ])
     base_ckpt = last_checkpoint(base_wd)
     timings['train LMA-ERFNet'] = run('train LMA-ERFNet from ERFNet', [
         py, osp.join(tools, 'train.py'), LMA_CONFIG, '--work-dir', lma_wd,
-        '--cfg-options', f'load_from={base_ckpt}', *data_options(args.data)
+        '--cfg-options', f'load_from={base_ckpt}', *data_options(args.data),
+        *args.train_options
     ])
     lma_ckpt = last_checkpoint(lma_wd)
 
