@@ -237,3 +237,28 @@ def test_empty_video_folder(tmp_path, capsys):
     assert f'input folder {str(empty)!r} holds no frames' in err
     assert 'Traceback' not in err
     assert (out / 'earlier_result.png').read_bytes() == b'kept'
+
+
+def test_load_from_another_model_in_training_is_reported(tmp_path):
+    """``load_from`` in a training config goes through mmengine's
+    non-strict loader: training starts, and the log lists the unexpected
+    and missing keys (the policy documented in the README)."""
+    from mmengine.runner import load_checkpoint
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(_small_lma_config(tmp_path))
+    model = MODELS.build(cfg.model)
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))
+    ckpt = tmp_path / 'other.pth'
+    torch.save(dict(state_dict=other.state_dict()), ckpt)
+    logger = MMLogger.get_current_instance()
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        load_checkpoint(model, str(ckpt), map_location='cpu', logger=logger)
+    finally:
+        logger.removeHandler(handler)
+    text = '\n'.join(r.getMessage() for r in records)
+    assert 'unexpected key in source state_dict: 0.weight, 0.bias' in text
+    assert 'missing keys in source state_dict: backbone.' in text
