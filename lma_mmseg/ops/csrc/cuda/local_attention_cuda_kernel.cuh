@@ -23,7 +23,13 @@
 // STATS (per-pixel max / log-sum-exp of the logits, online over the slots)
 // and FUSED_AGG (recomputes the logits chunk by chunk, turns them into
 // probabilities with the log-sum-exp and aggregates the values); neither
-// writes the attention to global memory.
+// writes the attention to global memory. FUSED_AGG runs one block per
+// CH_PER_BLOCK value channels, so the logits are recomputed
+// ceil(Cv / CH_PER_BLOCK) times (cheap for ERFNet's C = 16, Cv = 64).
+//
+// The launch planning at the end of this file and the op bodies in
+// local_attention_cuda_ops.cuh are also compiled for the host by emulation/,
+// which the tests use to run these kernels on machines without a GPU.
 #pragma once
 
 #include <ATen/OpMathType.h>
