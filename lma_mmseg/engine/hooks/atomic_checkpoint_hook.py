@@ -118,25 +118,24 @@ class AtomicCheckpointHook(CheckpointHook):
                 runner.logger.warning(
                     'AtomicCheckpointHook: removed the partial file of an '
                     f'interrupted checkpoint save: {path}')
-
-    def before_train_epoch(self, runner) -> None:
-        super().before_train_epoch(runner)
-        # Only a resumed run has random states in its message hub before
-        # the first save; they are applied at the first iteration.
-        if (self.save_rng_state and self._pending_rng_state is None
-                and runner.iter > 0):
-            state = runner.message_hub.get_info('rng_state')
-            if state is None:
-                return
-            diff_rank_seed = runner.cfg.get('randomness',
-                                            {}).get('diff_rank_seed', False)
-            if get_world_size() > 1 and diff_rank_seed:
-                runner.logger.warning(
-                    'AtomicCheckpointHook: the checkpoint holds the random '
-                    'states of rank 0 only and ranks use different seeds '
-                    '(randomness.diff_rank_seed=True); not restoring them.')
-                return
-            self._pending_rng_state = state
+        # before_train runs after Runner.resume: only a resumed run has
+        # random states in its message hub at this point. They are applied
+        # at the first iteration (once, not at every epoch).
+        self._pending_rng_state = None
+        if not self.save_rng_state or runner.iter == 0:
+            return
+        state = runner.message_hub.get_info('rng_state')
+        if state is None:
+            return
+        diff_rank_seed = runner.cfg.get('randomness',
+                                        {}).get('diff_rank_seed', False)
+        if get_world_size() > 1 and diff_rank_seed:
+            runner.logger.warning(
+                'AtomicCheckpointHook: the checkpoint holds the random '
+                'states of rank 0 only and ranks use different seeds '
+                '(randomness.diff_rank_seed=True); not restoring them.')
+            return
+        self._pending_rng_state = state
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         super().before_train_iter(runner, batch_idx, data_batch)
