@@ -185,12 +185,16 @@ def _proc_status_kb_meminfo(key):
 
 
 def reference_bytes(shape, backward, itemsize=4):
-    """Rough memory of the reference: unfolded k and v plus einsum copies."""
+    """Rough peak memory of the reference: unfolded k and v, einsum copies.
+
+    Fitted on this machine (B=1, C=16, Cv=64, T=3, 16x128, window 21: 1.33
+    GB forward, 1.48 GB forward+backward measured).
+    """
     B, C, Cv, T, H, W, window = (shape[k] for k in
                                  ('B', 'C', 'Cv', 'T', 'H', 'W', 'window'))
     slots = B * T * window * window * H * W
-    est = slots * (2 * C + 3 * Cv + 4) * itemsize
-    return int(est * (1.6 if backward else 1.0))
+    est = slots * (1.6 * (C + Cv) + 8) * itemsize
+    return int(est * (1.15 if backward else 1.0))
 
 
 # ----------------------------------------------------------------------
@@ -220,20 +224,30 @@ def _sync(device):
 
 
 def measure(fn, device, repeats, warmup):
-    """Median time (s) over repeats and peak memory (bytes) of fn()."""
+    """Median wall time over repeats (s), peak memory (bytes) of fn().
+
+    ``cpu_median_s`` is the median CPU time of the process: on a machine
+    shared with other jobs it is the steadier figure (with one thread it
+    is what the call costs).
+    """
     for _ in range(warmup):
         fn()
-    times, peaks = [], []
+    times, cpu_times, peaks = [], [], []
     for _ in range(repeats):
         with PeakMemory(device) as mem:
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             _sync(device)
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
         peaks.append(mem.peak)
     peak = None if any(p is None for p in peaks) else max(peaks)
-    return statistics.median(times), peak, times
+    return dict(
+        median_s=statistics.median(times),
+        peak_bytes=peak,
+        times_s=times,
+        cpu_median_s=statistics.median(cpu_times))
 
 
 def bench_op(method, shape, device, repeats, warmup):
@@ -300,14 +314,15 @@ def _mb(b):
 
 
 def print_table(records):
-    header = ('device', 'shape', 'method', 'fwd ms', 'fwd MB', 'fwd+bwd ms',
-              'fwd+bwd MB', 'note')
+    header = ('device', 'shape', 'method', 'fwd ms', 'fwd cpu ms', 'fwd MB',
+              'fwd+bwd ms', 'fwd+bwd cpu ms', 'fwd+bwd MB', 'note')
     rows = []
     for r in records:
         f, fb = r.get('forward') or {}, r.get('forward_backward') or {}
         rows.append((r['device'], r['shape'], r['method'],
-                     _ms(f.get('median_s')), _mb(f.get('peak_bytes')),
-                     _ms(fb.get('median_s')), _mb(fb.get('peak_bytes')),
+                     _ms(f.get('median_s')), _ms(f.get('cpu_median_s')),
+                     _mb(f.get('peak_bytes')), _ms(fb.get('median_s')),
+                     _ms(fb.get('cpu_median_s')), _mb(fb.get('peak_bytes')),
                      r.get('note', '')))
     try:
         from prettytable import PrettyTable
@@ -337,9 +352,15 @@ def summarise(records, model):
         if m is not None:
             share = fused_f / m['median_s']
             ratios[key + '/fused_forward_over_erfnet_forward'] = share
-            lines.append(f'{key}: fused forward = {share * 100:.1f}% of the '
-                         f'ERFNet forward at {m["size"][0]}x{m["size"][1]} '
-                         f'({_ms(fused_f)} ms vs {_ms(m["median_s"])} ms)')
+            line = (f'{key}: fused forward = {share * 100:.1f}% of the '
+                    f'ERFNet forward at {m["size"][0]}x{m["size"][1]} '
+                    f'({_ms(fused_f)} ms vs {_ms(m["median_s"])} ms)')
+            if device == 'cpu':
+                cshare = r['forward']['cpu_median_s'] / m['cpu_median_s']
+                ratios[key + '/fused_forward_over_erfnet_forward_cpu'] = \
+                    cshare
+                line += f'; in CPU time {cshare * 100:.1f}%'
+            lines.append(line)
         ref = by_key.get((device, shape, 'reference'))
         if ref is not None and 'forward' in ref:
             speed = ref['forward_backward']['median_s'] / fused_fb
@@ -347,6 +368,12 @@ def summarise(records, model):
                 speed
             line = (f'{key}: fused forward+backward is {speed:.1f}x faster '
                     'than the reference')
+            if device == 'cpu':
+                cspeed = (ref['forward_backward']['cpu_median_s'] /
+                          r['forward_backward']['cpu_median_s'])
+                ratios[key + '/reference_over_fused_forward_backward_cpu'] = \
+                    cspeed
+                line += f' ({cspeed:.1f}x in CPU time)'
             rp = ref['forward_backward']['peak_bytes']
             fp = r['forward_backward']['peak_bytes']
             if rp and fp:
@@ -413,11 +440,11 @@ def main(argv=None):
           f'(reference {args.ref_repeats})', flush=True)
     for device in devices:
         if not args.no_model:
-            med, peak, times = bench_erfnet(device, args.model_size,
-                                            args.repeats, args.warmup)
             model[device] = dict(
-                median_s=med, peak_bytes=peak, times_s=times,
+                bench_erfnet(device, args.model_size, args.repeats,
+                             args.warmup),
                 size=list(args.model_size))
+            med = model[device]['median_s']
             done += 1
             print(f'[{done}/{n_tasks}] {device} ERFNet forward '
                   f'{args.model_size[0]}x{args.model_size[1]}: '
@@ -446,9 +473,7 @@ def main(argv=None):
                            if method == 'reference' else args.repeats)
                 warmup = 0 if method == 'reference' else args.warmup
                 res = bench_op(method, shape, device, repeats, warmup)
-                for phase, (med, peak, times) in res.items():
-                    rec[phase] = dict(
-                        median_s=med, peak_bytes=peak, times_s=times)
+                rec.update(res)
                 records.append(rec)
                 print(f'{prefix}: forward {_ms(rec["forward"]["median_s"])}'
                       f' ms, forward+backward '

@@ -241,13 +241,17 @@ std::vector<at::Tensor> local_attention_backward_cpu(
                            q.size(2), q.size(3), window, dilation);
   at::Tensor P = at::empty({g.B, g.T, g.S, g.H, g.W}, q.options());
   at::Tensor G = at::empty({g.B, g.T, g.S, g.H, g.W}, q.options());
-  at::Tensor grad_q, grad_k, grad_v;
+  at::Tensor grad_q, grad_k, grad_v, grad_q_cl;
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "local_attention_cpu", [&] {
     {
       at::Tensor kp = pad_rows(k, g);
       at::Tensor vp = pad_rows(v, g);
+      at::Tensor k_cl = channels_last(k);
+      grad_q_cl = at::empty({g.B, g.H, g.W, g.C}, q.options());
       const scalar_t* qp = q.data_ptr<scalar_t>();
       const scalar_t* kpp = kp.data_ptr<scalar_t>();
+      const scalar_t* kclp = k_cl.data_ptr<scalar_t>();
+      scalar_t* gqp = grad_q_cl.data_ptr<scalar_t>();
       const scalar_t* gop = go.data_ptr<scalar_t>();
       const scalar_t* vpp = vp.data_ptr<scalar_t>();
       const scalar_t* lp = lse.data_ptr<scalar_t>();
@@ -257,13 +261,16 @@ std::vector<at::Tensor> local_attention_backward_cpu(
       at::parallel_for(0, g.B * g.H, grain(g, g.T, g.C + g.Cv),
                        [&](int64_t begin, int64_t end) {
         std::vector<scalar_t> scratch(std::max(g.C, g.Cv) * kTile +
-                                      2 * g.T * g.S * kTile + 2 * kTile);
+                                      2 * g.T * g.S * kTile + 2 * kTile +
+                                      g.T * g.window * wg_row(g));
+        std::vector<int64_t> rowbase(g.T * g.window);
         for (int64_t idx = begin; idx < end; ++idx)
-          LMA_CALL(attn_bwd_row<scalar_t>, qp, kpp, gop, vpp, lp, Pp, Gp, g,
-                   sc, mask_padding, idx / g.H, idx % g.H, scratch.data());
+          LMA_CALL(attn_bwd_row<scalar_t>, qp, kpp, kclp, gop, vpp, lp, Pp,
+                   Gp, gqp, g, sc, mask_padding, idx / g.H, idx % g.H,
+                   scratch.data(), rowbase.data());
       });
     }
-    grad_q = channels_first(aggregate<scalar_t>(G, channels_last(k), g));
+    grad_q = channels_first(grad_q_cl);
     grad_k = channels_first(gather<scalar_t>(G, channels_last(q), g));
     G.reset();
     grad_v = channels_first(gather<scalar_t>(P, channels_last(go), g));

@@ -407,6 +407,50 @@ void gather_row(const scalar_t* w, const scalar_t* xq, scalar_t* res_cl,
 }
 
 // ---------------------------------------------------------------------
+// Weighted sum over the slots of the n pixels of a tile [x0, x0 + n) of row
+// (b, y), with the weights of the tile in scratch Lw [T * S][kTile]:
+//   out[b, y, x, :] = mul[x - x0] * sum_{t, s inside} Lw[t * S + s][x - x0]
+//                                       * src[b, t, y', x', :]
+// src (B, T, H, W, C) and out (B, H, W, C) are channels-last.
+// scratch: Wg T * window * (kGroup + window - 1) * kGroup values, rowbase
+// T * window offsets.
+// ---------------------------------------------------------------------
+template <typename scalar_t>
+void tile_group_sum(const scalar_t* Lw, const scalar_t* src, int64_t C,
+                    scalar_t* out_cl, const scalar_t* mul_lane,
+                    const Geom& g, int64_t b, int64_t y, int64_t x0,
+                    int64_t n, scalar_t* Wg, int64_t* rowbase) {
+  const int64_t win = g.window, d = g.dilation, r = g.r, HW = g.H * g.W;
+  const int64_t M = kGroup + win - 1;
+  for_each_group(n, d, [&](int64_t xb, int64_t np) {
+    GroupRows gr{rowbase, 0, M, 0, 0, d * C};
+    column_range(x0 + xb, g.W, r, d, M, &gr.mlo, &gr.mhi);
+    for (int64_t t = 0; t < g.T; ++t) {
+      for (int64_t i = 0; i < win; ++i) {
+        const int64_t yk = y + (i - r) * d;
+        if (yk < 0 || yk >= g.H) continue;
+        const scalar_t* Li = Lw + (t * g.S + i * win) * kTile + xb;
+        scalar_t* wr = Wg + gr.nrows * M * kGroup;
+        for (int64_t e = 0; e < M * kGroup; ++e) wr[e] = scalar_t(0);
+        for (int64_t p = 0; p < np; ++p)
+          for (int64_t j = 0; j < win; ++j)
+            wr[(p + j) * kGroup + p] = Li[j * kTile + p * d];
+        rowbase[gr.nrows++] =
+            ((b * g.T + t) * HW + yk * g.W + x0 + xb - r * d) * C;
+      }
+    }
+    scalar_t* out[kGroup];
+    scalar_t mul[kGroup];
+    for (int64_t p = 0; p < kGroup; ++p) {
+      out[p] = p < np ? out_cl + ((b * g.H + y) * g.W + x0 + xb + p * d) * C
+                      : nullptr;
+      mul[p] = p < np ? mul_lane[xb + p * d] : scalar_t(0);
+    }
+    group_wsum(Wg, gr, src, C, out, mul);
+  });
+}
+
+// ---------------------------------------------------------------------
 // Fused attention forward for row (b, y): out_cl (B, H, W, Cv), lse (B, H, W)
 //   q (B, C, H, W); kp (B, T, C, H, Wp) padded; vcl (B, T, H, W, Cv).
 // Per tile: logits of all T * S slots (per-thread scratch, never the whole
@@ -457,33 +501,9 @@ void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
     for (int64_t xx = 0; xx < n; ++xx)
       lse[(b * g.H + y) * g.W + x0 + xx] = m[xx] + std::log(l[xx]);
     // weighted sum of the values of the inside slots, kGroup pixels at once
-    const int64_t M = kGroup + win - 1;
-    for_each_group(n, d, [&](int64_t xb, int64_t np) {
-      GroupRows gr{rowbase, 0, M, 0, 0, d * Cv};
-      column_range(x0 + xb, g.W, r, d, M, &gr.mlo, &gr.mhi);
-      for (int64_t t = 0; t < g.T; ++t) {
-        for (int64_t i = 0; i < win; ++i) {
-          const int64_t yk = y + (i - r) * d;
-          if (yk < 0 || yk >= g.H) continue;
-          const scalar_t* Li = L + (t * g.S + i * win) * kTile + xb;
-          scalar_t* wr = Wg + gr.nrows * M * kGroup;
-          for (int64_t e = 0; e < M * kGroup; ++e) wr[e] = scalar_t(0);
-          for (int64_t p = 0; p < np; ++p)
-            for (int64_t j = 0; j < win; ++j)
-              wr[(p + j) * kGroup + p] = Li[j * kTile + p * d];
-          rowbase[gr.nrows++] =
-              ((b * g.T + t) * HW + yk * g.W + x0 + xb - r * d) * Cv;
-        }
-      }
-      scalar_t* out[kGroup];
-      scalar_t mul[kGroup];
-      for (int64_t p = 0; p < kGroup; ++p) {
-        out[p] = p < np ? out_cl + ((b * g.H + y) * g.W + x0 + xb + p * d) * Cv
-                        : nullptr;
-        mul[p] = p < np ? scalar_t(1) / l[xb + p * d] : scalar_t(0);
-      }
-      group_wsum(Wg, gr, vcl, Cv, out, mul);
-    });
+    scalar_t inv[kTile];
+    for (int64_t xx = 0; xx < kTile; ++xx) inv[xx] = scalar_t(1) / l[xx];
+    tile_group_sum(L, vcl, Cv, out_cl, inv, g, b, y, x0, n, Wg, rowbase);
   }
 }
 
@@ -493,17 +513,19 @@ void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
 // (B, T, S, H, W) slot layout,
 //   P = softmax weights,  G = scale * P * (dP - sum_s P * dP)
 // with dP[s] = <grad_out[b, :, y, x], v[b, t, :, y', x']>. The gradients
-// then follow by gathers: grad_q = sum_s G * k, grad_k = gather(G, q),
-// grad_v = gather(P, grad_out).
-//   q (B, C, H, W); kp (B, T, C, H, Wp); go (B, Cv, H, W);
-//   vp (B, T, Cv, H, Wp); lse (B, H, W).
-// scratch: max(C, Cv) * kTile + 2 * T * S * kTile + 2 * kTile.
+// then follow: grad_q = sum_s G * k (done here, grad_q_cl (B, H, W, C)),
+// grad_k = gather(G, q), grad_v = gather(P, grad_out).
+//   q (B, C, H, W); kp (B, T, C, H, Wp); kcl (B, T, H, W, C);
+//   go (B, Cv, H, W); vp (B, T, Cv, H, Wp); lse (B, H, W).
+// scratch: max(C, Cv) * kTile + 2 * T * S * kTile + 2 * kTile + T * window
+// * (kGroup + window - 1) * kGroup values and T * window offsets.
 // ---------------------------------------------------------------------
 template <typename scalar_t>
-void attn_bwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* go,
-                  const scalar_t* vp, const scalar_t* lse, scalar_t* P,
-                  scalar_t* G, const Geom& g, scalar_t scale, bool mask,
-                  int64_t b, int64_t y, scalar_t* scratch) {
+void attn_bwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* kcl,
+                  const scalar_t* go, const scalar_t* vp, const scalar_t* lse,
+                  scalar_t* P, scalar_t* G, scalar_t* grad_q_cl,
+                  const Geom& g, scalar_t scale, bool mask, int64_t b,
+                  int64_t y, scalar_t* scratch, int64_t* rowbase) {
   const int64_t HW = g.H * g.W, C = g.C, Cv = g.Cv, TS = g.T * g.S;
   const scalar_t ninf = -std::numeric_limits<scalar_t>::infinity();
   scalar_t* qt = scratch;                       // [max(C, Cv)][kTile]
@@ -511,6 +533,7 @@ void attn_bwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* go,
   scalar_t* dP = L + TS * kTile;                // [T * S][kTile]
   scalar_t* ls = dP + TS * kTile;               // [kTile]
   scalar_t* D = ls + kTile;                     // [kTile]
+  scalar_t* Wg = D + kTile;  // [T * window][kGroup + window - 1][kGroup]
   const scalar_t fill = mask ? ninf : scalar_t(0);
   for (int64_t x0 = 0; x0 < g.W; x0 += kTile) {
     const int64_t n = std::min(kTile, g.W - x0);
@@ -541,16 +564,23 @@ void attn_bwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* go,
       for (int64_t s = 0; s < g.S; ++s) {
         const int64_t ts = t * g.S + s;
         const scalar_t* Ls = L + ts * kTile;
-        const scalar_t* dPs = dP + ts * kTile;
+        scalar_t* Gs = dP + ts * kTile;  // dP becomes G in place
+#pragma omp simd
+        for (int64_t xx = 0; xx < kTile; ++xx)
+          Gs[xx] = scale * Ls[xx] * (Gs[xx] - D[xx]);
         const int64_t off = ((b * g.T + t) * g.S + s) * HW + y * g.W + x0;
-        scalar_t* Ps = P + off;
-        scalar_t* Gs = G + off;
+        scalar_t* Pd = P + off;
+        scalar_t* Gd = G + off;
         for (int64_t xx = 0; xx < n; ++xx) {
-          Ps[xx] = Ls[xx];
-          Gs[xx] = scale * Ls[xx] * (dPs[xx] - D[xx]);
+          Pd[xx] = Ls[xx];
+          Gd[xx] = Gs[xx];
         }
       }
     }
+    // grad_q = sum over the inside slots of G * k
+    scalar_t ones[kTile];
+    for (int64_t xx = 0; xx < kTile; ++xx) ones[xx] = scalar_t(1);
+    tile_group_sum(dP, kcl, C, grad_q_cl, ones, g, b, y, x0, n, Wg, rowbase);
   }
 }
 
