@@ -182,11 +182,13 @@ class VideoEncoderDecoder(EncoderDecoder):
             # Eval-mode backbone without gradients: one call for all frames.
             with torch.no_grad():
                 feats = self.backbone(inputs.flatten(0, 1))
-            if isinstance(feats, Tensor):
-                feats = (feats, )
-            feats = [f.unflatten(0, (batch, num)) for f in feats]
+            single = isinstance(feats, Tensor)
+            feats = [f.unflatten(0, (batch, num)) for f in
+                     ((feats, ) if single else feats)]
             mem_feats = [f[:, :-1].flatten(0, 1) for f in feats]
             key_feats = [f[:, -1] for f in feats]
+            if single:  # keep the backbone's output type
+                mem_feats, key_feats = mem_feats[0], key_feats[0]
             keys, values = self.neck.encode_memory(mem_feats)
             memory = (keys.unflatten(0, (batch, num - 1)),
                       values.unflatten(0, (batch, num - 1)))
