@@ -34,6 +34,9 @@ def make_extension():
     extra_compile_args = {'cxx': cxx_flags}
     define_macros = []
     if with_cuda:
+        if not torch.cuda.is_available():
+            # no GPU to detect the architecture from: A100, H100/H200
+            os.environ.setdefault('TORCH_CUDA_ARCH_LIST', '8.0;9.0')
         sources += _sources('cuda/*.cu')
         define_macros.append(('WITH_CUDA', None))
         extra_compile_args['nvcc'] = [
