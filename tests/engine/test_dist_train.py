@@ -92,8 +92,14 @@ def _dist_train(tmp_path, data_root, norm='BN'):
     return proc, work_dir, time.monotonic() - start
 
 
-def test_two_cpu_processes_end_with_identical_parameters(tmp_path, demo_data):
-    proc, work_dir, wall = _dist_train(tmp_path, demo_data)
+@pytest.fixture(scope='module')
+def dist_run(tmp_path_factory, demo_data):
+    """One 2-process training run, shared by the tests below."""
+    return _dist_train(tmp_path_factory.mktemp('dist_train'), demo_data)
+
+
+def test_two_cpu_processes_end_with_identical_parameters(dist_run):
+    proc, work_dir, wall = dist_run
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     states = {}
     for rank in (0, 1):
@@ -141,3 +147,54 @@ def test_syncbn_is_refused_on_cpu_with_a_clear_error(tmp_path, demo_data):
     proc, _, _ = _dist_train(tmp_path, demo_data, norm='SyncBN')
     assert proc.returncode != 0
     assert 'SyncBatchNorm layers only work with GPU modules' in proc.stderr
+
+
+@pytest.mark.slow
+def test_dist_test_script_on_cpu(dist_run, demo_data, tmp_path):
+    """tools/dist_test.sh: 2 processes test the checkpoint of the run."""
+    proc, work_dir, _ = dist_run
+    assert proc.returncode == 0
+    env = dict(
+        os.environ,
+        PYTHON=sys.executable,
+        PORT=str(_free_port()),
+        OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [
+            'bash',
+            osp.join(ROOT, 'tools', 'dist_test.sh'), DEMO_CONFIG,
+            str(work_dir / f'iter_{ITERS}.pth'), '2', '--work-dir',
+            str(tmp_path / 'test'), '--cfg-options',
+            f'test_dataloader.dataset.data_root={demo_data}',
+            'test_dataloader.num_workers=0',
+            'test_dataloader.persistent_workers=False',
+            'env_cfg.dist_cfg.backend=gloo',
+            'model_wrapper_cfg.type=DeviceAwareDistributedDataParallel'
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    assert 'mIoU' in log
+
+
+@pytest.mark.parametrize(
+    'script,args,expected', [
+        ('dist_train.sh', [], 'usage:'),
+        ('dist_train.sh', ['missing_config.py', '2'], 'config file not found'),
+        ('dist_train.sh', [DEMO_CONFIG, 'two'], 'GPUS must be a positive'),
+        (
+            'dist_test.sh', [DEMO_CONFIG, 'missing.pth', '2'
+                             ], 'checkpoint file not found'),
+        ('dist_test.sh', [DEMO_CONFIG], 'usage:'),
+    ])
+def test_dist_scripts_check_their_arguments(script, args, expected):
+    proc = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60)
+    assert proc.returncode == 2
+    assert expected in proc.stderr
