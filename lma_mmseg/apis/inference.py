@@ -1,6 +1,7 @@
 """Build a segmentor from a config and load a checkpoint with a clear
 report of the parameters that did not match."""
 import logging
+import pickle
 import re
 from pathlib import Path
 from typing import Dict, List, Optional, Union
@@ -69,6 +70,8 @@ def load_checkpoint_checked(model: nn.Module,
 
     Raises:
         FileNotFoundError: ``filename`` is a local path that does not exist.
+        pickle.UnpicklingError: The checkpoint holds a pickled object that
+            torch's weights-only loader refuses; the message names the file.
         ValueError: No parameter of the checkpoint matches the model, or
             ``strict`` and something does not match. The message names the
             checkpoint and gives examples of the offending keys.
@@ -78,7 +81,12 @@ def load_checkpoint_checked(model: nn.Module,
     filename = str(filename)
     if '://' not in filename and not Path(filename).is_file():
         raise FileNotFoundError(f'checkpoint file {filename!r} not found')
-    checkpoint = CheckpointLoader.load_checkpoint(filename, map_location)
+    try:
+        checkpoint = CheckpointLoader.load_checkpoint(filename, map_location)
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(
+            f'checkpoint {filename!r} was refused by the weights-only '
+            f'loader: {err}') from err
     state_dict = _state_dict_of(checkpoint, filename)
 
     own = model.state_dict()

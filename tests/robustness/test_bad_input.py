@@ -204,11 +204,6 @@ def test_checkpoint_with_unexpected_pickled_object(tmp_path):
     assert 'UnrelatedObject' in msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='lma_mmseg.apis.load_checkpoint_checked passes the '
-    "weights-only loader's UnpicklingError through unchanged; its message "
-    'names the refused class but not the checkpoint file')
 def test_refused_checkpoint_error_names_the_file(tmp_path):
     config = _small_lma_config(tmp_path)
     ckpt = tmp_path / 'evil.pth'
