@@ -12,7 +12,11 @@ the scene (30-50 % of the area by default) are washed out by glare or fog:
 the colour, hence the class evidence, is gone there while the labels keep the
 true classes. The texture survives the degradation, so a model that looks at
 the previous frames can find where each hidden pixel was and read its class
-from memory; a single-frame model can only guess.
+from memory. A single-frame model can only guess, or, with the default
+``--hide blocks`` (random rectangles and ellipses that cut through regions),
+extend a region's class from its visible part into the hidden part;
+``--hide regions`` hides whole regions of the key frame, which leaves it
+nothing to extend.
 
 Layout written under ``--out`` (as in Cityscapes)::
 
@@ -63,6 +67,7 @@ SPLIT_CITIES = {
 NUM_TEXTURES = 8
 TEXTURE_AMPLITUDE = 40.0
 TEXTURE_TILE = 80
+HIDE_MODES = ('blocks', 'regions')
 
 README = """\
 Synthetic demo data for lma_mmseg -- NOT Cityscapes.
@@ -178,12 +183,25 @@ class SnippetRenderer:
         hidden_range (tuple[float, float]): Range of the fraction of the key
             frame to hide.
         noise_std (float): Standard deviation of the per-pixel noise.
+        hide (str): ``'blocks'``: the hidden area is a union of random
+            rectangles and ellipses, which cut through regions;
+            ``'regions'``: a union of whole regions (scene cells and moving
+            objects) of the key frame, so no hidden region has a visible
+            part on the key frame.
     """
 
     def __init__(
-            self, rng: np.random.Generator, size: Tuple[int, int],
-            colours: np.ndarray, textures: np.ndarray,
-            hidden_range: Tuple[float, float], noise_std: float):
+            self,
+            rng: np.random.Generator,
+            size: Tuple[int, int],
+            colours: np.ndarray,
+            textures: np.ndarray,
+            hidden_range: Tuple[float, float],
+            noise_std: float,
+            hide: str = 'blocks'):
+        if hide not in HIDE_MODES:
+            raise ValueError(f'hide must be one of {HIDE_MODES}, got {hide!r}')
+        self.hide = hide
         self.rng = rng
         self.h, self.w = size
         self.colours = colours
@@ -239,6 +257,7 @@ class SnippetRenderer:
                 {tex[a] for a, b in pairs if b == c}
             free = [k for k in range(NUM_TEXTURES) if k not in used]
             tex[c] = rng.choice(free) if free else rng.integers(NUM_TEXTURES)
+        self.world_cell = cells
         return cls[cells].astype(np.uint8), tex[cells].astype(np.int64)
 
     def _objects(self, unit: float) -> List[dict]:
@@ -289,11 +308,50 @@ class SnippetRenderer:
                 mask |= blob
         return mask
 
+    def _object_masks(self, t: int) -> List[np.ndarray]:
+        """Where each moving object is in frame ``t``."""
+        masks = []
+        yy, xx = self.yy, self.xx
+        for obj in self.objects:
+            cy = obj['centre'][0] + obj['velocity'][0] * t
+            cx = obj['centre'][1] + obj['velocity'][1] * t
+            ry, rx = obj['radii']
+            if obj['box']:
+                inside = (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
+            else:
+                inside = ((yy - cy) / ry)**2 + ((xx - cx) / rx)**2 <= 1
+            masks.append(inside)
+        return masks
+
+    def segments(self, t: int) -> np.ndarray:
+        """(H, W) region ids of frame ``t``: scene cells, then objects."""
+        py, px = self.pan[t]
+        seg = self.world_cell[py:py + self.h, px:px + self.w].copy()
+        for j, inside in enumerate(self._object_masks(t)):
+            seg[inside] = self.world_cell.max() + 1 + j
+        return seg
+
+    def _regions(self, target: float, hi: float) -> np.ndarray:
+        """Union of whole regions (scene cells and objects, as seen on the
+        key frame) covering about ``target`` of the frame area."""
+        seg = self.segments(KEY_FRAME)
+        mask = np.zeros((self.h, self.w), dtype=bool)
+        for segment in self.rng.permutation(np.unique(seg)):
+            if mask.mean() >= target:
+                break
+            grown = mask | (seg == segment)
+            if grown.mean() <= hi or not mask.any():
+                mask = grown
+        return mask
+
     def _hidden_mask(
             self, hidden_range: Tuple[float, float],
             unit: float) -> np.ndarray:
         target = self.rng.uniform(*hidden_range)
-        mask = self._blocks(target, unit, (40, 72))
+        if self.hide == 'regions':
+            mask = self._regions(target, hidden_range[1] + 0.05)
+        else:
+            mask = self._blocks(target, unit, (40, 72))
         kinds = np.zeros((self.h, self.w), dtype=np.int8)
         # Split the hidden area between glare (1) and fog (2) by halves.
         if self.rng.integers(2):
@@ -325,14 +383,9 @@ class SnippetRenderer:
         tex_id = self.world_tex[py:py + h, px:px + w].copy()
         tex_y, tex_x = np.mgrid[py:py + h, px:px + w]
         yy, xx = self.yy, self.xx
-        for obj in self.objects:
+        for obj, inside in zip(self.objects, self._object_masks(t)):
             cy = obj['centre'][0] + obj['velocity'][0] * t
             cx = obj['centre'][1] + obj['velocity'][1] * t
-            ry, rx = obj['radii']
-            if obj['box']:
-                inside = (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
-            else:
-                inside = ((yy - cy) / ry)**2 + ((xx - cx) / rx)**2 <= 1
             cls[inside] = obj['cls']
             tex_id[inside] = obj['tex']
             # The object's texture moves with the object.
@@ -364,6 +417,7 @@ def make_demo_data(
         frames: str = 'auto',
         hidden_range: Sequence[float] = (0.3, 0.5),
         noise_std: float = 6.0,
+        hide: str = 'blocks',
         command: Optional[str] = None,
         verbose: bool = False) -> dict:
     """Write the synthetic demo dataset and return a summary.
@@ -381,6 +435,9 @@ def make_demo_data(
         hidden_range (Sequence[float]): Range of the fraction of the key frame
             area hidden by the degradation, per snippet.
         noise_std (float): Per-pixel Gaussian noise of the images.
+        hide (str): Shape of the hidden area, ``'blocks'`` (random
+            rectangles and ellipses) or ``'regions'`` (whole regions of the
+            key frame), see :class:`SnippetRenderer`.
         command (str, optional): Command line recorded in README.txt.
         verbose (bool): Show a progress bar.
 
@@ -399,6 +456,8 @@ def make_demo_data(
         raise ValueError(
             'hidden_range must satisfy 0 <= lo <= hi < 1, got '
             f'{hidden_range}')
+    if hide not in HIDE_MODES:
+        raise ValueError(f'hide must be one of {HIDE_MODES}, got {hide!r}')
     counts = dict(train=num_train, val=num_val, test=num_test)
     for split, n in counts.items():
         if n < 0:
@@ -415,7 +474,8 @@ def make_demo_data(
     if verbose and total:
         from mmengine.utils import ProgressBar
         progress = ProgressBar(total)
-    summary = dict(splits={}, size=list(size), seed=seed, frames=frames)
+    summary = dict(
+        splits={}, size=list(size), seed=seed, frames=frames, hide=hide)
     hidden_fractions = []
     for split_index, split in enumerate(('train', 'val', 'test')):
         cities = SPLIT_CITIES[split]
@@ -425,7 +485,8 @@ def make_demo_data(
             seq = i // len(cities)
             rng = np.random.default_rng([seed, split_index, i])
             snippet = SnippetRenderer(
-                rng, size, colours, textures, tuple(hidden_range), noise_std)
+                rng, size, colours, textures, tuple(hidden_range), noise_std,
+                hide)
             stem = f'{city}_{seq:06d}'
             seq_dir = osp.join(out, 'leftImg8bit_sequence', split, city)
             os.makedirs(seq_dir, exist_ok=True)
@@ -515,6 +576,12 @@ def parse_args(argv=None):
         metavar=('LO', 'HI'),
         help='fraction of the annotated frame hidden by glare/fog')
     parser.add_argument('--noise-std', type=float, default=6.0)
+    parser.add_argument(
+        '--hide',
+        choices=HIDE_MODES,
+        default='blocks',
+        help="hidden area of the annotated frame: 'blocks' (random "
+        "rectangles/ellipses) or 'regions' (whole regions)")
     parser.add_argument('--json', help='also write the summary to this file')
     return parser.parse_args(argv)
 
@@ -535,6 +602,7 @@ def main(argv=None):
         frames=args.frames,
         hidden_range=args.hidden_range,
         noise_std=args.noise_std,
+        hide=args.hide,
         command=command,
         verbose=True)
     print(

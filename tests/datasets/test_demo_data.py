@@ -124,6 +124,31 @@ def test_key_frame_hides_the_class_evidence(make_demo):
     assert 0.3 <= min(fractions) and max(fractions) <= 0.56
 
 
+def test_hide_whole_regions(tmp_path, make_demo):
+    colours = make_demo.class_colours()
+    for i in range(4):
+        rng = np.random.default_rng([4, 0, i])
+        snippet = make_demo.SnippetRenderer(
+            rng, (128, 256), colours, make_demo.texture_bank(), (0.3, 0.5),
+            6.0, 'regions')
+        hidden = snippet.hidden > 0
+        assert 0.3 <= hidden.mean() <= 0.56
+        seg = snippet.segments(make_demo.KEY_FRAME)
+        for region in np.unique(seg):
+            assert hidden[seg == region].all() or \
+                not hidden[seg == region].any()
+    summary = make_demo.make_demo_data(
+        str(tmp_path),
+        size=(32, 64),
+        num_train=1,
+        num_val=0,
+        num_test=0,
+        hide='regions')
+    assert summary['hide'] == 'regions'
+    with pytest.raises(ValueError, match='hide'):
+        make_demo.make_demo_data(str(tmp_path), hide='everything')
+
+
 def test_smooth_motion(make_demo):
     """Consecutive frames show the same scene shifted by a few pixels."""
     colours = make_demo.class_colours()
