@@ -127,6 +127,16 @@ def _proc_status_kb(key):
     raise KeyError(key)
 
 
+def _release_free_heap():
+    """Give freed heap memory back to the OS (glibc) so that the next
+    allocations show up in the resident set; best effort."""
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_peak_rss():
     """Reset VmHWM to the current RSS; False where the kernel refuses."""
     try:
@@ -151,6 +161,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
+            _release_free_heap()
             self.supported = (sys.platform.startswith('linux')
                               and _reset_peak_rss())
             self.base = _proc_status_kb('VmRSS') * 1024 \

@@ -52,25 +52,6 @@ using cpu::kTile;
 // ---------------------------------------------------------------------
 // small helpers
 // ---------------------------------------------------------------------
-// Range [lo, hi) of window indices j (or i) with 0 <= x + (j - r) * d < W.
-inline void valid_range(int64_t x, int64_t W, int64_t r, int64_t d,
-                        int64_t window, int64_t* lo, int64_t* hi) {
-  // (j - r) * d >= -x  <=>  j >= r - floor(x / d)
-  *lo = std::max<int64_t>(0, r - x / d);
-  // (j - r) * d <= W - 1 - x  <=>  j <= r + floor((W - 1 - x) / d)
-  *hi = std::min<int64_t>(window, r + (W - 1 - x) / d + 1);
-}
-
-// Range of window indices j for which the QUERY x = xk - (j - r) * d of a
-// key position xk is inside [0, W).
-inline void inverse_range(int64_t xk, int64_t W, int64_t r, int64_t d,
-                          int64_t window, int64_t* lo, int64_t* hi) {
-  // x >= 0 <=> (j - r) * d <= xk <=> j <= r + floor(xk / d)
-  *hi = std::min<int64_t>(window, r + xk / d + 1);
-  // x <= W - 1 <=> (j - r) * d >= xk - W + 1 <=> j >= r - floor((W-1-xk)/d)
-  *lo = std::max<int64_t>(0, r - (W - 1 - xk) / d);
-}
-
 // exp of n values in place. float: Cephes' expf polynomial on 32-byte
 // vectors (relative error ~2e-7); values below -87 (and -inf) give exactly
 // 0. double: std::exp.
