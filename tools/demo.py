@@ -245,8 +245,8 @@ def main(argv=None):
     print(f'val mIoU: ERFNet {miou["erfnet"]:.2f}, LMA-ERFNet '
           f'{miou["lma-erfnet"]:.2f} '
           f'({miou["lma-erfnet"] - miou["erfnet"]:+.2f})')
-    print('step times: ' + ', '.join(f'{k} {v:.0f} s'
-                                    for k, v in timings.items()))
+    steps = ', '.join(f'{k} {v:.0f} s' for k, v in timings.items())
+    print(f'step times: {steps}')
     print(f'total: {total / 60:.1f} min')
     print(f'leaderboard: {md}, {osp.join(wd, "leaderboard.csv")}, '
           f'{osp.join(wd, "leaderboard.png")}')

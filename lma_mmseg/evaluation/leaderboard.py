@@ -50,8 +50,8 @@ def load_result(path: str, kind: Optional[str] = None) -> dict:
             data = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f'{path!r} is not valid JSON: {e}') from None
-    if not isinstance(data, dict) or data.get('kind') not in (TEST_KIND,
-                                                               BENCH_KIND):
+    if not isinstance(data, dict) or data.get('kind') not in (
+            TEST_KIND, BENCH_KIND):
         raise ValueError(
             f'{path!r} is not a result of tools/test.py or '
             f'tools/benchmark.py (no "kind": {TEST_KIND!r} or {BENCH_KIND!r})')

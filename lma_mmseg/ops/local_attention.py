@@ -29,7 +29,7 @@ attention in forward; it keeps one log-sum-exp per query pixel for backward.
 """
 import math
 import numbers
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F

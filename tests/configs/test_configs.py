@@ -173,8 +173,8 @@ def test_lma_erfnet_cityscapes_settings():
             neck.window, neck.in_index) == (128, 16, 64, 21, 0)
     assert neck.fusion.type == 'GatedFusion'
     assert tuple(cfg.train_dataloader.dataset.frame_offsets) == (-3, -2, -1)
-    assert tuple(cfg.val_dataloader.dataset.frame_offsets) == (-4, -3, -2,
-                                                                -1)
+    assert tuple(
+        cfg.val_dataloader.dataset.frame_offsets) == (-4, -3, -2, -1)
     assert neck.memory_length == 4
     assert cfg.optim_wrapper.optimizer.type == 'Adam'
     assert cfg.optim_wrapper.optimizer.lr == 2e-4

@@ -2,7 +2,8 @@
 
 ``python tiny_runner.py WORK_DIR --max-iters N [--resume] [--sleep S]
 [--die-at-fsync NAME [--die-at-count K]]`` trains mmseg's EncoderDecoder
-(a small ERFNet) on a few random images with mmengine's Runner and the AtomicCheckpointHook.
+(a small ERFNet) on a few random images with mmengine's Runner and the
+AtomicCheckpointHook.
 ``--die-at-fsync NAME`` makes the process SIGKILL itself the K-th time a
 file whose name starts with ``NAME`` is fsync-ed, i.e. in the middle of an
 atomic write of that file, after its bytes are on disk and before the

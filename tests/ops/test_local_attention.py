@@ -25,8 +25,8 @@ def brute_force_attention(q, k, v, window, dilation, scale, padding):
                                          range(window)):
             yy, xx = y + (i - r) * dilation, x + (j - r) * dilation
             if 0 <= yy < H and 0 <= xx < W:
-                logits.append(scale * (q[b, :, y, x] * k[b, t, :, yy,
-                                                          xx]).sum())
+                logits.append(
+                    scale * (q[b, :, y, x] * k[b, t, :, yy, xx]).sum())
                 values.append(v[b, t, :, yy, xx])
             elif padding == 'zeros':
                 logits.append(torch.zeros((), dtype=q.dtype))
