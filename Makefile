@@ -15,6 +15,9 @@ PKG_STAMP := $(VENV)/.pkg-installed
 EXT_SOURCES := setup.py setup.cfg pyproject.toml $(shell find lma_mmseg/ops/csrc -type f 2>/dev/null)
 FIND_LINKS := $(if $(wildcard $(SHARED_WHEELS)/*.whl),--find-links $(SHARED_WHEELS),)
 PYTEST_ARGS ?=
+# OpenMP threads that spin while waiting slow everything down on small or
+# shared machines (tests and tools run several processes at once).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install deps test demo clean-venv
 
