@@ -37,7 +37,9 @@ norm_cfg = dict(type='{norm}', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     decode_head=dict(norm_cfg=norm_cfg),
-    neck=dict(fusion=dict(norm_cfg=norm_cfg)))
+    neck=dict(fusion=dict(norm_cfg=norm_cfg)),
+    # the paper's setting: only the memory heads and the fusion train
+    freeze=('backbone', 'decode_head'))
 train_dataloader = dict(
     batch_size=1, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
