@@ -7,16 +7,15 @@ of a scene wider than the frame, plus a few moving objects) that pans
 smoothly across 30 frames. Class evidence is the region colour (19 well
 separated colours, one per Cityscapes training class); every region also
 carries a class-independent texture (stripes/checks/dots, drawn at random per
-region) that moves with it. On the annotated frame (index 19) large blocks of
+region) that moves with it. On the annotated frame (index 19) large parts of
 the scene (30-50 % of the area by default) are washed out by glare or fog:
 the colour, hence the class evidence, is gone there while the labels keep the
 true classes. The texture survives the degradation, so a model that looks at
 the previous frames can find where each hidden pixel was and read its class
-from memory. A single-frame model can only guess, or, with the default
-``--hide blocks`` (random rectangles and ellipses that cut through regions),
-extend a region's class from its visible part into the hidden part;
-``--hide regions`` hides whole regions of the key frame, which leaves it
-nothing to extend.
+from memory. A single-frame model can only guess: the default ``--hide regions`` hides
+whole regions of the key frame, which leaves it nothing to extend, while
+``--hide blocks`` (random rectangles and ellipses that cut through regions)
+lets it extend a region's class from its visible part into the hidden part.
 
 Layout written under ``--out`` (as in Cityscapes)::
 
@@ -198,7 +197,7 @@ class SnippetRenderer:
             textures: np.ndarray,
             hidden_range: Tuple[float, float],
             noise_std: float,
-            hide: str = 'blocks'):
+            hide: str = 'regions'):
         if hide not in HIDE_MODES:
             raise ValueError(f'hide must be one of {HIDE_MODES}, got {hide!r}')
         self.hide = hide
@@ -417,7 +416,7 @@ def make_demo_data(
         frames: str = 'auto',
         hidden_range: Sequence[float] = (0.3, 0.5),
         noise_std: float = 6.0,
-        hide: str = 'blocks',
+        hide: str = 'regions',
         command: Optional[str] = None,
         verbose: bool = False) -> dict:
     """Write the synthetic demo dataset and return a summary.
@@ -579,7 +578,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--hide',
         choices=HIDE_MODES,
-        default='blocks',
+        default='regions',
         help="hidden area of the annotated frame: 'blocks' (random "
         "rectangles/ellipses) or 'regions' (whole regions)")
     parser.add_argument('--json', help='also write the summary to this file')

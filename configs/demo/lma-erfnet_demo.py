@@ -1,9 +1,8 @@
 # LMA-ERFNet on the synthetic demo data (tools/make_demo_data.py --out
-# data/demo): the ERFNet of configs/demo/erfnet_demo.py with the Local
-# Memory Attention neck between encoder and decoder (key 16, value 64,
-# window 21 at 1/8 -- larger than the 16x32 map, so every memory position is
-# in reach --, T=3 memory frames, GatedFusion). As in the paper it starts
-# from the trained single-frame model; the encoder stays frozen:
+# data/demo): the demo-sized ERFNet of configs/demo/erfnet_demo.py with the
+# Local Memory Attention neck between encoder and decoder (key 16, value 64,
+# T=3 memory frames, GatedFusion). As in the paper it starts from the
+# trained single-frame model:
 #   python tools/train.py configs/demo/erfnet_demo.py
 #   python tools/train.py configs/demo/lma-erfnet_demo.py
 # (another single-frame checkpoint: --cfg-options load_from=PATH).
@@ -15,47 +14,54 @@ custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
 default_scope = 'mmseg'
 
 # ---- knobs -------------------------------------------------------------
-max_iters = 500
-val_interval = 250
+max_iters = 300
+val_interval = 150
 lr = 1e-3
 batch_size = 4
-train_crop = (64, 128)  # (h, w) random crops of the 128x256 frames
+train_crop = (128, 256)  # (h, w): whole frames, as erfnet_demo.py
+# The attention window at 1/8 scale. The paper's 21 at 1/8 of 1024x2048
+# Cityscapes frames spans 8 % of the 256-cell wide map; on the 32-cell wide
+# demo map 7 cells (+-3, i.e. +-24 px) reach the content of every memory
+# frame (the scenes pan 1.5-3.5 px per frame) while the window stays local.
+# Measured on the demo data: window 21 (most of the map) learns no useful
+# read-out in 300 iterations (val mIoU below the single-frame model),
+# window 7 gains over 20 mIoU.
+window = 7
 # The last checkpoint of configs/demo/erfnet_demo.py (its max_iters).
-load_from = 'work_dirs/erfnet_demo/iter_1000.pth'
+load_from = 'work_dirs/erfnet_demo/iter_500.pth'
 # ------------------------------------------------------------------------
 
 norm_cfg = dict(type='BN', requires_grad=True)
 data_preprocessor = dict(size=train_crop)
 model = dict(
     data_preprocessor=data_preprocessor,
+    backbone=dict(
+        enc_stage_non_bottlenecks=(1, 2),
+        enc_non_bottleneck_dilations=(2, 4)),
     neck=dict(
         key_channels=16,
         value_channels=64,
-        window=21,
+        window=window,
         memory_length=3,
         fusion=dict(type='GatedFusion', dropout_ratio=0.3,
                     norm_cfg=norm_cfg)),
-    decode_head=dict(norm_cfg=norm_cfg),
+    decode_head=dict(dec_stages_non_bottleneck=(1, 1), norm_cfg=norm_cfg),
     # The paper trains only the memory heads and the fusion
     # (freeze=('backbone', 'decode_head')) on a converged single-frame
-    # model. The demo's short single-frame run is far from converged, and
-    # the decoder then needs to adapt to the fused features too: with both
-    # frozen, 500 iterations end below the single-frame model's mIoU.
-    # freeze=None fine-tunes everything.
+    # model. The demo's short single-frame run is not converged, and the
+    # decoder has to learn to use the read-out of hidden regions: it trains
+    # with the memory. Measured on the demo data (300 iterations): val mIoU
+    # 60.8 with the encoder frozen, 59.5 with freeze=None (twice the
+    # iteration time).
     freeze=('backbone', ))
 
-# The same random resize, crop and flip for every frame of a clip;
-# validation on whole frames.
+# The same random flip for every frame of a clip (whole frames, as
+# erfnet_demo.py); validation on whole frames.
 train_pipeline = [
     dict(type='LoadClipFromFiles'),
     dict(
         type='ClipTransformBroadcaster',
         transforms=[
-            dict(
-                type='RandomResize',
-                scale={{_base_.img_scale}},
-                ratio_range=(1.0, 1.5),
-                keep_ratio=True),
             dict(type='RandomCrop', crop_size=train_crop, cat_max_ratio=0.75),
             dict(type='RandomFlip', prob=0.5),
         ]),
