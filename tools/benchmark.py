@@ -98,6 +98,10 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0, help='synthetic seed')
     parser.add_argument('--out', help='JSON file for the results')
     parser.add_argument(
+        '--baseline-out',
+        help='also write the baseline\'s results from this interleaved run '
+        'as a JSON of its own (e.g. for its leaderboard row)')
+    parser.add_argument(
         '--no-flops', action='store_true', help='skip the FLOP count')
     parser.add_argument(
         '--no-progress', action='store_true', help='hide the progress bar')
@@ -106,7 +110,10 @@ def parse_args(argv=None):
         nargs='+',
         action=DictAction,
         help='overrides of CONFIG, key=value pairs')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.baseline_out and not args.baseline:
+        parser.error('--baseline-out needs --baseline')
+    return args
 
 
 def load_frames(args):
@@ -297,11 +304,31 @@ def benchmark(args) -> dict:
             **describe_model(models['baseline']['cfg'].model)),
         results=results,
         overhead=overhead,
-        primary={
-            k: primary[k]
-            for k in ('mode', 'median_ms', 'p90_ms', 'mean_ms', 'fps',
-                      'peak_memory_mb', 'params', 'gflops')
-        })
+        primary=_summary(primary))
+
+
+PRIMARY_KEYS = ('mode', 'median_ms', 'p90_ms', 'mean_ms', 'fps',
+                'peak_memory_mb', 'params', 'gflops')
+
+
+def _summary(result: dict) -> dict:
+    return {k: result[k] for k in PRIMARY_KEYS}
+
+
+def baseline_report(res: dict) -> dict:
+    """The baseline's part of an interleaved run, shaped as a benchmark of
+    the baseline alone (its timings were taken in the same run as the
+    model's, so the two are comparable)."""
+    results = [dict(r, role='model') for r in res['results']
+               if r['role'] == 'baseline']
+    return dict(
+        res,
+        model=res['baseline'],
+        baseline=None,
+        results=results,
+        overhead=[],
+        primary=_summary(results[0]),
+        interleaved_with=res['model']['config'])
 
 
 def print_report(res: dict) -> str:
@@ -345,6 +372,9 @@ def main(argv=None) -> dict:
     if args.out:
         atomic_write_json(args.out, res)
         print(f'results written to {args.out}')
+    if args.baseline_out:
+        atomic_write_json(args.baseline_out, baseline_report(res))
+        print(f'baseline results written to {args.baseline_out}')
     return res
 
 

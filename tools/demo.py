@@ -8,8 +8,8 @@ Steps (each shown with its own progress output):
    LMA-ERFNet (``configs/demo/lma-erfnet_demo.py``) starting from the trained
    single-frame weights, as the paper does;
 3. evaluate both on the demo val split (``tools/test.py``) and time both
-   (``tools/benchmark.py``: LMA streaming against the single-frame model,
-   interleaved in one run);
+   (``tools/benchmark.py``: LMA streaming and clip re-encoding against the
+   single-frame model, interleaved in one run);
 4. print the leaderboard (``tools/leaderboard.py``), write its plot and a few
    side-by-side images (key frame, single-frame prediction, LMA prediction,
    ground truth).
@@ -213,15 +213,13 @@ def main(argv=None):
         '--device', 'cpu', '--shape', '128', '256', '--frames',
         str(args.bench_frames), '--warmup', str(args.bench_warmup)
     ]
+    # one interleaved run times both models, so their rows are comparable
+    lma_bench = osp.join(runs, 'lma-erfnet', 'benchmark.json')
     timings['benchmark'] = run('time LMA-ERFNet against ERFNet', [
         py, osp.join(tools, 'benchmark.py'), LMA_CONFIG, '--checkpoint',
         lma_ckpt, '--baseline', BASELINE_CONFIG, '--baseline-checkpoint',
-        base_ckpt, *bench, '--out',
-        osp.join(runs, 'lma-erfnet', 'benchmark.json')
-    ])
-    timings['benchmark ERFNet'] = run('time ERFNet alone', [
-        py, osp.join(tools, 'benchmark.py'), BASELINE_CONFIG, '--checkpoint',
-        base_ckpt, *bench, '--out', osp.join(runs, 'erfnet', 'benchmark.json')
+        base_ckpt, *bench, '--out', lma_bench, '--baseline-out',
+        osp.join(runs, 'erfnet', 'benchmark.json')
     ])
     md = osp.join(wd, 'leaderboard.md')
     timings['leaderboard'] = run('leaderboard', [
@@ -239,12 +237,20 @@ def main(argv=None):
             results[name] = json.load(f)
     miou = {k: v['mIoU'] for k, v in results.items()}
     total = time.perf_counter() - start
+    with open(lma_bench) as f:
+        overhead = {o['mode']: o for o in json.load(f)['overhead']}
     print('\n=== lma_mmseg demo: summary')
     with open(md) as f:
         print(f.read())
     print(f'val mIoU: ERFNet {miou["erfnet"]:.2f}, LMA-ERFNet '
           f'{miou["lma-erfnet"]:.2f} '
           f'({miou["lma-erfnet"] - miou["erfnet"]:+.2f})')
+    for mode, label in (('streaming', 'streaming'),
+                        ('reencode', 're-encoding the clip')):
+        if mode in overhead:
+            print(f'LMA-ERFNet {label} vs ERFNet, timed interleaved: '
+                  f'x{overhead[mode]["ratio"]:.2f} '
+                  f'({overhead[mode]["ms"]:+.1f} ms/frame, median)')
     steps = ', '.join(f'{k} {v:.0f} s' for k, v in timings.items())
     print(f'step times: {steps}')
     print(f'total: {total / 60:.1f} min')

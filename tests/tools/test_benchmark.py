@@ -26,7 +26,8 @@ def test_benchmark_lma_against_baseline_json(tmp_path):
     res = tool.main([
         LMA, '--baseline', ERFNET, '--device', 'cpu',
         '--shape', '32', '64', '--frames', '3', '--warmup', '1',
-        '--threads', '1', '--no-progress', '--out', str(out)
+        '--threads', '1', '--no-progress', '--out', str(out),
+        '--baseline-out', str(tmp_path / 'bench' / 'baseline.json')
     ])
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(res))
@@ -71,6 +72,23 @@ def test_benchmark_lma_against_baseline_json(tmp_path):
             r['median_ms'] - base['median_ms'], abs=1e-2)
     assert data['primary']['mode'] == 'streaming'
     assert data['primary']['median_ms'] == stream['median_ms']
+
+    # the baseline's own JSON holds its timings from this same run
+    alone = json.loads((tmp_path / 'bench' / 'baseline.json').read_text())
+    assert alone['kind'] == 'lma_mmseg.benchmark'
+    assert alone['model'] == data['baseline'] and alone['baseline'] is None
+    assert alone['interleaved_with'] == data['model']['config']
+    assert [r['mode'] for r in alone['results']] == ['single']
+    assert alone['results'][0]['times_ms'] == base['times_ms']
+    assert alone['primary']['mode'] == 'single'
+    assert alone['primary']['median_ms'] == base['median_ms']
+    assert alone['primary']['params'] == base['params']
+
+
+def test_baseline_out_needs_a_baseline(tmp_path):
+    tool = load_tool('benchmark')
+    with pytest.raises(SystemExit):
+        tool.parse_args([LMA, '--baseline-out', str(tmp_path / 'b.json')])
 
 
 def test_benchmark_mmseg_config_single_frame(tmp_path):
