@@ -23,6 +23,9 @@ SMALL_PIPELINE = [
 
 
 def _train_losses(cfg):
+    # a name of its own: Runners built within the same second would
+    # otherwise share one MessageHub (named after the timestamp)
+    cfg.experiment_name = f'determinism_{osp.basename(cfg.work_dir)}'
     runner = Runner.from_cfg(cfg)
     runner.train()
     return list(runner.message_hub.get_scalar('train/loss').data[0])

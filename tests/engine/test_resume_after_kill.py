@@ -77,9 +77,15 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
         killed_dir / f'iter_{killed_at}.pth', map_location='cpu')
 
     target = killed_at + CKPT_INTERVAL
-    resumed = Runner.from_cfg(tiny_cfg(killed_dir, target, resume=True))
+    # distinct experiment names: two Runners built within the same second
+    # would otherwise share one MessageHub (named after the timestamp)
+    resumed_cfg = tiny_cfg(killed_dir, target, resume=True)
+    resumed_cfg.experiment_name = 'resumed'
+    resumed = Runner.from_cfg(resumed_cfg)
     resumed.train()
-    reference = Runner.from_cfg(tiny_cfg(ref_dir, target))
+    reference_cfg = tiny_cfg(ref_dir, target)
+    reference_cfg.experiment_name = 'reference'
+    reference = Runner.from_cfg(reference_cfg)
     reference.train()
 
     # the checkpoint the kill left is the uninterrupted run's one
