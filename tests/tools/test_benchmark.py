@@ -1,23 +1,15 @@
 """tools/benchmark.py: JSON fields, interleaved baseline, overhead."""
-import importlib.util
 import json
 import os.path as osp
 
 import pytest
 
 import lma_mmseg  # noqa: F401
+from tool_loader import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 LMA = osp.join(ROOT, 'configs', '_base_', 'models', 'lma-erfnet.py')
 ERFNET = osp.join(ROOT, 'configs', '_base_', 'models', 'erfnet-split.py')
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_benchmark_lma_against_baseline_json(tmp_path):

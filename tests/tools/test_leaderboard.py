@@ -1,6 +1,5 @@
 """tools/leaderboard.py on results written by the metric and the benchmark."""
 import csv
-import importlib.util
 import json
 import os.path as osp
 
@@ -14,20 +13,13 @@ from mmseg.structures import SegDataSample
 from PIL import Image
 
 import lma_mmseg  # noqa: F401
+from tool_loader import load_tool
 from lma_mmseg.evaluation import CityscapesLeaderboardMetric
 from lma_mmseg.evaluation.model_info import describe_model
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 LMA = osp.join(ROOT, 'configs', '_base_', 'models', 'lma-erfnet.py')
 ERFNET = osp.join(ROOT, 'configs', '_base_', 'models', 'erfnet-split.py')
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_test_json(path, config, accuracy, seed):

@@ -6,7 +6,6 @@ ERFNet (our encoder/decoder split) is tested on it through the mmengine
 Runner, and its labelIds export is evaluated again by cityscapesscripts.
 """
 import glob
-import importlib.util
 import json
 import os.path as osp
 import zipfile
@@ -18,19 +17,12 @@ from mmengine.config import Config
 from PIL import Image
 
 import lma_mmseg  # noqa: F401
+from tool_loader import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 ERFNET_BASE = osp.join(ROOT, 'configs', '_base_', 'models', 'erfnet-split.py')
 LMA_BASE = osp.join(ROOT, 'configs', '_base_', 'models', 'lma-erfnet.py')
 DEMO_SEQ = osp.join(ROOT, 'configs', '_base_', 'datasets', 'demo-seq.py')
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 CONFIG = """
