@@ -1,11 +1,9 @@
 """Frame-by-frame (streaming) video segmentation with a memory cache."""
 import copy
-from collections import deque
-from typing import Deque, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmengine.dataset import Compose
 from mmengine.model import is_model_wrapper
 from mmseg.models.segmentors import BaseSegmentor
@@ -13,8 +11,10 @@ from mmseg.registry import TRANSFORMS
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
-from ..models.segmentors.video_encoder_decoder import (VideoEncoderDecoder,
-                                                       slide_windows)
+from ..models.necks.local_memory_neck import FrameMemory
+from ..models.segmentors.video_encoder_decoder import (StepMemory,
+                                                       VideoEncoderDecoder,
+                                                       is_memory_model)
 
 Frame = Union[str, np.ndarray]
 
@@ -107,16 +107,18 @@ def _inner(broadcaster: dict, from_ndarray: bool) -> List[dict]:
 class StreamingSegmenter:
     """Segment a video frame by frame, encoding every frame once.
 
-    For a :class:`~lma_mmseg.models.VideoEncoderDecoder` the memory keys and
-    values of the last ``memory_length`` frames are cached (FIFO, oldest
-    first); each new frame goes through the backbone once, reads the cache
-    through the neck, is decoded, and its own key and value enter the cache.
-    Once ``memory_length`` frames have been seen, the result for frame ``t``
-    equals the clip-mode ``model.predict`` on frames ``t-T .. t``; before
-    that the memory holds the frames seen so far (none for the first frame,
-    which is then segmented as a lone image). In ``slide`` test mode every
-    window position has its own cache. Any other mmseg segmentor is run
-    frame by frame without memory.
+    A loop over the segmentor's own per-frame step: for a memory model
+    (:func:`~lma_mmseg.models.is_memory_model`) each frame goes through
+    :meth:`VideoEncoderDecoder.step`, which encodes it once, reads the
+    memory keys and values of the last ``memory_length`` frames, decodes
+    and pushes the frame's own key and value; the memory is carried from
+    frame to frame here. Once ``memory_length`` frames have been seen, the
+    result for frame ``t`` equals the clip-mode ``model.predict`` on frames
+    ``t-T .. t``; before that the memory holds the frames seen so far (none
+    for the first frame: with the neck's ``empty_memory='skip'`` it is then
+    segmented exactly as the single-frame model would). In ``slide`` test
+    mode the step keeps one memory per window. Any other mmseg segmentor is
+    run frame by frame without memory (``model.inference``).
 
     Frames (paths or HxWx3 BGR arrays) go through the config's test pipeline
     turned into a single-frame one (see :func:`frame_pipeline`: the same
@@ -134,7 +136,7 @@ class StreamingSegmenter:
     Args:
         model (BaseSegmentor): The segmentor (eval mode is set).
         memory_length (int, optional): Frames kept in memory; defaults to
-            the neck's ``memory_length``.
+            the model's ``memory_length`` (its neck's).
         test_pipeline (Sequence[dict], optional): Test pipeline to use
             instead of ``model.cfg.test_pipeline``.
     """
@@ -149,14 +151,15 @@ class StreamingSegmenter:
             raise TypeError(f'StreamingSegmenter: `model` must be an mmseg '
                             f'segmentor, got {type(model).__name__}')
         self.model = model.eval()
-        self.is_video = isinstance(model, VideoEncoderDecoder)
+        self.is_video = is_memory_model(model)
         if memory_length is None:
-            memory_length = (model.neck.memory_length if self.is_video
-                             and hasattr(model.neck, 'memory_length') else 0)
+            memory_length = model.memory_length if self.is_video else 0
         if (isinstance(memory_length, bool)
-                or not isinstance(memory_length, int) or memory_length < 0):
+                or not isinstance(memory_length, int) or memory_length < 0
+                or (self.is_video and memory_length == 0)):
             raise ValueError(f'StreamingSegmenter: `memory_length` must be '
-                             f'an int >= 0, got {memory_length!r}')
+                             f'an int >= 1 for a memory model (>= 0 '
+                             f'otherwise), got {memory_length!r}')
         self.memory_length = memory_length if self.is_video else 0
         if test_pipeline is None:
             cfg = getattr(model, 'cfg', None)
@@ -167,23 +170,32 @@ class StreamingSegmenter:
                         'pipeline', None)
         self.test_pipeline = test_pipeline
         self._pipelines: Dict[bool, Compose] = {}
-        self._memory: Dict[object, Deque[Tuple[Tensor, Tensor]]] = {}
+        self._memory: Optional[StepMemory] = None
         self._input_shape: Optional[torch.Size] = None
         self.num_frames = 0
 
     # -------------------------------------------------------------- state
     def reset(self) -> None:
         """Forget the memory (call before a new video)."""
-        self._memory.clear()
+        self._memory = None
         self._input_shape = None
         self.num_frames = 0
 
     @property
+    def memory(self) -> Optional[StepMemory]:
+        """The memory the next step reads (what the last step returned)."""
+        return self._memory
+
+    @property
     def memory_size(self) -> int:
         """int: Number of frames currently held in memory."""
-        if not self._memory:
+        memory = self._memory
+        if memory is None:
             return 0
-        return max(len(cache) for cache in self._memory.values())
+        if isinstance(memory, FrameMemory):
+            return memory.num_frames
+        return max((m.num_frames for m in memory if m is not None),
+                   default=0)
 
     # ------------------------------------------------------------ frames
     def _pipeline(self, from_ndarray: bool) -> Compose:
@@ -263,70 +275,21 @@ class StreamingSegmenter:
                 f'shape {tuple(inputs.shape)}, the memory holds frames of '
                 f'shape {tuple(self._input_shape)}; call reset() before a '
                 f'new video')
-        if batch_img_metas is None:
-            shape = tuple(inputs.shape[-2:])
-            batch_img_metas = [
-                dict(
-                    ori_shape=shape,
-                    img_shape=shape,
-                    pad_shape=shape,
-                    padding_size=[0, 0, 0, 0])
-                for _ in range(inputs.shape[0])
-            ]
-        else:
-            batch_img_metas = [dict(meta) for meta in batch_img_metas]
         model = self.model
-        test_cfg = model.test_cfg or dict(mode='whole')
-        mode = test_cfg.get('mode', 'whole')
-        if mode not in ('whole', 'slide'):
-            raise ValueError(f'StreamingSegmenter: test_cfg.mode must be '
-                             f"'whole' or 'slide', got {mode!r}")
-        if not self.is_video:
-            if model.test_cfg is None:
-                logits = model.encode_decode(inputs, batch_img_metas)
-            else:
-                logits = model.inference(inputs, batch_img_metas)
-        elif mode == 'whole':
-            logits = self._encode_decode(inputs, batch_img_metas, 'whole')
+        if self.is_video:
+            logits, self._memory = model.step(
+                inputs,
+                self._memory,
+                batch_img_metas,
+                memory_length=self.memory_length)
         else:
-            logits = self._slide(inputs, batch_img_metas, test_cfg)
+            if batch_img_metas is None:
+                batch_img_metas = VideoEncoderDecoder._default_metas(inputs)
+            metas = [dict(meta) for meta in batch_img_metas]
+            if model.test_cfg is None:
+                logits = model.encode_decode(inputs, metas)
+            else:
+                logits = model.inference(inputs, metas)
         self._input_shape = inputs.shape
         self.num_frames += 1
         return logits
-
-    def _slide(self, inputs: Tensor, batch_img_metas: List[dict],
-               test_cfg: dict) -> Tensor:
-        """Sliding-window inference with one memory per window."""
-        h_stride, w_stride = test_cfg['stride']
-        h_crop, w_crop = test_cfg['crop_size']
-        batch = inputs.shape[0]
-        h_img, w_img = inputs.shape[-2:]
-        preds = inputs.new_zeros((batch, self.model.out_channels, h_img,
-                                  w_img))
-        count = inputs.new_zeros((batch, 1, h_img, w_img))
-        for window in slide_windows(h_img, w_img, h_crop, w_crop, h_stride,
-                                    w_stride):
-            y1, y2, x1, x2 = window
-            crop = inputs[..., y1:y2, x1:x2]
-            batch_img_metas[0]['img_shape'] = crop.shape[-2:]
-            logits = self._encode_decode(crop, batch_img_metas, window)
-            preds += F.pad(logits, (x1, w_img - x2, y1, h_img - y2))
-            count[:, :, y1:y2, x1:x2] += 1
-        return preds / count
-
-    def _encode_decode(self, inputs: Tensor, batch_img_metas: List[dict],
-                       slot) -> Tensor:
-        """Encode a frame (or window) once, read and update its memory."""
-        model = self.model
-        feats = model.backbone(inputs)
-        cache = self._memory.setdefault(slot,
-                                        deque(maxlen=self.memory_length))
-        memory = None
-        if cache:
-            memory = (torch.stack([key for key, _ in cache], dim=1),
-                      torch.stack([value for _, value in cache], dim=1))
-        fused = model.neck(feats, memory=memory)
-        if self.memory_length > 0:
-            cache.append(model.neck.encode_memory(feats))
-        return model.decode_head.predict(fused, batch_img_metas,
-                                         model.test_cfg)

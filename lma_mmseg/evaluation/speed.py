@@ -34,13 +34,16 @@ import gc
 import resource
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
 import torch
 import torch.nn as nn
 from mmseg.structures import SegDataSample
+
+from ..apis.complexity import count_flops
+from ..models.segmentors.video_encoder_decoder import is_memory_model
 
 __all__ = [
     'synthetic_frames', 'SingleFrameRunner', 'ReencodeRunner',
@@ -74,13 +77,6 @@ def synthetic_frames(num: int, shape: Sequence[int],
         x = (4 * i) % w
         frames.append(np.ascontiguousarray(scene[:, x:x + w]))
     return frames
-
-
-def is_memory_model(model: nn.Module) -> bool:
-    """Whether ``model`` keeps a memory of past frames (an LMA segmentor)."""
-    neck = getattr(model, 'neck', None)
-    return neck is not None and hasattr(neck, 'encode_memory') and hasattr(
-        neck, 'memory_length')
 
 
 def _sample(shape) -> SegDataSample:
@@ -135,10 +131,12 @@ class StreamingRunner:
     """:class:`lma_mmseg.apis.StreamingSegmenter`, each frame encoded once.
 
     Each step runs what ``model.test_step`` runs for the other modes: the
-    data preprocessor on the frame, :meth:`StreamingSegmenter.step` (the
-    backbone on the new frame, the cached memory read by the neck, the
-    decoder) and ``model.postprocess_result``; the config's test pipeline
-    (and its resize) is not used, so every mode sees the same input.
+    data preprocessor on the frame, :meth:`StreamingSegmenter.step` (which
+    runs the model's own per-frame ``model.step``: the backbone on the new
+    frame, the memory read by the neck, the decoder, the frame's memory key
+    and value pushed) and ``model.postprocess_result``; the config's test
+    pipeline (and its resize) is not used, so every mode sees the same
+    input.
     """
 
     mode = 'streaming'
@@ -363,130 +361,3 @@ def summarize(times_ms: Sequence[float]) -> dict:
 def count_params(model: nn.Module) -> int:
     """Number of parameters."""
     return int(sum(p.numel() for p in model.parameters()))
-
-
-class _Forward(nn.Module):
-    """Wraps a callable so the jit tracer sees one module call."""
-
-    def __init__(self, model: nn.Module, fn: Callable):
-        super().__init__()
-        self.model = model
-        self.fn = fn
-
-    def forward(self, *inputs):
-        return self.fn(self.model, *inputs)
-
-
-def _single_fn(model, x):
-    return model._forward(x)
-
-
-def _stream_fn(model, x, keys, values):
-    feats = model.backbone(x)
-    new_keys, new_values = model.neck.encode_memory(feats)
-    fused = model.neck(feats, memory=(keys, values))
-    out = model.decode_head.forward(fused)
-    return out, new_keys, new_values
-
-
-def _attention_macs(model, batch, memory_length, h, w) -> int:
-    neck = model.neck
-    cv = neck.out_value_channels
-    return int(batch * memory_length * neck.window**2 * h * w *
-               (neck.key_channels + cv))
-
-
-class _AnalyticAttention:
-    """Within the block, the neck's memory read-out returns zeros.
-
-    The tracer then counts everything but the local attention, whatever
-    implementation runs it (compiled op or PyTorch reference); its
-    multiply-adds are added analytically instead.
-    """
-
-    def __init__(self, neck: nn.Module):
-        self.neck = neck
-
-    def __enter__(self):
-        neck = self.neck
-
-        def read_memory(query_key, memory):
-            b, _, h, w = query_key.shape
-            return query_key.new_zeros((b, neck.out_value_channels, h, w))
-
-        neck.read_memory = read_memory
-        return self
-
-    def __exit__(self, *exc):
-        del self.neck.read_memory
-        return False
-
-
-def count_flops(model: nn.Module, mode: str, shape: Sequence[int],
-                device) -> dict:
-    """FLOPs of one frame with mmengine's ``FlopAnalyzer`` (jit tracing).
-
-    mmengine counts one fused multiply-add as one FLOP and leaves out
-    element-wise operations. The local attention is counted analytically:
-    ``B*T*P*P*h*w*(key_channels + value_channels)`` multiply-adds (the
-    correlation and the aggregation; the softmax, element-wise, is left out
-    as for every other element-wise op), reported apart as
-    ``attention_flops`` and included in ``flops``.
-
-    Args:
-        model (nn.Module): The segmentor (eval mode).
-        mode (str): ``'single'``, ``'streaming'`` (backbone once, memory
-            encoding of the new frame, neck with ``T`` cached frames, head)
-            or ``'reencode'`` (the whole clip of ``T + 1`` frames).
-        shape (Sequence[int]): (H, W) of the input.
-        device: Device to trace on.
-
-    Returns:
-        dict: ``flops`` (int or None), ``attention_flops``,
-        ``unsupported_ops`` (op name -> count, not counted) and ``error``
-        (None, or why counting failed).
-    """
-    from mmengine.analysis import FlopAnalyzer
-    h, w = int(shape[0]), int(shape[1])
-    x = torch.zeros(1, 3, h, w, device=device)
-    attention = 0
-    try:
-        if mode == 'single':
-            module, inputs = _Forward(model, _single_fn), (x, )
-        elif mode in ('streaming', 'reencode'):
-            t = int(model.neck.memory_length)
-            with torch.no_grad():
-                feats = model.backbone(x)
-                keys, values = model.neck.encode_memory(feats)
-            fh, fw = keys.shape[-2:]
-            attention = _attention_macs(model, 1, t, fh, fw)
-            if mode == 'streaming':
-                module = _Forward(model, _stream_fn)
-                inputs = (x, keys[:, None].repeat(1, t, 1, 1, 1),
-                          values[:, None].repeat(1, t, 1, 1, 1))
-            else:
-                module = _Forward(model, _single_fn)
-                inputs = (x[:, None].repeat(1, t + 1, 1, 1, 1), )
-        else:
-            raise ValueError(f'unknown mode {mode!r}')
-        analyzer = FlopAnalyzer(module, inputs)
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
-        analyzer.tracer_warnings('none')
-        with torch.no_grad():
-            if attention:
-                with _AnalyticAttention(model.neck):
-                    total = int(analyzer.total())
-            else:
-                total = int(analyzer.total())
-        return dict(
-            flops=total + attention,
-            attention_flops=attention,
-            unsupported_ops=dict(analyzer.unsupported_ops()),
-            error=None)
-    except Exception as e:  # report, do not abort the timing
-        return dict(
-            flops=None,
-            attention_flops=attention,
-            unsupported_ops={},
-            error=f'{type(e).__name__}: {e}')

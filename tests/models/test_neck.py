@@ -96,14 +96,51 @@ def test_heads_and_forward():
     assert torch.equal(neck(feat, memory=memory), out[1])
 
 
-def test_empty_memory_is_a_zero_readout():
+def test_empty_memory_zeros_mode_is_a_zero_readout():
     torch.manual_seed(2)
-    neck = build().eval()
+    neck = build(empty_memory='zeros').eval()
     feat = torch.randn(1, 8, 6, 6)
     expected = neck.fusion(neck.query_value(feat), torch.zeros(1, 6, 6, 6))
     torch.testing.assert_close(neck(feat), expected)
     empty = (torch.zeros(1, 0, 4, 6, 6), torch.zeros(1, 0, 6, 6, 6))
     torch.testing.assert_close(neck(feat, memory=empty), expected)
+
+
+def test_empty_memory_skips_the_fusion_by_default():
+    torch.manual_seed(2)
+    neck = build().eval()
+    assert neck.empty_memory == 'skip'
+    feat = torch.randn(1, 8, 6, 6)
+    assert neck(feat) is feat
+    empty = (torch.zeros(1, 0, 4, 6, 6), torch.zeros(1, 0, 6, 6, 6))
+    assert neck(feat, memory=empty) is feat
+    other = torch.randn(1, 3, 12, 12)
+    outs = neck([other, feat])
+    assert isinstance(outs, tuple) and outs[0] is other and outs[1] is feat
+    # with a memory the fusion runs and changes the map
+    keys, values = neck.encode_memory(torch.randn(2, 8, 6, 6))
+    memory = neck.push_memory(None, keys[None], values[None])
+    assert not torch.allclose(neck(feat, memory=memory), feat)
+
+
+def test_push_memory_is_a_fifo():
+    neck = build()
+    keys = [torch.full((2, 1, 4, 3, 3), float(i)) for i in range(5)]
+    values = [torch.full((2, 1, 6, 3, 3), -float(i)) for i in range(5)]
+    memory = None
+    for i in range(5):
+        memory = neck.push_memory(memory, keys[i], values[i], max_length=3)
+        assert memory.num_frames == min(i + 1, 3)
+    assert memory.keys[:, :, 0, 0, 0].tolist() == [[2, 3, 4]] * 2
+    assert memory.values[:, :, 0, 0, 0].tolist() == [[-2, -3, -4]] * 2
+    both = neck.push_memory(None, torch.cat(keys, 1), torch.cat(values, 1))
+    assert both.num_frames == 5
+    with pytest.raises(ValueError, match='memory keys must have shape'):
+        neck.push_memory(memory, torch.zeros(1, 1, 4, 3, 3),
+                         torch.zeros(1, 1, 6, 3, 3))
+    with pytest.raises(ValueError, match='same B and n'):
+        neck.push_memory(None, torch.zeros(2, 2, 4, 3, 3),
+                         torch.zeros(2, 1, 6, 3, 3))
 
 
 def test_raw_feature_values():
@@ -143,6 +180,7 @@ def test_gradients_reach_every_head():
     (dict(padding='reflect'), 'padding'),
     (dict(scale=0.0), 'scale'),
     (dict(memory_length=0), 'memory_length'),
+    (dict(empty_memory='drop'), 'empty_memory'),
     (dict(in_index='last'), 'in_index'),
     (dict(fusion='GatedFusion'), 'fusion'),
 ])

@@ -1,6 +1,6 @@
 """The Local Memory Attention module, as a segmentor neck."""
 import numbers
-from typing import Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -11,10 +11,32 @@ from torch import Tensor
 
 from .utils import check_positive_int
 
-Memory = Tuple[Tensor, Tensor]
 Features = Union[Tensor, Sequence[Tensor]]
 
 PADDING_MODES = ('zeros', 'mask')
+EMPTY_MEMORY_MODES = ('skip', 'zeros')
+
+
+class FrameMemory(NamedTuple):
+    """Memory keys and values of the past frames, oldest first.
+
+    A named tuple of two tensors, so ``torch.compile`` and ``torch.export``
+    see its tensors as ordinary inputs and outputs.
+
+    Attributes:
+        keys (Tensor): (B, T, key_channels, h, w).
+        values (Tensor): (B, T, Cv, h, w).
+    """
+    keys: Tensor
+    values: Tensor
+
+    @property
+    def num_frames(self) -> int:
+        """int: The number ``T`` of frames held."""
+        return int(self.keys.shape[1])
+
+
+Memory = Union[FrameMemory, Tuple[Tensor, Tensor]]
 
 
 def _local_attention(*args, **kwargs) -> Tensor:
@@ -47,9 +69,18 @@ class LocalMemoryNeck(BaseModule):
     the read-out.
 
     Empty memory (``memory=None`` or ``T == 0``, e.g. a lone image or the
-    first frame of a stream): the read-out is all zeros, which is what the
-    attention returns when every memory position lies outside the map
-    (zero padding: value 0), and the fusion runs on it as usual.
+    first frame of a stream): with ``empty_memory='skip'`` (the default, as
+    the authors' model does) the fusion is skipped and the raw features are
+    returned, so the decoder sees exactly the single-frame model's input;
+    with ``'zeros'`` the read-out is all zeros (what the attention returns
+    when every memory position lies outside the map under zero padding)
+    and the fusion runs on it as usual.
+
+    The memory is a :class:`FrameMemory` (keys, values). Clip-mode
+    training/inference and the per-frame streaming step of the segmentor
+    use the same three pieces: :meth:`encode_memory` (a frame's key and
+    value), :meth:`forward` (read the memory and fuse) and
+    :meth:`push_memory` (append frames to the FIFO).
 
     Shapes (``h, w`` the size of the ``in_index`` feature map)::
 
@@ -78,6 +109,9 @@ class LocalMemoryNeck(BaseModule):
             frame of the clip but the last. Defaults to 3.
         in_index (int): Which backbone output to read (negative counts from
             the end). Defaults to -1.
+        empty_memory (str): What an empty memory does: ``'skip'`` the
+            fusion (raw features pass through) or run it on a ``'zeros'``
+            read-out. Defaults to ``'skip'``.
         fusion (dict): Config of the fusion module, e.g.
             ``dict(type='GatedFusion')`` or
             ``dict(type='GatedDownFusion', channels=256)``. The channel
@@ -95,6 +129,7 @@ class LocalMemoryNeck(BaseModule):
                  padding: str = 'zeros',
                  memory_length: int = 3,
                  in_index: int = -1,
+                 empty_memory: str = 'skip',
                  fusion: ConfigType = dict(type='GatedFusion'),
                  init_cfg: OptMultiConfig = None):
         super().__init__(init_cfg=init_cfg)
@@ -127,6 +162,10 @@ class LocalMemoryNeck(BaseModule):
             raise ValueError(f'{name}: `in_index` must be an int, got '
                              f'{in_index!r}')
         self.in_index = in_index
+        if empty_memory not in EMPTY_MEMORY_MODES:
+            raise ValueError(f'{name}: `empty_memory` must be one of '
+                             f'{EMPTY_MEMORY_MODES}, got {empty_memory!r}')
+        self.empty_memory = empty_memory
         if not isinstance(fusion, dict) or 'type' not in fusion:
             raise ValueError(f'{name}: `fusion` must be a config dict with '
                              f'a `type`, got {fusion!r}')
@@ -201,7 +240,7 @@ class LocalMemoryNeck(BaseModule):
                 f'{tuple(feat.shape)}')
         return feat, index
 
-    def encode_memory(self, inputs: Features) -> Memory:
+    def encode_memory(self, inputs: Features) -> Tuple[Tensor, Tensor]:
         """Compute memory keys and values of frames.
 
         Args:
@@ -215,28 +254,56 @@ class LocalMemoryNeck(BaseModule):
         feat, _ = self._select(inputs)
         return self.memory_key(feat), self.memory_value(feat)
 
-    def read_memory(self, query_key: Tensor,
-                    memory: Optional[Memory]) -> Tensor:
-        """Read the memory with local attention.
+    def is_empty(self, memory: Optional[Memory]) -> bool:
+        """Whether ``memory`` holds no frame (None or ``T == 0``)."""
+        if memory is None:
+            return True
+        if not isinstance(memory, (tuple, list)) or len(memory) != 2:
+            raise TypeError(f'{type(self).__name__}: `memory` must be a '
+                            f'(keys, values) pair or None, got '
+                            f'{type(memory).__name__}')
+        return memory[0].shape[1] == 0
+
+    def push_memory(self,
+                    memory: Optional[Memory],
+                    keys: Tensor,
+                    values: Tensor,
+                    max_length: Optional[int] = None) -> FrameMemory:
+        """Append frames to the memory FIFO.
 
         Args:
-            query_key (Tensor): Query keys (B, key_channels, h, w).
-            memory (tuple[Tensor, Tensor], optional): Keys
-                (B, T, key_channels, h, w) and values (B, T, Cv, h, w).
-                None or T == 0 gives a zero read-out.
+            memory (FrameMemory, optional): The memory so far (None when
+                empty), keys (B, T, key_channels, h, w) and values
+                (B, T, Cv, h, w).
+            keys (Tensor): Keys of the new frames (B, n, key_channels, h, w),
+                oldest first, as :meth:`encode_memory` gives them per frame.
+            values (Tensor): Their values (B, n, Cv, h, w).
+            max_length (int, optional): Keep only the newest ``max_length``
+                frames (the streaming FIFO). None keeps every frame.
 
         Returns:
-            Tensor: Read-out (B, Cv, h, w).
+            FrameMemory: Keys (B, T', key_channels, h, w) and values
+            (B, T', Cv, h, w), oldest first.
         """
         name = type(self).__name__
-        batch, _, height, width = query_key.shape
-        if memory is not None and (not isinstance(memory, (tuple, list))
-                                   or len(memory) != 2):
-            raise TypeError(f'{name}: `memory` must be a (keys, values) '
-                            f'pair or None, got {type(memory).__name__}')
-        if memory is None or memory[0].shape[1] == 0:
-            return query_key.new_zeros(
-                (batch, self.out_value_channels, height, width))
+        if keys.dim() != 5 or values.dim() != 5 or keys.shape[:2] != \
+                values.shape[:2]:
+            raise ValueError(f'{name}: new memory keys and values must be '
+                             f'(B, n, C, h, w) with the same B and n, got '
+                             f'{tuple(keys.shape)} and {tuple(values.shape)}')
+        if not self.is_empty(memory):
+            self._check_memory(memory, keys.shape[0], *keys.shape[-2:])
+            keys = torch.cat([memory[0], keys], dim=1)
+            values = torch.cat([memory[1], values], dim=1)
+        if max_length is not None and keys.shape[1] > max_length:
+            keys = keys[:, -max_length:]
+            values = values[:, -max_length:]
+        return FrameMemory(keys, values)
+
+    def _check_memory(self, memory: Memory, batch: int, height: int,
+                      width: int) -> None:
+        """Check the shapes of a non-empty memory."""
+        name = type(self).__name__
         keys, values = memory
         if keys.dim() != 5 or (keys.shape[0], *keys.shape[2:]) != (
                 batch, self.key_channels, height, width):
@@ -251,6 +318,26 @@ class LocalMemoryNeck(BaseModule):
                 f'{name}: memory values must have shape (B={batch}, '
                 f'T={keys.shape[1]}, {self.out_value_channels}, {height}, '
                 f'{width}), got {tuple(values.shape)}')
+
+    def read_memory(self, query_key: Tensor,
+                    memory: Optional[Memory]) -> Tensor:
+        """Read the memory with local attention.
+
+        Args:
+            query_key (Tensor): Query keys (B, key_channels, h, w).
+            memory (FrameMemory, optional): Keys (B, T, key_channels, h, w)
+                and values (B, T, Cv, h, w). None or T == 0 gives a zero
+                read-out.
+
+        Returns:
+            Tensor: Read-out (B, Cv, h, w).
+        """
+        batch, _, height, width = query_key.shape
+        if self.is_empty(memory):
+            return query_key.new_zeros(
+                (batch, self.out_value_channels, height, width))
+        self._check_memory(memory, batch, height, width)
+        keys, values = memory
         return _local_attention(
             query_key,
             keys,
@@ -269,19 +356,23 @@ class LocalMemoryNeck(BaseModule):
             inputs (Tensor | Sequence[Tensor]): Backbone output of the
                 current frame; the map at ``in_index`` is
                 (B, in_channels, h, w).
-            memory (tuple[Tensor, Tensor], optional): Memory keys
+            memory (FrameMemory, optional): Memory keys
                 (B, T, key_channels, h, w) and values (B, T, Cv, h, w),
-                oldest frame first, as stacked from :meth:`encode_memory`.
-                None (or T == 0) means an empty memory: zero read-out.
+                oldest first (see :meth:`push_memory`). None (or T == 0)
+                means an empty memory (see ``empty_memory``).
 
         Returns:
             Tensor | tuple[Tensor]: ``inputs`` with the ``in_index`` map
             replaced by the fused map (B, in_channels, h, w); a tensor when
-            ``inputs`` is a tensor, else a tuple.
+            ``inputs`` is a tensor, else a tuple. With an empty memory and
+            ``empty_memory='skip'`` the map is the input map itself.
         """
         feat, index = self._select(inputs)
-        readout = self.read_memory(self.query_key(feat), memory)
-        fused = self.fusion(self.query_value(feat), readout)
+        if self.is_empty(memory) and self.empty_memory == 'skip':
+            fused = feat
+        else:
+            readout = self.read_memory(self.query_key(feat), memory)
+            fused = self.fusion(self.query_value(feat), readout)
         if isinstance(inputs, Tensor):
             return fused
         outs = list(inputs)

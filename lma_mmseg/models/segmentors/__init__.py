@@ -1,3 +1,3 @@
-from .video_encoder_decoder import VideoEncoderDecoder
+from .video_encoder_decoder import VideoEncoderDecoder, is_memory_model
 
-__all__ = ['VideoEncoderDecoder']
+__all__ = ['VideoEncoderDecoder', 'is_memory_model']

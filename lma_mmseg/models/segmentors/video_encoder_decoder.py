@@ -1,13 +1,20 @@
 """Encoder-decoder segmentor with a memory of past frames."""
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
                          OptSampleList, SampleList)
 from torch import Tensor
+
+from ..necks.local_memory_neck import Features, FrameMemory
+
+#: What :meth:`VideoEncoderDecoder.step` takes and returns as memory: one
+#: FrameMemory (``whole`` mode) or one per window (``slide`` mode).
+StepMemory = Union[FrameMemory, Tuple[Optional[FrameMemory], ...]]
 
 
 @MODELS.register_module()
@@ -25,20 +32,29 @@ class VideoEncoderDecoder(EncoderDecoder):
 
     .. code:: text
 
-     extract_feat(): backbone(memory frames, one batched call)
-                     -> neck.encode_memory() -> keys, values (B, T, ...)
-                     backbone(key frame) -> neck(key feats, memory)
+     extract_feat(): encode_frames(memory frames, one batched call)
+                     -> neck.encode_memory() -> neck.push_memory()
+                     encode_frames(key frame) -> neck(key feats, memory)
      loss(): extract_feat() -> decode_head.loss() (+ auxiliary heads)
      predict(): whole / slide inference (the same windows cut from every
                 frame) -> postprocess_result()
+     step(frame, memory): encode_frames(frame) -> neck(feats, memory)
+                -> decode_head.predict(); neck.encode_memory(feats)
+                -> neck.push_memory() (FIFO of memory_length frames)
      _forward(): extract_feat() -> decode_head.forward()
+
+    :meth:`step` is the per-frame (streaming) step: each frame is encoded
+    once and the memory keys and values of the last ``T`` frames are
+    carried from call to call. Streaming inference, speed and FLOP
+    measurements and export all run it.
 
     Args:
         backbone (dict): Backbone config.
         decode_head (dict): Decode head config.
         neck (dict): Memory neck config; the neck must provide
-            ``encode_memory(feats) -> (keys, values)`` and
-            ``forward(feats, memory=None)``.
+            ``encode_memory(feats) -> (keys, values)``,
+            ``push_memory(memory, keys, values, max_length)``,
+            ``forward(feats, memory=None)`` and ``memory_length``.
         auxiliary_head (dict | list[dict], optional): Auxiliary head(s).
         train_cfg (dict, optional): Training config.
         test_cfg (dict, optional): Testing config, ``mode='whole'`` or
@@ -84,7 +100,7 @@ class VideoEncoderDecoder(EncoderDecoder):
             data_preprocessor=data_preprocessor,
             pretrained=pretrained,
             init_cfg=init_cfg)
-        for method in ('encode_memory', 'forward'):
+        for method in ('encode_memory', 'push_memory', 'forward'):
             if not callable(getattr(self.neck, method, None)):
                 raise ValueError(
                     f'{type(self).__name__}: the neck '
@@ -141,27 +157,50 @@ class VideoEncoderDecoder(EncoderDecoder):
                 f'C, H, W) with the key frame last or a batch of frames '
                 f'(B, C, H, W), got {shape or type(inputs).__name__}')
 
-    def encode_memory(self, frames: Tensor) -> Tuple[Tensor, Tensor]:
+    @property
+    def memory_length(self) -> int:
+        """int: Frames ``T`` kept by the streaming FIFO (the neck's
+        ``memory_length``)."""
+        return int(self.neck.memory_length)
+
+    def encode_frames(self, frames: Tensor) -> Features:
+        """Run the backbone on a batch of frames: the one place where a
+        frame is encoded.
+
+        Args:
+            frames (Tensor): Frames (N, C, H, W).
+
+        Returns:
+            Tensor | tuple[Tensor]: The backbone output for the N frames.
+        """
+        return self.backbone(frames)
+
+    def _memory_of(self, feats: Features, batch: int,
+                   num: int) -> FrameMemory:
+        """Memory of ``num`` frames per clip from their backbone output
+        (``batch * num`` frames, clip-major)."""
+        keys, values = self.neck.encode_memory(feats)
+        return self.neck.push_memory(None, keys.unflatten(0, (batch, num)),
+                                     values.unflatten(0, (batch, num)))
+
+    def encode_memory(self, frames: Tensor) -> FrameMemory:
         """Encode memory frames into keys and values.
 
         Args:
             frames (Tensor): Memory frames (B, T, C, H, W), oldest first.
 
         Returns:
-            tuple[Tensor, Tensor]: Keys (B, T, Ck, h, w) and values
-            (B, T, Cv, h, w). The backbone runs once on all B*T frames,
-            under ``torch.no_grad()`` when ``freeze_memory_encoder``.
+            FrameMemory: Keys (B, T, Ck, h, w) and values (B, T, Cv, h, w).
+            The backbone runs once on all B*T frames, under
+            ``torch.no_grad()`` when ``freeze_memory_encoder``.
         """
         batch, num = frames.shape[:2]
-        flat = frames.flatten(0, 1)
         with torch.set_grad_enabled(torch.is_grad_enabled()
                                     and not self.freeze_memory_encoder):
-            feats = self.backbone(flat)
-        keys, values = self.neck.encode_memory(feats)
-        return (keys.unflatten(0, (batch, num)),
-                values.unflatten(0, (batch, num)))
+            feats = self.encode_frames(frames.flatten(0, 1))
+        return self._memory_of(feats, batch, num)
 
-    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+    def extract_feat(self, inputs: Tensor) -> Features:
         """Features of the key frame after the memory neck.
 
         Args:
@@ -174,14 +213,14 @@ class VideoEncoderDecoder(EncoderDecoder):
         """
         self._check_inputs(inputs)
         if inputs.dim() == 4:
-            return self.neck(self.backbone(inputs), memory=None)
+            return self.neck(self.encode_frames(inputs), memory=None)
         batch, num = inputs.shape[:2]
         if num == 1:
-            return self.neck(self.backbone(inputs[:, 0]), memory=None)
+            return self.neck(self.encode_frames(inputs[:, 0]), memory=None)
         if self._backbone_is_fixed():
             # Eval-mode backbone without gradients: one call for all frames.
             with torch.no_grad():
-                feats = self.backbone(inputs.flatten(0, 1))
+                feats = self.encode_frames(inputs.flatten(0, 1))
             single = isinstance(feats, Tensor)
             feats = [f.unflatten(0, (batch, num)) for f in
                      ((feats, ) if single else feats)]
@@ -189,13 +228,108 @@ class VideoEncoderDecoder(EncoderDecoder):
             key_feats = [f[:, -1] for f in feats]
             if single:  # keep the backbone's output type
                 mem_feats, key_feats = mem_feats[0], key_feats[0]
-            keys, values = self.neck.encode_memory(mem_feats)
-            memory = (keys.unflatten(0, (batch, num - 1)),
-                      values.unflatten(0, (batch, num - 1)))
+            memory = self._memory_of(mem_feats, batch, num - 1)
         else:
             memory = self.encode_memory(inputs[:, :-1])
-            key_feats = self.backbone(inputs[:, -1])
+            key_feats = self.encode_frames(inputs[:, -1])
         return self.neck(key_feats, memory=memory)
+
+    # ---------------------------------------------------------- streaming
+    def step(self,
+             inputs: Tensor,
+             memory: Optional[StepMemory] = None,
+             batch_img_metas: Optional[List[dict]] = None,
+             memory_length: Optional[int] = None
+             ) -> Tuple[Tensor, StepMemory]:
+        """Segment the next frame of a stream, encoding it once.
+
+        The frame goes through the backbone once; the neck reads ``memory``
+        and fuses the read-out into the frame's features (an empty memory
+        follows the neck's ``empty_memory``), the decode head predicts, and
+        the frame's own memory key and value are pushed into the FIFO,
+        which keeps the newest ``memory_length`` frames. Once the FIFO is
+        full, the logits of frame ``t`` equal the clip-mode
+        :meth:`predict` on frames ``t-T .. t``.
+
+        ``test_cfg.mode='slide'`` cuts the same windows as
+        :meth:`slide_inference` and keeps one memory per window.
+
+        Args:
+            inputs (Tensor): The frame (B, 3, H, W), preprocessed as the
+                data preprocessor does (B streams in lockstep).
+            memory (FrameMemory | tuple[FrameMemory], optional): What the
+                previous step returned; None for an empty memory (first
+                frame, lone image).
+            batch_img_metas (list[dict], optional): Metainfo of the frames;
+                defaults to the input size.
+            memory_length (int, optional): FIFO length; defaults to
+                :attr:`memory_length`.
+
+        Returns:
+            tuple: Logits (B, num_classes, H, W) at the input size, as
+            :meth:`encode_decode` returns them, and the new memory: a
+            :class:`FrameMemory` (keys (B, T, Ck, h, w), values
+            (B, T, Cv, h, w), oldest first) in ``whole`` mode, a tuple of
+            them (one per window) in ``slide`` mode.
+        """
+        if not isinstance(inputs, Tensor) or inputs.dim() != 4:
+            raise ValueError(
+                f'{type(self).__name__}.step: `inputs` must be one frame '
+                f'per stream (B, C, H, W), got '
+                f'{tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__}'  # noqa: E501
+            )
+        if memory_length is None:
+            memory_length = self.memory_length
+        if (isinstance(memory_length, bool)
+                or not isinstance(memory_length, int) or memory_length < 1):
+            raise ValueError(f'{type(self).__name__}.step: `memory_length` '
+                             f'must be an int >= 1, got {memory_length!r}')
+        if batch_img_metas is None:
+            batch_img_metas = self._default_metas(inputs)
+        else:
+            batch_img_metas = [dict(meta) for meta in batch_img_metas]
+        mode = self.test_cfg.get('mode', 'whole') if self.test_cfg else \
+            'whole'
+        if mode == 'whole':
+            return self._step_frame(inputs, memory, batch_img_metas,
+                                    memory_length)
+        if mode != 'slide':
+            raise ValueError(f"{type(self).__name__}: test_cfg.mode must be "
+                             f"'whole' or 'slide', got {mode!r}")
+        windows = self.slide_windows(inputs.shape[-2:])
+        if memory is None:
+            memory = (None, ) * len(windows)
+        elif (not isinstance(memory, (tuple, list))
+              or len(memory) != len(windows)
+              or isinstance(memory, FrameMemory)):
+            raise ValueError(
+                f'{type(self).__name__}.step: in slide mode `memory` must '
+                f'hold one memory per window ({len(windows)} windows for '
+                f'input size {tuple(inputs.shape[-2:])}), got '
+                f'{type(memory).__name__} of length '
+                f'{len(memory) if isinstance(memory, (tuple, list)) else 0}')
+        new_memory = [None] * len(windows)
+
+        def window_step(crop, metas, index):
+            logits, new_memory[index] = self._step_frame(
+                crop, memory[index], metas, memory_length)
+            return logits
+
+        logits = self._slide(inputs, batch_img_metas, window_step)
+        return logits, tuple(new_memory)
+
+    def _step_frame(self, inputs: Tensor, memory: Optional[FrameMemory],
+                    batch_img_metas: List[dict],
+                    memory_length: int) -> Tuple[Tensor, FrameMemory]:
+        """One step on a whole frame (or one window of it)."""
+        feats = self.encode_frames(inputs)
+        fused = self.neck(feats, memory=memory)
+        logits = self.decode_head.predict(fused, batch_img_metas,
+                                          self.test_cfg)
+        keys, values = self.neck.encode_memory(feats)
+        memory = self.neck.push_memory(
+            memory, keys[:, None], values[:, None], max_length=memory_length)
+        return logits, memory
 
     # ---------------------------------------------------------- inference
     @staticmethod
@@ -232,6 +366,37 @@ class VideoEncoderDecoder(EncoderDecoder):
         seg_logits = self.inference(inputs, batch_img_metas)
         return self.postprocess_result(seg_logits, data_samples)
 
+    def slide_windows(self, size: Sequence[int]
+                      ) -> List[Tuple[int, int, int, int]]:
+        """Windows ``(y1, y2, x1, x2)`` of sliding-window inference on an
+        input of ``size`` (H, W), from ``test_cfg.crop_size`` and
+        ``test_cfg.stride``."""
+        h_stride, w_stride = self.test_cfg.stride
+        h_crop, w_crop = self.test_cfg.crop_size
+        return slide_windows(int(size[0]), int(size[1]), h_crop, w_crop,
+                             h_stride, w_stride)
+
+    def _slide(self, inputs: Tensor, batch_img_metas: List[dict],
+               window_fn: Callable[[Tensor, List[dict], int],
+                                   Tensor]) -> Tensor:
+        """Sliding-window inference: ``window_fn(crop, metas, index)`` gives
+        the logits of window ``index``; overlaps are averaged."""
+        batch_size = inputs.shape[0]
+        h_img, w_img = inputs.shape[-2:]
+        preds = inputs.new_zeros((batch_size, self.out_channels, h_img,
+                                  w_img))
+        count_mat = inputs.new_zeros((batch_size, 1, h_img, w_img))
+        for index, (y1, y2, x1, x2) in enumerate(
+                self.slide_windows((h_img, w_img))):
+            crop = inputs[..., y1:y2, x1:x2]
+            batch_img_metas[0]['img_shape'] = crop.shape[-2:]
+            crop_logits = window_fn(crop, batch_img_metas, index)
+            preds += F.pad(crop_logits,
+                           (int(x1), int(w_img - x2), int(y1),
+                            int(h_img - y2)))
+            count_mat[:, :, y1:y2, x1:x2] += 1
+        return preds / count_mat
+
     def slide_inference(self, inputs: Tensor,
                         batch_img_metas: List[dict]) -> Tensor:
         """Sliding-window inference; the same windows are cut from every
@@ -244,24 +409,9 @@ class VideoEncoderDecoder(EncoderDecoder):
         Returns:
             Tensor: Logits of the key frames (B, num_classes, H, W).
         """
-        h_stride, w_stride = self.test_cfg.stride
-        h_crop, w_crop = self.test_cfg.crop_size
-        batch_size = inputs.shape[0]
-        h_img, w_img = inputs.shape[-2:]
-        preds = inputs.new_zeros((batch_size, self.out_channels, h_img,
-                                  w_img))
-        count_mat = inputs.new_zeros((batch_size, 1, h_img, w_img))
-        for y1, y2, x1, x2 in slide_windows(h_img, w_img, h_crop, w_crop,
-                                            h_stride, w_stride):
-            crop = inputs[..., y1:y2, x1:x2]
-            batch_img_metas[0]['img_shape'] = crop.shape[-2:]
-            crop_logits = self.encode_decode(crop, batch_img_metas)
-            preds += F.pad(crop_logits,
-                           (int(x1), int(w_img - x2), int(y1),
-                            int(h_img - y2)))
-            count_mat[:, :, y1:y2, x1:x2] += 1
-        assert (count_mat == 0).sum() == 0
-        return preds / count_mat
+        return self._slide(
+            inputs, batch_img_metas,
+            lambda crop, metas, _: self.encode_decode(crop, metas))
 
     def _forward(self,
                  inputs: Tensor,
@@ -275,6 +425,30 @@ class VideoEncoderDecoder(EncoderDecoder):
             Tensor: Decode head output for the key frames.
         """
         return self.decode_head.forward(self.extract_feat(inputs))
+
+
+def is_memory_model(model) -> bool:
+    """Whether a segmentor keeps a memory of past frames (runs
+    :meth:`VideoEncoderDecoder.step`): the one check used everywhere.
+
+    Args:
+        model (nn.Module | dict): A built segmentor (model wrappers are
+            unwrapped) or a ``model`` config dict.
+
+    Returns:
+        bool: True for a :class:`VideoEncoderDecoder` (or subclass).
+    """
+    if isinstance(model, nn.Module):
+        model = getattr(model, 'module', model)
+        return isinstance(model, VideoEncoderDecoder)
+    if hasattr(model, 'get'):
+        kind = model.get('type')
+        if isinstance(kind, str):
+            kind = MODELS.get(kind)
+        return isinstance(kind, type) and issubclass(kind,
+                                                     VideoEncoderDecoder)
+    raise TypeError(f'is_memory_model: expected a segmentor or a model '
+                    f'config dict, got {type(model).__name__}')
 
 
 def slide_windows(h_img: int, w_img: int, h_crop: int, w_crop: int,
