@@ -35,6 +35,7 @@ import sys
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
+from lma_mmseg.apis import check_memory_length
 from lma_mmseg.evaluation.model_info import describe_model
 
 SPLITS = ('train', 'val', 'test')
@@ -165,6 +166,8 @@ def build_test_cfg(args) -> Config:
     for key in ('test_dataloader', 'test_cfg'):
         if cfg.get(key) is None:
             raise ValueError(f'config {args.config!r} has no {key}')
+    # clip-mode test scores must describe the model as it streams
+    check_memory_length(cfg)
     split = args.split or ('test' if args.format_only else None)
     if split is not None:
         switch_split(cfg.test_dataloader.dataset, split)

@@ -1,8 +1,9 @@
-from .complexity import streaming_complexity
-from .inference import init_model, load_checkpoint_checked
+from .complexity import count_flops, streaming_complexity
+from .inference import check_memory_length, init_model, load_checkpoint_checked
 from .streaming import StreamingSegmenter, frame_pipeline
 
 __all__ = [
-    'init_model', 'load_checkpoint_checked', 'StreamingSegmenter',
-    'frame_pipeline', 'streaming_complexity'
+    'check_memory_length', 'count_flops', 'init_model',
+    'load_checkpoint_checked', 'StreamingSegmenter', 'frame_pipeline',
+    'streaming_complexity'
 ]

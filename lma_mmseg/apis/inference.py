@@ -1,10 +1,11 @@
 """Build a segmentor from a config and load a checkpoint with a clear
 report of the parameters that did not match."""
+import inspect
 import logging
 import pickle
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch.nn as nn
 from mmengine import Config
@@ -14,6 +15,8 @@ from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import CheckpointLoader
 from mmseg.registry import MODELS
 from mmseg.utils import dataset_aliases, get_classes, get_palette
+
+from ..models.segmentors.video_encoder_decoder import is_memory_model
 
 NUM_EXAMPLES = 5
 
@@ -156,6 +159,92 @@ def load_checkpoint_checked(model: nn.Module,
     return checkpoint
 
 
+def _default_of(registry, cfg: dict, name: str):
+    """The default of argument ``name`` of the class ``cfg['type']``."""
+    cls = cfg.get('type')
+    if isinstance(cls, str):
+        cls = registry.get(cls)
+    if not inspect.isclass(cls):
+        return None
+    param = inspect.signature(cls).parameters.get(name)
+    if param is None or param.default is inspect.Parameter.empty:
+        return None
+    return param.default
+
+
+def _find_frame_offsets(dataset_cfg, where: str
+                        ) -> List[Tuple[str, Tuple[int, ...]]]:
+    """``(where, frame_offsets)`` of every video dataset in a (possibly
+    wrapped) dataset config."""
+    from mmseg.registry import DATASETS
+
+    from ..datasets.video_seg_dataset import VideoSegDataset
+    found = []
+    if isinstance(dataset_cfg, (list, tuple)):
+        for i, item in enumerate(dataset_cfg):
+            found += _find_frame_offsets(item, f'{where}[{i}]')
+        return found
+    if not hasattr(dataset_cfg, 'get'):
+        return found
+    cls = dataset_cfg.get('type')
+    if isinstance(cls, str):
+        cls = DATASETS.get(cls)
+    if inspect.isclass(cls) and issubclass(cls, VideoSegDataset):
+        offsets = dataset_cfg.get('frame_offsets')
+        if offsets is None:
+            offsets = _default_of(DATASETS, dataset_cfg, 'frame_offsets')
+        found.append((f'{where}.frame_offsets', tuple(offsets)))
+    for key in ('dataset', 'datasets'):
+        if key in dataset_cfg:
+            found += _find_frame_offsets(dataset_cfg[key], f'{where}.{key}')
+    return found
+
+
+def check_memory_length(config: Config,
+                        memory_length: Optional[int] = None) -> None:
+    """Check that streaming and the test set use the same number ``T`` of
+    memory frames.
+
+    Streaming inference (:meth:`VideoEncoderDecoder.step`) keeps the
+    ``memory_length`` newest frames; clip-mode testing reads
+    ``len(frame_offsets)`` memory frames per key frame from the test
+    dataset. Both must agree, or the test scores describe another model
+    than the one deployed. Configs whose model keeps no memory, or without
+    a video test dataset, pass.
+
+    Args:
+        config (Config): The config (``model`` and ``test_dataloader``).
+        memory_length (int, optional): The model's memory length; defaults
+            to the config's ``model.neck.memory_length`` (or the neck's
+            default).
+
+    Raises:
+        ValueError: The two differ; the message names both values.
+    """
+    model_cfg = config.get('model')
+    if not model_cfg or not is_memory_model(model_cfg):
+        return
+    if memory_length is None:
+        neck = model_cfg.get('neck') or {}
+        memory_length = neck.get('memory_length')
+        if memory_length is None:
+            memory_length = _default_of(MODELS, neck, 'memory_length')
+    if memory_length is None:
+        return
+    loader = config.get('test_dataloader')
+    if not loader or not hasattr(loader, 'get'):
+        return
+    for where, offsets in _find_frame_offsets(
+            loader.get('dataset'), 'test_dataloader.dataset'):
+        if len(offsets) != memory_length:
+            raise ValueError(
+                f'config {config.filename!r}: the model keeps '
+                f'memory_length={memory_length} frames in streaming '
+                f'(model.neck.memory_length) but {where}={offsets} gives '
+                f'{len(offsets)} memory frames per test clip; set both to '
+                f'the same T')
+
+
 def _set_dataset_meta(model: nn.Module, checkpoint: Optional[dict]) -> None:
     """Classes and palette from the checkpoint, else from the number of
     classes (as mmseg's ``init_model`` does)."""
@@ -188,7 +277,9 @@ def init_model(config: Union[str, Path, Config],
     ``model.dataset_meta`` the classes and palette (from the checkpoint, or
     guessed from the number of classes). The checkpoint is loaded with
     :func:`load_checkpoint_checked`, which logs missing / unexpected keys
-    and raises a ``ValueError`` naming the file when nothing matches.
+    and raises a ``ValueError`` naming the file when nothing matches. The
+    memory length of a memory model must match the test set's number of
+    memory frames (:func:`check_memory_length`).
 
     Args:
         config (str | Path | Config): Config file or object.
@@ -222,6 +313,7 @@ def init_model(config: Union[str, Path, Config],
     config.model.train_cfg = None
     init_default_scope(config.get('default_scope', 'mmseg'))
 
+    check_memory_length(config)
     model = MODELS.build(config.model)
     loaded = None
     if checkpoint is not None:

@@ -126,3 +126,43 @@ def test_shape_mismatch_is_reported(tmp_path, log_records):
         in message
     with pytest.raises(ValueError, match='classes7.pth'):
         load_checkpoint_checked(target, path, strict=True)
+
+
+def test_memory_length_must_match_the_test_set():
+    """T is stated once: streaming's memory length and the test clips'
+    memory frames must agree, wherever a model meets a test config."""
+    import os.path as osp
+    import subprocess
+    import sys
+
+    from mmengine import Config
+
+    from lma_mmseg.apis import check_memory_length
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    config = osp.join(root, 'configs/demo/lma-erfnet_demo.py')
+    cfg = Config.fromfile(config)
+    check_memory_length(cfg)  # 3 and (-3, -2, -1)
+    with pytest.raises(ValueError) as err:
+        init_model(config, cfg_options={'model.neck.memory_length': 4})
+    message = str(err.value)
+    assert 'memory_length=4' in message
+    assert 'test_dataloader.dataset.frame_offsets=(-3, -2, -1)' in message
+    cfg.test_dataloader.dataset.frame_offsets = (-2, -1)
+    with pytest.raises(ValueError, match='gives 2 memory frames'):
+        check_memory_length(cfg)
+    # the neck's default (3) counts when the config does not set it
+    cfg.model.neck.pop('memory_length')
+    with pytest.raises(ValueError, match='memory_length=3'):
+        check_memory_length(cfg)
+    cfg.test_dataloader.dataset.frame_offsets = (-6, -4, -2)
+    check_memory_length(cfg)
+    # a single-frame model has no memory to check
+    check_memory_length(Config.fromfile(
+        osp.join(root, 'configs/demo/erfnet_demo.py')))
+    # tools/test.py refuses before testing
+    proc = subprocess.run(
+        [sys.executable, osp.join(root, 'tools/test.py'), config,
+         config, '--cfg-options', 'model.neck.memory_length=2'],
+        capture_output=True, text=True, cwd=root)
+    assert proc.returncode != 0
+    assert 'memory_length=2' in proc.stderr

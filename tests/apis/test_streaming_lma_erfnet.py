@@ -11,6 +11,7 @@ from lma_mmseg.apis import StreamingSegmenter, init_model
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MODEL_CFG = osp.join(ROOT, 'configs/_base_/models/lma-erfnet.py')
+SINGLE_CFG = osp.join(ROOT, 'configs/_base_/models/erfnet-split.py')
 H, W = 64, 128
 
 
@@ -53,3 +54,53 @@ def test_streaming_lma_erfnet_equals_clip_predict():
         got = streamed[t].seg_logits.data
         assert got.shape == (19, H, W)
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_streaming_lma_erfnet_slide_equals_clip_predict():
+    cfg = lma_erfnet_config()
+    cfg.model.test_cfg = dict(mode='slide', crop_size=(64, 64),
+                              stride=(32, 48))
+    model = init_model(cfg, device='cpu')
+    randomise_bn(model, seed=2)
+    memory_length = model.memory_length
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    frames = [np.roll(base, 2 * t, axis=0) for t in range(memory_length + 1)]
+    seg = StreamingSegmenter(model)
+    streamed = [seg(frame) for frame in frames]
+    # one memory per window: 1 x 3 windows of 64x64
+    assert isinstance(seg.memory, tuple) and len(seg.memory) == 3
+    assert seg.memory_size == memory_length
+    clip = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+    data = model.data_preprocessor(dict(inputs=[clip.contiguous()]), False)
+    with torch.no_grad():
+        expected = model.predict(data['inputs'])[0].seg_logits.data
+    torch.testing.assert_close(
+        streamed[-1].seg_logits.data, expected, atol=1e-4, rtol=0)
+
+
+def test_first_frame_equals_single_frame_erfnet(tmp_path):
+    """With empty_memory='skip' the first frame of a stream (and a lone
+    image) is segmented exactly as the single-frame ERFNet whose encoder
+    and decoder the LMA model loaded."""
+    single_cfg = Config.fromfile(SINGLE_CFG)
+    single_cfg.default_scope = 'mmseg'
+    single = init_model(single_cfg, device='cpu')
+    randomise_bn(single, seed=3)
+    ckpt = tmp_path / 'erfnet.pth'
+    torch.save(dict(state_dict=single.state_dict()), ckpt)
+    lma = init_model(lma_erfnet_config(), str(ckpt), device='cpu')
+    assert lma.neck.empty_memory == 'skip'
+    rng = np.random.default_rng(4)
+    frame = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    got = StreamingSegmenter(lma)(frame)
+    expected = StreamingSegmenter(single)(frame)
+    assert torch.equal(got.pred_sem_seg.data, expected.pred_sem_seg.data)
+    torch.testing.assert_close(
+        got.seg_logits.data, expected.seg_logits.data, atol=1e-5, rtol=0)
+    # the second frame reads the memory: the fusion runs
+    seg = StreamingSegmenter(lma)
+    seg(frame)
+    second = seg(np.roll(frame, 5, axis=1))
+    lone = StreamingSegmenter(single)(np.roll(frame, 5, axis=1))
+    assert (second.seg_logits.data - lone.seg_logits.data).abs().max() > 1e-3

@@ -12,6 +12,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import lma_mmseg  # noqa: F401  (registers the components)
+from lma_mmseg.models import FrameMemory
 
 NUM_CLASSES = 5
 
@@ -207,6 +208,48 @@ def test_predict_modes_and_single_frames():
         out = model._forward(clip)
         assert out.shape == (2, NUM_CLASSES, 6, 8)
         assert model(clip, mode='tensor').shape == out.shape
+
+
+def test_step_is_the_per_frame_clip_predict():
+    torch.manual_seed(5)
+    model = build(neck=dict(model_cfg()['neck'], memory_length=2)).eval()
+    frames = torch.randn(5, 2, 3, 48, 64)  # 5 steps, B=2 streams
+    memory, calls = None, []
+    handle = model.backbone.register_forward_hook(
+        lambda m, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        for t in range(5):
+            calls.clear()
+            logits, memory = model.step(frames[t], memory)
+            assert calls == [2]  # the step encodes the frame once
+            assert isinstance(memory, FrameMemory)
+            assert memory.num_frames == min(t + 1, 2)
+            assert memory.keys.shape == (2, memory.num_frames, 8, 6, 8)
+            assert memory.values.shape == (2, memory.num_frames, 16, 6, 8)
+            first = max(0, t - 2)
+            clip = frames[first:t + 1].transpose(0, 1)
+            expected = model.encode_decode(clip, model._default_metas(clip))
+            torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+        handle.remove()
+        # a longer FIFO than the neck's memory_length on request
+        _, longer = model.step(frames[0], memory, memory_length=4)
+        assert longer.num_frames == 3
+        # slide: one memory per window, the segmentor's windows
+        model.test_cfg = ConfigDict(
+            mode='slide', crop_size=(48, 48), stride=(32, 16))
+        memory = None
+        for t in range(3):
+            logits, memory = model.step(frames[t], memory)
+        assert len(memory) == len(model.slide_windows((48, 64))) == 2
+        clip = frames[:3].transpose(0, 1)
+        expected = model.slide_inference(clip, model._default_metas(clip))
+        torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+        with pytest.raises(ValueError, match='one memory per window'):
+            model.step(frames[0], memory[:1])
+        with pytest.raises(ValueError, match='one frame per stream'):
+            model.step(frames[:2])
+        with pytest.raises(ValueError, match='memory_length'):
+            model.step(frames[0], memory_length=0)
 
 
 def test_predict_with_data_samples_flip_and_padding():
