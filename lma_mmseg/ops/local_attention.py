@@ -19,50 +19,98 @@ IROS 2021) an outside position takes part in the softmax with logit 0 and
 value 0; with ``padding='mask'`` it is excluded from the softmax.
 
 The layers follow NATTEN's and mmcv's: :func:`local_attention_reference` is a
-plain PyTorch implementation that defines the semantics, the autograd
-Functions wrap the compiled kernels of ``lma_mmseg._ext`` (CPU, and CUDA when
-the extension was built with ``FORCE_CUDA=1`` or on a CUDA machine), and
-:func:`local_attention`, :func:`local_correlation` and
-:func:`local_aggregation` are the entry points. The fused
+plain PyTorch implementation that defines the semantics; the compiled kernels
+of ``lma_mmseg._ext`` (CPU, and CUDA when the extension was built with
+``FORCE_CUDA=1`` or on a CUDA machine) are registered with ``torch.library``
+as ``torch.ops.lma.local_attention_forward``/``_backward``,
+``torch.ops.lma.local_correlation_forward``/``_backward`` and
+``torch.ops.lma.local_aggregation_forward``/``_backward``, with fake kernels
+and autograd formulas registered here, so that they work under
+``torch.compile`` and ``torch.export``; :func:`local_attention`,
+:func:`local_correlation`, :func:`local_aggregation` (and
+:func:`local_attention_unfused`, the three-step baseline) are the entry
+points, which check their arguments before calling the ops. The fused
 :func:`local_attention` never materialises the ``(B, T * window**2, H, W)``
 attention in forward; it keeps one log-sum-exp per query pixel for backward.
 """
 import math
 import numbers
+import os
 from typing import Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
 __all__ = [
-    'local_attention', 'local_attention_reference', 'local_correlation',
-    'local_aggregation', 'local_correlation_reference',
-    'local_aggregation_reference'
+    'local_attention', 'local_attention_reference', 'local_attention_unfused',
+    'local_correlation', 'local_aggregation', 'local_correlation_reference',
+    'local_aggregation_reference', 'set_cpu_isa', 'cpu_isa'
 ]
 
 _PADDINGS = ('zeros', 'mask')
 _CPU_DTYPES = (torch.float32, torch.float64)
 _CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+_AUTOCAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: environment variable read when this module is imported: the CPU kernel
+#: variant, ``auto`` (default), ``avx2`` or ``baseline``
+CPU_ISA_ENV = 'LMA_MMSEG_CPU_ISA'
 
-_ext = None
+# Importing the extension registers the ops torch.ops.lma.*; it is done once
+# here (not inside the entry points) so that torch.compile traces no import.
+try:
+    from lma_mmseg import _ext
+    _EXT_ERROR = None
+    _WITH_CUDA = bool(_ext.with_cuda())
+except ImportError as _e:  # the kernels are not built
+    _ext = None
+    _EXT_ERROR = _e
+    _WITH_CUDA = False
 
 
 def _load_ext():
-    """Import the compiled extension lazily, with a useful error."""
-    global _ext
+    """The compiled extension, or an ImportError that says how to build it."""
     if _ext is None:
-        try:
-            from lma_mmseg import _ext as ext
-        except ImportError as e:
-            raise ImportError(
-                'lma_mmseg._ext (the compiled local attention kernels) is not '
-                'built. Build it with `python setup.py build_ext --inplace` '
-                '(add FORCE_CUDA=1 for the CUDA kernels) or `pip install -e '
-                f'.` in the repository root. Original error: {e}') from e
-        _ext = ext
+        raise ImportError(
+            'lma_mmseg._ext (the compiled local attention kernels) is not '
+            'built. Build it with `python setup.py build_ext --inplace` '
+            '(add FORCE_CUDA=1 for the CUDA kernels) or `pip install -e '
+            f'.` in the repository root. Original error: {_EXT_ERROR}'
+        ) from _EXT_ERROR
     return _ext
+
+
+def set_cpu_isa(isa: str) -> None:
+    """Choose the variant of the CPU kernels for the calls that follow.
+
+    The CPU kernels are compiled twice, for AVX2+FMA and for the baseline
+    x86-64 ISA. The environment variable ``LMA_MMSEG_CPU_ISA`` sets the
+    choice when :mod:`lma_mmseg.ops` is imported; this function changes it
+    afterwards.
+
+    Args:
+        isa (str): ``'auto'`` (AVX2+FMA where the CPU has both, else the
+            baseline), ``'avx2'`` (fails on a CPU without AVX2/FMA) or
+            ``'baseline'``.
+    """
+    if isa not in ('auto', 'avx2', 'baseline'):
+        raise ValueError("the CPU kernel variant must be 'auto', 'avx2' or "
+                         f"'baseline', got {isa!r}")
+    try:
+        _load_ext().set_cpu_isa(isa)
+    except RuntimeError as e:
+        raise ValueError(str(e).splitlines()[0]) from e
+
+
+def cpu_isa() -> str:
+    """The active CPU kernel variant: ``'avx2'`` or ``'baseline'``."""
+    return _load_ext().cpu_isa()
+
+
+if _ext is not None and os.environ.get(CPU_ISA_ENV):
+    try:
+        set_cpu_isa(os.environ[CPU_ISA_ENV])
+    except ValueError as _e:
+        raise ValueError(f'environment variable {CPU_ISA_ENV}: {_e}') from _e
 
 
 # --------------------------------------------------------------------------
@@ -179,8 +227,9 @@ def _check_scale_padding(scale, padding) -> Tuple[float, bool]:
 
 def _check_kernel_device(t: torch.Tensor):
     """Check that the compiled kernels can run on the device/dtype of t."""
+    _load_ext()
     if t.device.type == 'cuda':
-        if not _load_ext().with_cuda():
+        if not _WITH_CUDA:
             raise RuntimeError(
                 'lma_mmseg._ext was built without CUDA kernels, but the '
                 f'inputs are on {t.device}. Rebuild it with CUDA: '
@@ -197,6 +246,28 @@ def _check_kernel_device(t: torch.Tensor):
     else:
         raise ValueError('local attention has kernels for CPU and CUDA '
                          f'tensors only, got a tensor on {t.device}')
+
+
+def _autocast_inputs(*tensors):
+    """Cast the inputs of a compiled op for an active ``torch.autocast``.
+
+    On CPU the kernels run in float32 (they have no half types); on CUDA
+    in the autocast dtype (float16 or bfloat16, float32 accumulation). Only
+    float32/float16/bfloat16 tensors on one device are cast; anything else is
+    left to the argument checks.
+    """
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        return tensors
+    device = tensors[0].device
+    if (device.type not in ('cpu', 'cuda')
+            or not torch.is_autocast_enabled(device.type)):
+        return tensors
+    if any(t.device != device or t.dtype not in _AUTOCAST_DTYPES
+           for t in tensors):
+        return tensors
+    dtype = (torch.float32 if device.type == 'cpu' else
+             torch.get_autocast_dtype(device.type))
+    return tuple(t.to(dtype) for t in tensors)
 
 
 # --------------------------------------------------------------------------
@@ -280,70 +351,120 @@ def local_attention_reference(q: torch.Tensor,
 
 
 # --------------------------------------------------------------------------
-# autograd Functions over the compiled kernels
+# torch.library: fake kernels and autograd of the compiled ops
 # --------------------------------------------------------------------------
-class LocalAttentionFunction(Function):
-    """Fused local memory attention (compiled forward and backward)."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, window, dilation, scale, mask_padding):
-        ext = _load_ext()
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        out, lse = ext.local_attention_forward(q, k, v, window, dilation,
-                                               scale, mask_padding)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.window, ctx.dilation = window, dilation
-        ctx.scale, ctx.mask_padding = scale, mask_padding
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        q, k, v, out, lse = ctx.saved_tensors
-        grad_q, grad_k, grad_v = _load_ext().local_attention_backward(
-            grad_out.contiguous(), q, k, v, out, lse, ctx.window,
-            ctx.dilation, ctx.scale, ctx.mask_padding)
-        return grad_q, grad_k, grad_v, None, None, None, None
+# The schemas and the CPU/CUDA kernels are registered in C++
+# (csrc/pytorch/local_attention.cpp); torch.ops.lma.local_attention_forward
+# returns (out, lse), with lse the float32 (float64 for float64 inputs)
+# log-sum-exp of the logits per query pixel, kept for backward.
+def _lse_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-class LocalCorrelationFunction(Function):
-    """Unfused local correlation (compiled forward and backward)."""
-
-    @staticmethod
-    def forward(ctx, q, k, window, dilation):
-        q, k = q.contiguous(), k.contiguous()
-        corr = _load_ext().local_correlation_forward(q, k, window, dilation)
-        ctx.save_for_backward(q, k)
-        ctx.window, ctx.dilation = window, dilation
-        return corr
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_corr):
-        q, k = ctx.saved_tensors
-        grad_q, grad_k = _load_ext().local_correlation_backward(
-            grad_corr.contiguous(), q, k, ctx.window, ctx.dilation)
-        return grad_q, grad_k, None, None
+def _fake_attention_forward(q, k, v, window, dilation, scale, mask_padding):
+    B, _, H, W = q.shape
+    out = q.new_empty((B, v.shape[2], H, W))
+    lse = q.new_empty((B, H, W), dtype=_lse_dtype(q))
+    return out, lse
 
 
-class LocalAggregationFunction(Function):
-    """Unfused local aggregation (compiled forward and backward)."""
+def _fake_attention_backward(grad_out, q, k, v, out, lse, window, dilation,
+                             scale, mask_padding):
+    return (torch.empty_like(q, memory_format=torch.contiguous_format),
+            torch.empty_like(k, memory_format=torch.contiguous_format),
+            torch.empty_like(v, memory_format=torch.contiguous_format))
 
-    @staticmethod
-    def forward(ctx, attn, v, window, dilation):
-        attn, v = attn.contiguous(), v.contiguous()
-        out = _load_ext().local_aggregation_forward(attn, v, window, dilation)
-        ctx.save_for_backward(attn, v)
-        ctx.window, ctx.dilation = window, dilation
-        return out
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        attn, v = ctx.saved_tensors
-        grad_attn, grad_v = _load_ext().local_aggregation_backward(
-            grad_out.contiguous(), attn, v, ctx.window, ctx.dilation)
-        return grad_attn, grad_v, None, None
+def _fake_correlation_forward(q, k, window, dilation):
+    B, T, _, H, W = k.shape
+    return q.new_empty((B, T, window * window, H, W))
+
+
+def _fake_correlation_backward(grad_corr, q, k, window, dilation):
+    return (torch.empty_like(q, memory_format=torch.contiguous_format),
+            torch.empty_like(k, memory_format=torch.contiguous_format))
+
+
+def _fake_aggregation_forward(attn, v, window, dilation):
+    B, _, Cv, H, W = v.shape
+    return v.new_empty((B, Cv, H, W))
+
+
+def _fake_aggregation_backward(grad_out, attn, v, window, dilation):
+    return (torch.empty_like(attn, memory_format=torch.contiguous_format),
+            torch.empty_like(v, memory_format=torch.contiguous_format))
+
+
+def _attention_setup_context(ctx, inputs, output):
+    q, k, v, window, dilation, scale, mask_padding = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.args = (window, dilation, scale, mask_padding)
+    ctx.mark_non_differentiable(lse)
+
+
+def _attention_backward(ctx, grad_out, grad_lse):
+    q, k, v, out, lse = ctx.saved_tensors
+    grad_q, grad_k, grad_v = torch.ops.lma.local_attention_backward(
+        grad_out, q, k, v, out, lse, *ctx.args)
+    return grad_q, grad_k, grad_v, None, None, None, None
+
+
+def _correlation_setup_context(ctx, inputs, output):
+    q, k, window, dilation = inputs
+    ctx.save_for_backward(q, k)
+    ctx.args = (window, dilation)
+
+
+def _correlation_backward(ctx, grad_corr):
+    q, k = ctx.saved_tensors
+    grad_q, grad_k = torch.ops.lma.local_correlation_backward(
+        grad_corr, q, k, *ctx.args)
+    return grad_q, grad_k, None, None
+
+
+def _aggregation_setup_context(ctx, inputs, output):
+    attn, v, window, dilation = inputs
+    ctx.save_for_backward(attn, v)
+    ctx.args = (window, dilation)
+
+
+def _aggregation_backward(ctx, grad_out):
+    attn, v = ctx.saved_tensors
+    grad_attn, grad_v = torch.ops.lma.local_aggregation_backward(
+        grad_out, attn, v, *ctx.args)
+    return grad_attn, grad_v, None, None
+
+
+def _register_ops():
+    lib = torch.library
+    lib.register_fake('lma::local_attention_forward', _fake_attention_forward)
+    lib.register_fake('lma::local_attention_backward',
+                      _fake_attention_backward)
+    lib.register_fake('lma::local_correlation_forward',
+                      _fake_correlation_forward)
+    lib.register_fake('lma::local_correlation_backward',
+                      _fake_correlation_backward)
+    lib.register_fake('lma::local_aggregation_forward',
+                      _fake_aggregation_forward)
+    lib.register_fake('lma::local_aggregation_backward',
+                      _fake_aggregation_backward)
+    lib.register_autograd(
+        'lma::local_attention_forward',
+        _attention_backward,
+        setup_context=_attention_setup_context)
+    lib.register_autograd(
+        'lma::local_correlation_forward',
+        _correlation_backward,
+        setup_context=_correlation_setup_context)
+    lib.register_autograd(
+        'lma::local_aggregation_forward',
+        _aggregation_backward,
+        setup_context=_aggregation_setup_context)
+
+
+if _ext is not None:
+    _register_ops()
 
 
 # --------------------------------------------------------------------------
@@ -375,14 +496,25 @@ def local_attention(q: torch.Tensor,
         pixel runs jointly over all ``T * window * window`` slots.
 
     Inputs may have any strides. Float32/float64 on CPU; float32, float16
-    and bfloat16 (float32 accumulation) on CUDA. Differentiable in q, k, v.
+    and bfloat16 (float32 accumulation) on CUDA. Differentiable in q, k, v
+    (the op is ``torch.ops.lma.local_attention_forward``, so it runs under
+    ``torch.compile(fullgraph=True)`` and ``torch.export``).
+
+    Under ``torch.autocast`` the inputs may mix float32, float16 and
+    bfloat16: on CPU they are cast to float32 and the result is float32; on
+    CUDA they are cast to the autocast dtype (float16 or bfloat16, float32
+    accumulation) and the result has that dtype. The same holds for
+    :func:`local_correlation`, :func:`local_aggregation` and
+    :func:`local_attention_unfused`.
     """
     window, dilation = _check_window(window, dilation)
+    q, k, v = _autocast_inputs(q, k, v)
     _check_qkv(q, k, v)
     scale, mask_padding = _check_scale_padding(scale, padding)
     _check_kernel_device(q)
-    return LocalAttentionFunction.apply(q, k, v, window, dilation, scale,
-                                        mask_padding)
+    out, _ = torch.ops.lma.local_attention_forward(q, k, v, window, dilation,
+                                                   scale, mask_padding)
+    return out
 
 
 def local_correlation(q: torch.Tensor,
@@ -404,9 +536,10 @@ def local_correlation(q: torch.Tensor,
         Differentiable in q and k.
     """
     window, dilation = _check_window(window, dilation)
+    q, k = _autocast_inputs(q, k)
     _check_qkv(q, k)
     _check_kernel_device(q)
-    return LocalCorrelationFunction.apply(q, k, window, dilation)
+    return torch.ops.lma.local_correlation_forward(q, k, window, dilation)
 
 
 def local_aggregation(attn: torch.Tensor,
@@ -427,6 +560,35 @@ def local_aggregation(attn: torch.Tensor,
         attn and v.
     """
     window, dilation = _check_window(window, dilation)
+    attn, v = _autocast_inputs(attn, v)
     _check_attn_v(attn, v, window)
     _check_kernel_device(attn)
-    return LocalAggregationFunction.apply(attn, v, window, dilation)
+    return torch.ops.lma.local_aggregation_forward(attn, v, window, dilation)
+
+
+def local_attention_unfused(q: torch.Tensor,
+                            k: torch.Tensor,
+                            v: torch.Tensor,
+                            window: int = 21,
+                            dilation: int = 1,
+                            scale: float = 1.0,
+                            padding: str = 'zeros') -> torch.Tensor:
+    """:func:`local_attention` from its unfused building blocks.
+
+    :func:`local_correlation`, then the joint softmax over the
+    ``T * window * window`` slots in PyTorch, then :func:`local_aggregation`.
+    Same arguments and result as :func:`local_attention`; it materialises
+    the ``(B, T, window**2, H, W)`` logits and attention, and is the
+    baseline the fused op is measured against.
+    """
+    window, dilation = _check_window(window, dilation)
+    q, k, v = _autocast_inputs(q, k, v)
+    _check_qkv(q, k, v)
+    scale, mask_padding = _check_scale_padding(scale, padding)
+    B, T, _, H, W = k.shape
+    logits = local_correlation(q, k, window, dilation) * scale
+    if mask_padding:
+        inside = _inside_mask(H, W, window, dilation, q.device)
+        logits = logits.masked_fill(~inside, float('-inf'))
+    attn = logits.reshape(B, -1, H, W).softmax(dim=1).view_as(logits)
+    return local_aggregation(attn, v, window, dilation)

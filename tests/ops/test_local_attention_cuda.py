@@ -223,12 +223,11 @@ def test_half_types_match_float32_reference(dtype, tol, padding):
 @pytest.mark.parametrize('padding', PADDINGS)
 def test_forward_log_sum_exp(dtype, padding):
     """The fused forward keeps a float32 log-sum-exp per query pixel."""
-    from lma_mmseg import _ext
     case = CASES[2]
     B, T, C, Cv, H, W, window, dilation = case
     q, k, v = _inputs(case, dtype)
-    out, lse = _ext.local_attention_forward(q, k, v, window, dilation, 0.5,
-                                            padding == 'mask')
+    out, lse = torch.ops.lma.local_attention_forward(
+        q, k, v, window, dilation, 0.5, padding == 'mask')
     assert out.shape == (B, Cv, H, W) and out.dtype == dtype
     assert lse.shape == (B, H, W) and lse.dtype == torch.float32
     logits = 0.5 * local_correlation_reference(q.double(), k.double(),

@@ -15,11 +15,19 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <string>
 #include <vector>
 
 namespace lma {
 
 // ---- CPU kernels (cpu/) ----
+// The CPU kernels are compiled for AVX2+FMA and for the baseline ISA.
+// set_cpu_isa("auto" | "avx2" | "baseline") chooses the variant for the
+// calls that follow ("auto": AVX2+FMA where the CPU has both; "avx2" fails
+// on a CPU without them); cpu_isa() names the active one ("avx2" or
+// "baseline").
+void set_cpu_isa(const std::string& isa);
+std::string cpu_isa();
 // Fused attention forward: returns {out, lse}.
 std::vector<at::Tensor> local_attention_forward_cpu(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -8,10 +8,12 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "common/local_attention.h"
@@ -36,7 +38,7 @@ namespace {
 using cpu::Geom;
 using cpu::kTile;
 
-bool use_avx2() {
+bool cpu_has_avx2() {
 #ifdef LMA_HAVE_AVX2_VARIANT
   static const bool ok =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -44,6 +46,14 @@ bool use_avx2() {
 #else
   return false;
 #endif
+}
+
+// Requested variant: 0 = auto, 1 = baseline, 2 = AVX2+FMA.
+std::atomic<int> isa_request{0};
+
+bool use_avx2() {
+  const int req = isa_request.load(std::memory_order_relaxed);
+  return req != 1 && cpu_has_avx2();
 }
 
 // Calls the AVX2 or the baseline variant of a row kernel.
@@ -186,6 +196,31 @@ at::Tensor correlate(const at::Tensor& a, const at::Tensor& bmem,
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------
+// choice of the kernel variant
+// ---------------------------------------------------------------------------
+void set_cpu_isa(const std::string& isa) {
+  if (isa == "auto") {
+    isa_request.store(0);
+  } else if (isa == "baseline") {
+    isa_request.store(1);
+  } else if (isa == "avx2") {
+    TORCH_CHECK(cpu_has_avx2(), "CPU kernel variant 'avx2' requested, but ",
+#ifdef LMA_HAVE_AVX2_VARIANT
+                "this CPU lacks AVX2 or FMA",
+#else
+                "this build has no AVX2 variant (not an x86 GCC/Clang build)",
+#endif
+                "; use 'auto' or 'baseline'");
+    isa_request.store(2);
+  } else {
+    TORCH_CHECK(false, "CPU kernel variant must be 'auto', 'avx2' or "
+                "'baseline', got '", isa, "'");
+  }
+}
+
+std::string cpu_isa() { return use_avx2() ? "avx2" : "baseline"; }
 
 // ---------------------------------------------------------------------------
 // fused local attention
