@@ -5,8 +5,8 @@ streaming step of a memory model, with a full memory), the clip-mode
 forward of the last ``T + 1`` frames (re-encoding), or a single-frame
 segmentor's ``_forward``. mmengine's :class:`FlopAnalyzer` counts one
 multiply-add as one FLOP and leaves element-wise operations out; the local
-attention op reports its own analytic count (see
-:func:`lma_mmseg.ops.local_attention_flop_handles`).
+attention op reports its own analytic count (:data:`lma_mmseg.ops.
+FLOP_HANDLES`).
 """
 from typing import Dict, Sequence
 
@@ -18,23 +18,9 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ..models.segmentors.video_encoder_decoder import is_memory_model
+from ..ops import FLOP_HANDLES
 
 MODES = ('single', 'streaming', 'reencode')
-
-
-def local_attention_flop_handles(window: int) -> Dict:
-    """FlopAnalyzer handles of the local attention op (traced name ->
-    handle): one multiply-add per key and per value channel for every
-    query pixel and each of its ``T * window**2`` memory positions."""
-
-    def handle(inputs, outputs) -> int:
-        from mmengine.analysis.jit_handles import get_shape
-        query, keys, values = (get_shape(v) for v in inputs[:3])
-        batch, channels, height, width = query
-        return (batch * height * width * keys[1] * window * window *
-                (channels + values[2]))
-
-    return {'prim::PythonOp.LocalAttentionFunction': handle}
 
 
 class _StepModule(nn.Module):
@@ -144,9 +130,7 @@ def count_flops(model: nn.Module,
                 clip = frame[:, None].repeat(1, memory_length + 1, 1, 1, 1)
                 module, inputs = _EncodeDecodeModule(model), (clip, )
         analyzer = FlopAnalyzer(module, inputs)
-        handles = local_attention_flop_handles(
-            getattr(getattr(model, 'neck', None), 'window', 1))
-        analyzer.set_op_handle(**handles)
+        analyzer.set_op_handle(**FLOP_HANDLES)
         analyzer.unsupported_ops_warnings(False)
         analyzer.uncalled_modules_warnings(False)
         analyzer.tracer_warnings('none')
@@ -159,7 +143,8 @@ def count_flops(model: nn.Module,
         # by_operator names ops without their namespace
         attention = sum(
             int(v) for k, v in by_operator.items()
-            if any(name.split('::')[-1].endswith(k) for name in handles))
+            if any(name.split('::')[-1].endswith(k)
+                   for name in FLOP_HANDLES))
         return dict(
             flops=total,
             attention_flops=attention,
