@@ -14,8 +14,8 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from lma_mmseg.apis import init_model
-from lma_mmseg.apis.export import (ExportedStreamer, export_step,
-                                   example_memory, load_step)
+from lma_mmseg.apis.export import (ExportedStreamer, example_memory,
+                                   export_step, load_step)
 from lma_mmseg.models import FrameMemory
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
