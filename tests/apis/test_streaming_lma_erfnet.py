@@ -104,3 +104,30 @@ def test_first_frame_equals_single_frame_erfnet(tmp_path):
     second = seg(np.roll(frame, 5, axis=1))
     lone = StreamingSegmenter(single)(np.roll(frame, 5, axis=1))
     assert (second.seg_logits.data - lone.seg_logits.data).abs().max() > 1e-3
+
+
+def test_residual_neck_starts_as_the_single_frame_model(tmp_path):
+    """With residual=True the untrained LMA model predicts clips exactly
+    as the single-frame ERFNet whose weights it loaded; the residual scale
+    gets a gradient, so training moves it away from the identity."""
+    single_cfg = Config.fromfile(SINGLE_CFG)
+    single_cfg.default_scope = 'mmseg'
+    single = init_model(single_cfg, device='cpu')
+    randomise_bn(single, seed=5)
+    ckpt = tmp_path / 'erfnet.pth'
+    torch.save(dict(state_dict=single.state_dict()), ckpt)
+    lma = init_model(
+        lma_erfnet_config(),
+        str(ckpt),
+        device='cpu',
+        cfg_options={'model.neck.residual': True})
+    assert lma.neck.residual and not lma.neck.residual_scale.any()
+    clip = torch.randn(2, 4, 3, H, W)
+    with torch.no_grad():
+        got = lma.predict(clip)
+        expected = single.predict(clip[:, -1])
+    for a, b in zip(got, expected):
+        assert torch.equal(a.seg_logits.data, b.seg_logits.data)
+    lma.train()
+    lma.decode_head.forward(lma.extract_feat(clip)).square().mean().backward()
+    assert lma.neck.residual_scale.grad.abs().sum() > 0

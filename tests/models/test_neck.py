@@ -205,3 +205,20 @@ def test_bad_inputs():
                            torch.randn(1, 3, 6, 4, 4)))
     with pytest.raises(TypeError, match='memory'):
         neck(feat, memory=torch.randn(1, 2, 4, 4, 4))
+
+
+def test_residual_is_identity_at_init():
+    torch.manual_seed(6)
+    neck = build(residual=True).eval()
+    feat = torch.randn(2, 8, 6, 6)
+    keys, values = neck.encode_memory(torch.randn(4, 8, 6, 6))
+    memory = neck.push_memory(None, keys.unflatten(0, (2, 2)),
+                              values.unflatten(0, (2, 2)))
+    assert torch.equal(neck(feat, memory=memory), feat)
+    with torch.no_grad():
+        neck.residual_scale.fill_(0.5)
+    fused = neck.fusion(neck.query_value(feat),
+                        neck.read_memory(neck.query_key(feat), memory))
+    torch.testing.assert_close(neck(feat, memory=memory), feat + 0.5 * fused)
+    with pytest.raises(ValueError, match='residual'):
+        build(residual='yes')

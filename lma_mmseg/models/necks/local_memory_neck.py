@@ -109,6 +109,12 @@ class LocalMemoryNeck(BaseModule):
             frame of the clip but the last. Defaults to 3.
         in_index (int): Which backbone output to read (negative counts from
             the end). Defaults to -1.
+        residual (bool): Residual, identity-at-init fusion: the output is
+            ``feat + alpha * fusion(...)`` with one learnable ``alpha`` per
+            channel (``residual_scale``), initialised to 0, so the untrained
+            neck returns the backbone's map unchanged and LMA starts as the
+            single-frame model it extends. False is the paper's form, where
+            the fusion output replaces the map. Defaults to False.
         empty_memory (str): What an empty memory does: ``'skip'`` the
             fusion (raw features pass through) or run it on a ``'zeros'``
             read-out. Defaults to ``'skip'``.
@@ -130,6 +136,7 @@ class LocalMemoryNeck(BaseModule):
                  memory_length: int = 3,
                  in_index: int = -1,
                  empty_memory: str = 'skip',
+                 residual: bool = False,
                  fusion: ConfigType = dict(type='GatedFusion'),
                  init_cfg: OptMultiConfig = None):
         super().__init__(init_cfg=init_cfg)
@@ -166,6 +173,10 @@ class LocalMemoryNeck(BaseModule):
             raise ValueError(f'{name}: `empty_memory` must be one of '
                              f'{EMPTY_MEMORY_MODES}, got {empty_memory!r}')
         self.empty_memory = empty_memory
+        if not isinstance(residual, bool):
+            raise ValueError(f'{name}: `residual` must be a bool, got '
+                             f'{residual!r}')
+        self.residual = residual
         if not isinstance(fusion, dict) or 'type' not in fusion:
             raise ValueError(f'{name}: `fusion` must be a config dict with '
                              f'a `type`, got {fusion!r}')
@@ -186,6 +197,9 @@ class LocalMemoryNeck(BaseModule):
             memory_channels=self.out_value_channels,
             out_channels=in_channels)
         self.fusion = MODELS.build(fusion)
+        if residual:
+            # identity at init: the neck starts as the single-frame model
+            self.residual_scale = nn.Parameter(torch.zeros(in_channels))
         self.copy_key_head()
 
     @property
@@ -373,6 +387,8 @@ class LocalMemoryNeck(BaseModule):
         else:
             readout = self.read_memory(self.query_key(feat), memory)
             fused = self.fusion(self.query_value(feat), readout)
+            if self.residual:
+                fused = feat + self.residual_scale.view(1, -1, 1, 1) * fused
         if isinstance(inputs, Tensor):
             return fused
         outs = list(inputs)
