@@ -1,0 +1,39 @@
+"""A video dataset without any annotated frame says where it looked."""
+import os
+
+import pytest
+from mmseg.registry import DATASETS
+
+
+def test_empty_gtfine_names_folders_and_suffix(tmp_path):
+    root = tmp_path / 'cityscapes'
+    os.makedirs(root / 'gtFine' / 'train' / 'aachen')
+    os.makedirs(root / 'leftImg8bit_sequence' / 'train' / 'aachen')
+    with pytest.raises(FileNotFoundError) as err:
+        DATASETS.build(
+            dict(
+                type='CityscapesVideoDataset',
+                data_root=str(root),
+                data_prefix=dict(
+                    img_path='leftImg8bit_sequence/train',
+                    seg_map_path='gtFine/train'),
+                pipeline=[]))
+    msg = str(err.value)
+    assert 'found no annotated frame' in msg
+    assert str(root / 'gtFine' / 'train') in msg
+    assert '*_gtFine_labelTrainIds.png' in msg
+    assert str(root / 'leftImg8bit_sequence' / 'train') in msg
+    assert 'need at least one array' not in msg
+
+
+def test_empty_ann_file(tmp_path):
+    (tmp_path / 'seq').mkdir()
+    (tmp_path / 'list.txt').write_text('\n')
+    with pytest.raises(FileNotFoundError, match='list.txt lists no key'):
+        DATASETS.build(
+            dict(
+                type='VideoSegDataset',
+                data_root=str(tmp_path),
+                ann_file='list.txt',
+                data_prefix=dict(img_path='seq'),
+                pipeline=[]))
