@@ -309,6 +309,16 @@ class VideoSegDataset(BaseSegDataset):
         else:
             where = (f"no image *{self.img_suffix} under "
                      f"{self.data_prefix['img_path']} (searched recursively)")
+        folder = ann_dir or key_dir
+        if folder and osp.isdir(folder):
+            others = []
+            for root, _, files in os.walk(folder):
+                others.extend(osp.join(root, f) for f in sorted(files))
+                if len(others) >= 3:
+                    break
+            if others:
+                where += (f'; it holds other files, e.g. '
+                          f'{", ".join(others[:3])}')
         return (f'{self.__class__.__name__}: found no annotated frame: '
                 f'{where}; frames are read from '
                 f"{self.data_prefix['img_path']} (*{self.img_suffix}). Check "

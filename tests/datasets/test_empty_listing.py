@@ -24,6 +24,20 @@ def test_empty_gtfine_names_folders_and_suffix(tmp_path):
     assert '*_gtFine_labelTrainIds.png' in msg
     assert str(root / 'leftImg8bit_sequence' / 'train') in msg
     assert 'need at least one array' not in msg
+    # labelIds only (labelTrainIds not created yet): the files are shown
+    label_ids = root / 'gtFine' / 'train' / 'aachen' / (
+        'aachen_000000_000019_gtFine_labelIds.png')
+    label_ids.write_bytes(b'')
+    with pytest.raises(FileNotFoundError) as err:
+        DATASETS.build(
+            dict(
+                type='CityscapesVideoDataset',
+                data_root=str(root),
+                data_prefix=dict(
+                    img_path='leftImg8bit_sequence/train',
+                    seg_map_path='gtFine/train'),
+                pipeline=[]))
+    assert f'it holds other files, e.g. {label_ids}' in str(err.value)
 
 
 def test_empty_ann_file(tmp_path):
