@@ -77,7 +77,7 @@ def collect(args):
                          'or use --run with distinct names')
     if args.sort:
         key = args.sort
-        desc = key in ('mIoU', 'mIoU_category', 'fps')
+        desc = key in ('mIoU', 'mIoU_category', 'fps', 'TC')
         present = [r for r in rows if r.get(key) is not None]
         missing = [r for r in rows if r.get(key) is None]
         rows = sorted(present, key=lambda r: r[key], reverse=desc) + missing

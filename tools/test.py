@@ -23,6 +23,10 @@ Like mmseg's ``tools/test.py``, but the test evaluator is replaced by
   ``{show_dir}/vis_data/vis_image``.
 
 With ``--format-only`` no ground truth is read (see :func:`unlabelled`).
+A test dataset whose classes are not the 19 Cityscapes classes (e.g.
+``VSPWDataset``) keeps the config's own ``test_evaluator`` (for VSPW: mIoU,
+VC_8, VC_16); its metrics go to ``metrics.json`` in ``--out`` (else the work
+dir).
 ``--split`` switches the test dataloader between ``val`` and ``test`` by
 rewriting the last ``val``/``test``/``train`` folder of every
 ``data_prefix`` entry of the test dataset.
@@ -33,14 +37,18 @@ import os.path as osp
 import sys
 
 from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 from lma_mmseg.apis import check_memory_length
+from lma_mmseg.evaluation.dataset_info import is_cityscapes_dataset
+from lma_mmseg.evaluation.fileio import atomic_write_json
 from lma_mmseg.evaluation.model_info import describe_model
 
 SPLITS = ('train', 'val', 'test')
 METRIC = 'CityscapesLeaderboardMetric'
 RESULTS_JSON = 'cityscapes_metrics.json'
+OTHER_RESULTS_JSON = 'metrics.json'
 
 
 def parse_args(argv=None):
@@ -185,13 +193,22 @@ def build_test_cfg(args) -> Config:
         checkpoint=args.checkpoint,
         split=split or _current_split(cfg.test_dataloader.dataset),
         **describe_model(cfg.model))
-    cfg.test_evaluator = dict(
-        type=METRIC,
-        ignore_index=old.get('ignore_index', 255),
-        output_dir=out,
-        format_only=args.format_only,
-        results_file=osp.join(out or cfg.work_dir, RESULTS_JSON),
-        meta=meta)
+    if is_cityscapes_dataset(cfg.test_dataloader.dataset):
+        cfg.test_evaluator = dict(
+            type=METRIC,
+            ignore_index=old.get('ignore_index', 255),
+            output_dir=out,
+            format_only=args.format_only,
+            results_file=osp.join(out or cfg.work_dir, RESULTS_JSON),
+            meta=meta)
+    elif args.format_only:
+        raise ValueError(
+            '--format-only exports Cityscapes labelIds, but the test dataset '
+            f'{cfg.test_dataloader.dataset.get("type")} does not have the '
+            'Cityscapes classes')
+    else:  # e.g. VSPW: the config's own metrics (mIoU, VC_n)
+        cfg.lma_test_results = dict(
+            file=osp.join(out or cfg.work_dir, OTHER_RESULTS_JSON), meta=meta)
 
     if args.show_dir:
         hooks = cfg.get('default_hooks') or ConfigDict()
@@ -228,7 +245,16 @@ def main(argv=None) -> dict:
     cfg = build_test_cfg(args)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
-    results_file = cfg.test_evaluator['results_file']
+    other = cfg.get('lma_test_results')
+    if other is not None:
+        results_file = other['file']
+        if is_main_process():
+            atomic_write_json(
+                results_file,
+                dict(kind='lma_mmseg.test', format_only=False,
+                     meta=other['meta'], **metrics))
+    else:
+        results_file = cfg.test_evaluator['results_file']
     runner.logger.info(f'results JSON: {osp.abspath(results_file)}')
     return metrics
 

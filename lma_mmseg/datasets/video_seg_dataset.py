@@ -287,6 +287,44 @@ class VideoSegDataset(BaseSegDataset):
             backend_args=self.backend_args)
         return sorted(name[:-len(suffix)] for name in names)
 
+    def _seg_map_path(self, ann_dir: str, stem: str) -> str:
+        """The label file of the key frame ``stem`` (relative stem as given
+        by :meth:`_key_stems`) in ``ann_dir``."""
+        return osp.join(ann_dir, stem + self.seg_map_suffix)
+
+    def _no_samples_message(self) -> str:
+        """Why no key frame was found: the folders and suffixes searched."""
+        ann_dir = self.data_prefix['seg_map_path'] \
+            if 'seg_map_path' in self._given_prefixes else ''
+        key_dir = self.data_prefix['key_img_path'] \
+            if 'key_img_path' in self._given_prefixes else ''
+        if self.ann_file and not osp.isdir(self.ann_file):
+            where = f'ann_file {self.ann_file} lists no key frame'
+        elif ann_dir:
+            where = (f'no label file *{self.seg_map_suffix} under '
+                     f'{ann_dir} (searched recursively)')
+        elif key_dir:
+            where = (f'no image *{self.img_suffix} under {key_dir} '
+                     '(searched recursively)')
+        else:
+            where = (f"no image *{self.img_suffix} under "
+                     f"{self.data_prefix['img_path']} (searched recursively)")
+        folder = ann_dir or key_dir
+        if folder and osp.isdir(folder):
+            others = []
+            for root, _, files in os.walk(folder):
+                others.extend(osp.join(root, f) for f in sorted(files))
+                if len(others) >= 3:
+                    break
+            if others:
+                where += (f'; it holds other files, e.g. '
+                          f'{", ".join(others[:3])}')
+        return (f'{self.__class__.__name__}: found no annotated frame: '
+                f'{where}; frames are read from '
+                f"{self.data_prefix['img_path']} (*{self.img_suffix}). Check "
+                'data_root, data_prefix and the suffixes, and that the data '
+                'was prepared (see "Data preparation" in the README).')
+
     def load_data_list(self) -> List[dict]:
         """Build one data info per annotated frame (see the class doc)."""
         cls_name = self.__class__.__name__
@@ -297,7 +335,10 @@ class VideoSegDataset(BaseSegDataset):
             if 'key_img_path' in self._given_prefixes else ''
         num_classes = len(self._metainfo.get('classes') or ())
         data_list, replaced, examples = [], 0, []
-        for stem in self._key_stems():
+        stems = self._key_stems()
+        if not stems:
+            raise FileNotFoundError(self._no_samples_message())
+        for stem in stems:
             key_path = osp.join(img_dir, stem + self.img_suffix)
             if not osp.isfile(key_path):
                 fallback = osp.join(key_dir, stem + self.img_suffix) \
@@ -317,7 +358,7 @@ class VideoSegDataset(BaseSegDataset):
             data_list.append(
                 dict(
                     img_path=key_path,
-                    seg_map_path=osp.join(ann_dir, stem + self.seg_map_suffix)
+                    seg_map_path=self._seg_map_path(ann_dir, stem)
                     if ann_dir else None,
                     clip_paths=paths + [key_path],
                     frame_offsets=tuple(used),
@@ -336,6 +377,38 @@ class VideoSegDataset(BaseSegDataset):
                 logger='current',
                 level=logging.WARNING)
         return data_list
+
+    def frame_paths(self, idx: int,
+                    offsets: Sequence[int]) -> Tuple[List[str], List[int]]:
+        """Frames of sample ``idx``'s snippet at ``offsets`` from its key
+        frame.
+
+        Args:
+            idx (int): Sample index.
+            offsets (Sequence[int]): Offsets ``<= 0`` in increasing order;
+                ``0`` is the key frame.
+
+        Returns:
+            tuple: The frame paths and the offsets actually used (they differ
+            where ``missing_frames='nearest'`` replaced a missing frame; with
+            ``'error'`` a missing frame raises ``FileNotFoundError`` naming
+            it).
+        """
+        offsets = tuple(int(o) for o in offsets)
+        if any(o > 0 for o in offsets) or any(
+                a >= b for a, b in zip(offsets[:-1], offsets[1:])):
+            raise ValueError(
+                f'{self.__class__.__name__}.frame_paths: offsets must be <= 0 '
+                f'and strictly increasing, got {offsets}')
+        info = super().get_data_info(idx)
+        key_path = info['img_path']
+        past = [o for o in offsets if o < 0]
+        paths, used, _ = self._resolve_clip(key_path, info['sequence_dir'],
+                                            info['frame_stem'], past)
+        if 0 in offsets:
+            paths.append(key_path)
+            used.append(0)
+        return paths, used
 
     # ------------------------------------------------------------------ #
     # per-sample offsets

@@ -11,6 +11,11 @@ JSON (``kind: lma_mmseg.benchmark``). Runs are given either
 
 The speed columns come from the benchmark's ``primary`` entry: streaming for
 memory models, single-frame inference otherwise.
+
+A run folder may also hold the temporal consistency result of
+``tools/analysis/temporal_consistency.py`` (``kind:
+lma_mmseg.temporal_consistency``); the table then gets a ``TC`` column (shown
+only when some run has one).
 """
 import csv
 import glob
@@ -20,6 +25,7 @@ import os.path as osp
 from typing import List, Optional, Sequence
 
 from .fileio import atomic_write_bytes, atomic_write_text
+from .temporal_consistency import TC_KIND
 
 TEST_KIND = 'lma_mmseg.test'
 BENCH_KIND = 'lma_mmseg.benchmark'
@@ -31,14 +37,17 @@ COLUMNS = [
     ('memory_length', 'memory length'),
     ('mIoU', 'mIoU'),
     ('mIoU_category', 'category mIoU'),
+    ('TC', 'TC'),
     ('ms_per_frame', 'ms/frame'),
     ('fps', 'FPS'),
     ('params_m', 'params (M)'),
     ('gflops', 'GFLOPs'),
 ]
+#: Table columns shown only when some row has a value.
+OPTIONAL_COLUMNS = ('TC', )
 #: Extra CSV columns.
 CSV_EXTRA = ['model', 'mode', 'p90_ms', 'device', 'shape', 'split',
-             'test_json', 'bench_json']
+             'test_json', 'bench_json', 'tc_json']
 
 
 def load_result(path: str, kind: Optional[str] = None) -> dict:
@@ -51,7 +60,7 @@ def load_result(path: str, kind: Optional[str] = None) -> dict:
         except json.JSONDecodeError as e:
             raise ValueError(f'{path!r} is not valid JSON: {e}') from None
     if not isinstance(data, dict) or data.get('kind') not in (
-            TEST_KIND, BENCH_KIND):
+            TEST_KIND, BENCH_KIND, TC_KIND):
         raise ValueError(
             f'{path!r} is not a result of tools/test.py or '
             f'tools/benchmark.py (no "kind": {TEST_KIND!r} or {BENCH_KIND!r})')
@@ -68,7 +77,7 @@ def runs_from_folder(folder: str) -> dict:
     """A run from a folder holding its result JSONs."""
     if not osp.isdir(folder):
         raise FileNotFoundError(f'run folder {folder!r} not found')
-    found = {TEST_KIND: [], BENCH_KIND: []}
+    found = {TEST_KIND: [], BENCH_KIND: [], TC_KIND: []}
     for path in sorted(glob.glob(osp.join(folder, '*.json'))):
         try:
             with open(path, encoding='utf-8') as f:
@@ -83,21 +92,26 @@ def runs_from_folder(folder: str) -> dict:
                              f'results: {paths}; keep one or use --run')
     test = found[TEST_KIND][0] if found[TEST_KIND] else None
     bench = found[BENCH_KIND][0] if found[BENCH_KIND] else None
-    if test is None and bench is None:
+    tc = found[TC_KIND][0] if found[TC_KIND] else None
+    if test is None and bench is None and tc is None:
         raise ValueError(f'run folder {folder!r} holds no result JSON of '
                          'tools/test.py or tools/benchmark.py')
     name = osp.basename(osp.normpath(folder))
-    return make_run(name, test, bench)
+    return make_run(name, test, bench, tc)
 
 
-def make_run(name: str, test_json: Optional[str],
-             bench_json: Optional[str]) -> dict:
-    """One leaderboard row from a test and a benchmark JSON (either None)."""
-    if test_json is None and bench_json is None:
+def make_run(name: str,
+             test_json: Optional[str],
+             bench_json: Optional[str],
+             tc_json: Optional[str] = None) -> dict:
+    """One leaderboard row from a test, a benchmark and a temporal
+    consistency JSON (any of them None, not all)."""
+    if test_json is None and bench_json is None and tc_json is None:
         raise ValueError(f'run {name!r}: give a test or a benchmark JSON')
+    tc = load_result(tc_json, TC_KIND) if tc_json else None
     test = load_result(test_json, TEST_KIND) if test_json else None
     bench = load_result(bench_json, BENCH_KIND) if bench_json else None
-    meta = (test or {}).get('meta') or {}
+    meta = (test or {}).get('meta') or (tc or {}).get('meta') or {}
     model = (bench or {}).get('model') or {}
     primary = (bench or {}).get('primary') or {}
 
@@ -121,6 +135,7 @@ def make_run(name: str, test_json: Optional[str],
         memory_length=pick('memory_length'),
         mIoU=(test or {}).get('mIoU'),
         mIoU_category=(test or {}).get('mIoU_category'),
+        TC=(tc or {}).get('TC'),
         ms_per_frame=primary.get('median_ms'),
         p90_ms=primary.get('p90_ms'),
         fps=primary.get('fps'),
@@ -132,7 +147,8 @@ def make_run(name: str, test_json: Optional[str],
                if bench and bench.get('shape') else None),
         split=meta.get('split'),
         test_json=test_json,
-        bench_json=bench_json)
+        bench_json=bench_json,
+        tc_json=tc_json)
 
 
 def _cell(value) -> str:
@@ -147,13 +163,15 @@ def _cell(value) -> str:
 def markdown_table(rows: Sequence[dict]) -> str:
     """The rows as a GitHub markdown table (``-`` where a value is
     missing)."""
-    head = '| ' + ' | '.join(h for _, h in COLUMNS) + ' |'
+    columns = [(k, h) for k, h in COLUMNS if k not in OPTIONAL_COLUMNS
+               or any(row.get(k) is not None for row in rows)]
+    head = '| ' + ' | '.join(h for _, h in columns) + ' |'
     align = '|' + '|'.join(':---' if k in ('method', 'backbone') else '---:'
-                           for k, _ in COLUMNS) + '|'
+                           for k, _ in columns) + '|'
     lines = [head, align]
     for row in rows:
         lines.append('| ' + ' | '.join(_cell(row.get(k))
-                                       for k, _ in COLUMNS) + ' |')
+                                       for k, _ in columns) + ' |')
     return '\n'.join(lines)
 
 

@@ -25,7 +25,8 @@ import lma_mmseg  # noqa: F401
 register_all_modules(init_default_scope=True)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CFG_DIRS = ('lma', 'erfnet', 'pspnet', 'demo')
+CFG_DIRS = ('lma', 'erfnet', 'pspnet', 'demo', 'segformer',
+            'deeplabv3plus')
 ALL_CONFIGS = sorted(
     osp.relpath(p, ROOT) for d in CFG_DIRS
     for p in glob.glob(osp.join(ROOT, 'configs', d, '*.py')))
@@ -36,6 +37,8 @@ LMA_CONFIGS = [
     'configs/lma/lma-deeplabv3plus_r50-d8_4xb2-80k_cityscapes-seq-512x1024.py',
     'configs/lma/lma-segformer_mit-b0_8xb1-160k_cityscapes-seq-512x1024.py',
     'configs/demo/lma-erfnet_demo.py',
+    'configs/lma/lma-segformer_mit-b1_8xb2-160k_vspw-480x480.py',
+    'configs/lma/lma-deeplabv3plus_r50-d8_4xb4-80k_vspw-480x480.py',
 ]
 FRAME_CONFIGS = [
     'configs/erfnet/erfnet_fcn_4xb4-160k_cityscapes-512x1024.py',
@@ -43,6 +46,8 @@ FRAME_CONFIGS = [
     'configs/pspnet/pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py',
     'configs/pspnet/pspnet_r101-d8_4xb2-80k_cityscapes-512x1024.py',
     'configs/demo/erfnet_demo.py',
+    'configs/segformer/segformer_mit-b1_8xb2-160k_vspw-480x480.py',
+    'configs/deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_vspw-480x480.py',
 ]
 NUM_CLASSES = 19
 H, W = 64, 64
@@ -117,7 +122,8 @@ def test_lma_config_trains_only_the_memory(rel):
         'VideoSegDataPreProcessor'
     assert model.freeze_memory_encoder
     offsets = cfg.train_dataloader.dataset.frame_offsets
-    assert tuple(offsets) == (-3, -2, -1)
+    # VSPW: CFFM's strided offsets
+    assert tuple(offsets) == ((-9, -6, -3) if 'vspw' in rel else (-3, -2, -1))
     batch, losses = _train_step(model, _data(len(offsets) + 1))
     assert batch['inputs'].shape == (2, len(offsets) + 1, 3, H, W)
     assert 'decode.loss_ce' in losses
@@ -152,7 +158,8 @@ def test_lma_config_segments_a_lone_image(rel):
         assert batch['inputs'].shape == (1, 3, H, W)
         (result, ) = model.predict(batch['inputs'], batch['data_samples'])
     assert result.pred_sem_seg.data.shape == (1, H, W)
-    assert result.seg_logits.data.shape == (NUM_CLASSES, H, W)
+    assert result.seg_logits.data.shape == (
+        model.decode_head.num_classes, H, W)
     assert torch.isfinite(result.seg_logits.data).all()
 
 
@@ -224,6 +231,10 @@ def _load_converter():
     ('configs/pspnet/pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py',
      'configs/lma/lma-pspnet_r50-d8_4xb2-80k_cityscapes-seq-512x1024.py',
      False),
+    ('configs/segformer/segformer_mit-b1_8xb2-160k_vspw-480x480.py',
+     'configs/lma/lma-segformer_mit-b1_8xb2-160k_vspw-480x480.py', False),
+    ('configs/deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_vspw-480x480.py',
+     'configs/lma/lma-deeplabv3plus_r50-d8_4xb4-80k_vspw-480x480.py', False),
 ])
 def test_single_frame_checkpoint_loads_into_lma(single, lma, convert,
                                                 tmp_path):
