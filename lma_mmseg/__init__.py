@@ -7,7 +7,7 @@ once and registers every component into MMSegmentation's registries
 """
 from . import compat  # noqa: F401  (must run before any checkpoint loads)
 from . import datasets, evaluation, models, ops  # noqa: F401  (registers)
-from . import engine  # noqa: F401  (checkpoint hook, dist start-up)
+from . import engine  # noqa: F401  (checkpoint hook, model wrapper)
 from .version import __version__, version_info
 
 __all__ = ['__version__', 'version_info']

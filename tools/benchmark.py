@@ -47,13 +47,13 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from prettytable import PrettyTable
 
-from lma_mmseg.evaluation.fileio import atomic_write_json
 from lma_mmseg.evaluation.model_info import describe_model
 from lma_mmseg.evaluation.speed import (ReencodeRunner, SingleFrameRunner,
                                         StreamingRunner, count_flops,
                                         count_params, is_memory_model,
                                         measure_peak_memory, run_interleaved,
                                         summarize, synthetic_frames)
+from lma_mmseg.fileio import atomic_write_json
 
 MODES = ('single', 'streaming', 'reencode')
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp')

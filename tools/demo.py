@@ -124,7 +124,7 @@ def write_overlays(args, baseline_ckpt: str, lma_ckpt: str) -> list:
     from mmseg.registry import DATASETS
 
     from lma_mmseg.apis import StreamingSegmenter, init_model
-    from lma_mmseg.evaluation.fileio import atomic_write_bytes
+    from lma_mmseg.fileio import atomic_write_bytes
 
     options = dict(
         item.split('=', 1) for item in data_options(args.data))

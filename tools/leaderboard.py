@@ -26,10 +26,10 @@ import argparse
 import os.path as osp
 import sys
 
-from lma_mmseg.evaluation.fileio import atomic_write_text
 from lma_mmseg.evaluation.leaderboard import (COLUMNS, make_run,
                                               markdown_table, plot,
                                               runs_from_folder, write_csv)
+from lma_mmseg.fileio import atomic_write_text
 
 
 def parse_args(argv=None):

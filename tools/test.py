@@ -42,8 +42,8 @@ from mmengine.runner import Runner
 
 from lma_mmseg.apis import check_memory_length
 from lma_mmseg.evaluation.dataset_info import is_cityscapes_dataset
-from lma_mmseg.evaluation.fileio import atomic_write_json
 from lma_mmseg.evaluation.model_info import describe_model
+from lma_mmseg.fileio import atomic_write_json
 
 SPLITS = ('train', 'val', 'test')
 METRIC = 'CityscapesLeaderboardMetric'

@@ -32,7 +32,7 @@ from mmengine.model import is_model_wrapper
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from ..evaluation.fileio import atomic_open, atomic_write_json
+from ..fileio import atomic_write_json, atomic_writer
 from ..models.segmentors.video_encoder_decoder import is_memory_model
 
 STEP_PROGRAM = 'step.pt2'
@@ -129,12 +129,12 @@ def export_step(model: nn.Module,
         program=osp.join(out_dir, STEP_PROGRAM),
         num_memory_tensors=len(tensors),
         memory_length=model.memory_length)
-    with atomic_open(paths['program'], 'wb') as f:
+    with atomic_writer(paths['program'], 'wb') as f:
         torch.export.save(program, f)
     if aoti:
         from torch._inductor import aoti_compile_and_package
         paths['aoti'] = osp.join(out_dir, AOTI_PACKAGE)
-        with atomic_open(paths['aoti'], 'wb') as f:
+        with atomic_writer(paths['aoti'], 'wb') as f:
             aoti_compile_and_package(program, package_path=f)
     paths['info'] = osp.join(out_dir, STEP_INFO)
     atomic_write_json(paths['info'], step_info(model, frame, tensors))
@@ -297,7 +297,7 @@ def stream_exported(program_dir: str,
     import mmcv
     import numpy as np
 
-    from ..evaluation.fileio import atomic_write_png
+    from ..fileio import atomic_write_png
     info = load_step_info(program_dir)
     path = osp.join(program_dir, AOTI_PACKAGE if aoti else STEP_PROGRAM)
     step = load_step(path, aoti=aoti)

@@ -32,7 +32,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from mmengine.logging import print_log
 
-from ..evaluation.fileio import atomic_open, atomic_write_bytes
+from ..fileio import atomic_write_bytes, atomic_writer
 
 __all__ = [
     'OFFICIAL_ZIPS', 'PrepError', 'MissingMembersError', 'ZipSource',
@@ -423,7 +423,7 @@ def prepare(sources: Sequence[str],
         if osp.isfile(dst) and osp.getsize(dst) == size:
             skipped += 1
         else:
-            with atomic_open(dst, 'wb') as f:
+            with atomic_writer(dst, 'wb') as f:
                 written += source.copy_to(name, f)
             extracted += 1
         if bar is not None:

@@ -2,18 +2,17 @@
 
 Importing it registers the ``'atomic_local'`` file backend, the
 ``AtomicCheckpointHook`` hook and the ``DeviceAwareDistributedDataParallel``
-model wrapper, and lets mmengine's ``pytorch`` launcher start on machines
-without CUDA (see :mod:`lma_mmseg.engine.dist`).
+model wrapper. :func:`setup_cpu_distributed` prepares a torchrun launch on a
+machine without an accelerator (called by ``tools/train.py`` and
+``tools/test.py``).
 """
-from . import dist  # noqa: F401  (CPU-capable pytorch launcher)
-from .fileio import (
-    AtomicLocalBackend, atomic_write_bytes, atomic_write_text,
-    remove_stale_parts, stale_parts)
+from .dist import has_accelerator, setup_cpu_distributed
+from .fileio import AtomicLocalBackend
 from .hooks import AtomicCheckpointHook
 from .model_wrappers import DeviceAwareDistributedDataParallel
 
 __all__ = [
-    'AtomicLocalBackend', 'atomic_write_bytes', 'atomic_write_text',
-    'stale_parts', 'remove_stale_parts', 'AtomicCheckpointHook',
-    'DeviceAwareDistributedDataParallel'
+    'AtomicLocalBackend', 'AtomicCheckpointHook',
+    'DeviceAwareDistributedDataParallel', 'has_accelerator',
+    'setup_cpu_distributed'
 ]

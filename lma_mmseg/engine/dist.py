@@ -1,58 +1,89 @@
-"""Distributed start-up on machines without CUDA (gloo on CPU).
+"""Distributed start-up on machines without an accelerator (gloo on CPU).
 
 mmengine 0.10.7's PyTorch launcher (``init_dist('pytorch')``, called by the
 Runner for ``--launcher pytorch``) always calls ``torch.cuda.set_device``
-before ``init_process_group``. On a machine without a GPU, or with a CPU-only
-torch build, that call raises, so torchrun-launched training cannot start on
-CPU even with ``env_cfg = dict(dist_cfg=dict(backend='gloo'))``.
-
-:func:`enable_cpu_pytorch_launcher` (applied when :mod:`lma_mmseg` is
-imported) wraps mmengine's launcher function: when neither CUDA nor another
-accelerator mmengine knows (MLU, NPU, MUSA) is available, it starts the
-process group without selecting a device; everywhere else it calls
-mmengine's own function unchanged. ``nccl`` on such a machine is refused
-with a message that says to use ``gloo``.
-
-Together with the ``DeviceAwareDistributedDataParallel`` model wrapper this
-makes ``tools/dist_train.sh`` usable on CPU, e.g. for tests.
+before ``init_process_group``, and its Runner wraps the model in a
+``DistributedDataParallel`` with ``device_ids=[LOCAL_RANK]``; both fail on a
+machine without CUDA. The Runner initialises the process group only when it
+is not initialised yet (``Runner.setup_env``), so our launch path
+(``tools/train.py``, ``tools/test.py``) calls :func:`setup_cpu_distributed`
+before building the Runner: on a machine without an accelerator it switches
+the config to gloo and to :class:`DeviceAwareDistributedDataParallel` and
+starts the process group itself; the Runner then reuses that group. Where an
+accelerator is available nothing changes.
 """
-import functools
+import datetime
+import logging
 
 import torch
 import torch.distributed as torch_dist
-from mmengine.device import (
-    is_mlu_available, is_musa_available, is_npu_available)
-from mmengine.dist import utils as dist_utils
+from mmengine.config import Config
+from mmengine.device import (is_mlu_available, is_musa_available,
+                             is_npu_available)
+from mmengine.logging import print_log
+
+CPU_BACKEND = 'gloo'
+CPU_WRAPPER = 'DeviceAwareDistributedDataParallel'
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
+    """Whether mmengine would run on an accelerator here (CUDA, MLU, NPU,
+    MUSA)."""
     return (
         torch.cuda.is_available() or is_mlu_available() or is_npu_available()
         or is_musa_available())
 
 
-def enable_cpu_pytorch_launcher() -> None:
-    """Let mmengine's ``pytorch`` launcher start on CPU-only machines.
+def setup_cpu_distributed(cfg: Config) -> bool:
+    """Prepare a ``--launcher pytorch`` run on a machine without accelerator.
 
-    Idempotent. Has no effect where an accelerator is available.
+    When ``cfg.launcher`` is ``'pytorch'`` and no accelerator is available:
+
+    * ``cfg.env_cfg.dist_cfg.backend`` becomes ``'gloo'`` (a ``'nccl'`` or
+      missing backend is replaced, with a log message; nccl needs CUDA);
+    * ``cfg.model_wrapper_cfg`` becomes
+      ``dict(type='DeviceAwareDistributedDataParallel')`` unless the config
+      names another wrapper than mmengine's default
+      ``MMDistributedDataParallel`` (which refuses CPU models);
+    * the gloo process group is started from torchrun's environment
+      (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) with the
+      other ``dist_cfg`` arguments (``timeout`` in seconds, as for
+      mmengine), unless one is already initialised.
+
+    Call it before ``Runner.from_cfg(cfg)``; the Runner then reuses the
+    process group. Elsewhere (another launcher, or an accelerator) the
+    function does nothing.
+
+    Args:
+        cfg (Config): The run's config; modified in place.
+
+    Returns:
+        bool: Whether the CPU set-up was applied.
     """
-    original = dist_utils._init_dist_pytorch
-    if getattr(original, '_lma_cpu_aware', False):
-        return
-
-    @functools.wraps(original)
-    def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
-        if _has_accelerator() or init_backend != 'torch':
-            return original(backend, init_backend=init_backend, **kwargs)
-        if backend == 'nccl':
-            raise RuntimeError(
-                'init_dist: the nccl backend needs CUDA, which is not '
-                "available here; set env_cfg = dict(dist_cfg=dict(backend="
-                "'gloo')) in the config for distributed training on CPU.")
-        torch_dist.init_process_group(backend=backend, **kwargs)
-
-    _init_dist_pytorch._lma_cpu_aware = True
-    dist_utils._init_dist_pytorch = _init_dist_pytorch
-
-
-enable_cpu_pytorch_launcher()
+    if cfg.get('launcher', 'none') != 'pytorch' or has_accelerator():
+        return False
+    env_cfg = cfg.get('env_cfg') or {}
+    dist_cfg = dict(env_cfg.get('dist_cfg') or {})
+    backend = dist_cfg.get('backend')
+    if backend != CPU_BACKEND:
+        print_log(
+            f'no accelerator available: distributed backend {backend!r} '
+            f'replaced by {CPU_BACKEND!r}', 'current', logging.WARNING)
+    dist_cfg['backend'] = CPU_BACKEND
+    env_cfg = dict(env_cfg, dist_cfg=dist_cfg)
+    cfg.env_cfg = env_cfg
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper is None or wrapper.get('type') in (
+            'MMDistributedDataParallel', None):
+        cfg.model_wrapper_cfg = dict(wrapper or {}, type=CPU_WRAPPER)
+    if not torch_dist.is_initialized():
+        kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}
+        timeout = kwargs.get('timeout')
+        if timeout is not None:
+            if not isinstance(timeout, (int, float)):
+                raise TypeError(
+                    'env_cfg.dist_cfg.timeout must be a number of seconds, '
+                    f'got {type(timeout).__name__}')
+            kwargs['timeout'] = datetime.timedelta(seconds=timeout)
+        torch_dist.init_process_group(backend=CPU_BACKEND, **kwargs)
+    return True

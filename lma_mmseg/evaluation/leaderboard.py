@@ -24,7 +24,7 @@ import json
 import os.path as osp
 from typing import List, Optional, Sequence
 
-from .fileio import atomic_write_bytes, atomic_write_text
+from ..fileio import atomic_write_bytes, atomic_write_text
 from .temporal_consistency import TC_KIND
 
 TEST_KIND = 'lma_mmseg.test'

@@ -7,25 +7,25 @@ import sys
 
 import pytest
 import torch
+from helpers.tiny_runner import CKPT_INTERVAL, tiny_cfg
+from helpers.tools import tool_env
 from mmengine.fileio import get_file_backend
 from mmengine.runner import Runner
 
 import lma_mmseg  # noqa: F401
-from lma_mmseg.engine import (
-    AtomicCheckpointHook, AtomicLocalBackend, atomic_write_bytes, stale_parts)
-from tiny_runner import CKPT_INTERVAL, tiny_cfg
+from lma_mmseg.engine import AtomicCheckpointHook, AtomicLocalBackend
+from lma_mmseg.fileio import atomic_write_bytes, stale_temp_files
 
-HERE = osp.dirname(osp.abspath(__file__))
 needs_proc = pytest.mark.skipif(
     not osp.isdir('/proc/self/fd'), reason='needs /proc/self/fd (Linux)')
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
     path = tmp_path / 'sub' / 'f.bin'
-    atomic_write_bytes(b'old', path)
-    atomic_write_bytes(b'new content', path)
+    atomic_write_bytes(path, b'old')
+    atomic_write_bytes(path, b'new content')
     assert path.read_bytes() == b'new content'
-    assert stale_parts(path.parent) == []
+    assert stale_temp_files(path.parent) == []
     # the permissions are those open() gives, not mkstemp's 0600
     umask = os.umask(0)
     os.umask(umask)
@@ -41,15 +41,15 @@ def test_failed_write_keeps_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, 'fsync', broken_fsync)
     with pytest.raises(OSError, match='No space left'):
-        atomic_write_bytes(b'x' * 1000, path)
+        atomic_write_bytes(path, b'x' * 1000)
     monkeypatch.undo()
     assert path.read_bytes() == b'good'
-    assert stale_parts(tmp_path) == []  # the partial file is cleaned up
+    assert stale_temp_files(tmp_path) == []  # the partial file is cleaned up
 
 
 def test_atomic_write_rejects_non_bytes(tmp_path):
     with pytest.raises(TypeError, match='must be bytes'):
-        atomic_write_bytes('text', tmp_path / 'f.bin')
+        atomic_write_bytes(tmp_path / 'f.bin', 'text')
 
 
 def test_backend_is_selectable_by_backend_args(tmp_path):
@@ -78,11 +78,9 @@ def test_hook_defaults_to_atomic_backend_for_local_dirs():
 
 def _run_tiny(work_dir, *args, timeout=300):
     return subprocess.run(
-        [
-            sys.executable,
-            osp.join(HERE, 'tiny_runner.py'),
-            str(work_dir), *args
-        ],
+        [sys.executable, '-m', 'helpers.tiny_runner',
+         str(work_dir), *args],
+        env=tool_env(),
         capture_output=True,
         text=True,
         timeout=timeout)
@@ -104,7 +102,7 @@ def test_kill_while_writing_checkpoint_then_resume(tmp_path):
     pointer = (tmp_path / 'last_checkpoint').read_text()
     assert pointer == str(tmp_path / f'iter_{first}.pth')
     assert not (tmp_path / f'iter_{second}.pth').exists()
-    assert len(stale_parts(tmp_path)) == 1, 'the kill leaves a partial file'
+    assert len(stale_temp_files(tmp_path)) == 1, 'the kill leaves a partial file'
     assert torch.load(pointer, map_location='cpu')['meta']['iter'] == first
 
     runner = Runner.from_cfg(
@@ -115,7 +113,7 @@ def test_kill_while_writing_checkpoint_then_resume(tmp_path):
     assert f'Load checkpoint from {pointer}' in log
     assert f'resumed epoch: 0, iter: {first}' in log
     assert 'removed the partial file' in log
-    assert stale_parts(tmp_path) == []
+    assert stale_temp_files(tmp_path) == []
     assert (tmp_path / 'last_checkpoint').read_text() == str(
         tmp_path / f'iter_{second}.pth')
     ckpt = torch.load(tmp_path / f'iter_{second}.pth', map_location='cpu')
@@ -145,4 +143,4 @@ def test_kill_while_writing_pointer_keeps_last_good(tmp_path):
         tmp_path / f'iter_{second}.pth',
         map_location='cpu')['meta']['iter'] == second
     assert [osp.basename(p)
-            for p in stale_parts(tmp_path)][0].startswith('.last_checkpoint.')
+            for p in stale_temp_files(tmp_path)][0].startswith('.last_checkpoint.')

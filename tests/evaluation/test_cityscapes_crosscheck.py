@@ -11,7 +11,8 @@ from mmseg.structures import SegDataSample
 
 import lma_mmseg  # noqa: F401
 from lma_mmseg.evaluation import (CityscapesLeaderboardMetric,
-                                  atomic_write_png, cityscapes_label_tables)
+                                  cityscapes_label_tables)
+from lma_mmseg.fileio import atomic_write_png
 
 CLASSES = CityscapesDataset.METAINFO['classes']
 

@@ -89,11 +89,11 @@ def main(argv=None) -> dict:
     from mmseg.registry import DATASETS
 
     from lma_mmseg.apis import init_model
-    from lma_mmseg.evaluation.fileio import atomic_write_json
     from lma_mmseg.evaluation.model_info import describe_model
     from lma_mmseg.evaluation.temporal_consistency import (
         TC_KIND, build_flow_estimator, default_offsets,
         evaluate_temporal_consistency)
+    from lma_mmseg.fileio import atomic_write_json
 
     offsets = tuple(args.offsets) if args.offsets else default_offsets(
         args.num_frames)

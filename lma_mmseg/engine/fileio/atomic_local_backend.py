@@ -4,7 +4,7 @@ from typing import Union
 
 from mmengine.fileio import LocalBackend, register_backend
 
-from .atomic import atomic_write_bytes, atomic_write_text
+from ...fileio import atomic_write_bytes, atomic_write_text
 
 
 class AtomicLocalBackend(LocalBackend):
@@ -13,8 +13,8 @@ class AtomicLocalBackend(LocalBackend):
     ``LocalBackend.put`` opens the destination with ``'wb'`` and writes in
     place, so a process killed mid-write leaves a truncated file under the
     final name (for checkpoints: a broken ``iter_N.pth``). This backend writes
-    a temporary file in the same folder, ``fsync``-s it and renames it over
-    the destination, so the destination always holds a complete file.
+    through :mod:`lma_mmseg.fileio` (temporary file in the same folder,
+    ``fsync``, rename), so the destination always holds a complete file.
 
     Registered under the name ``'atomic_local'``; select it wherever mmengine
     takes ``backend_args``, e.g.
@@ -24,7 +24,7 @@ class AtomicLocalBackend(LocalBackend):
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
         """Write bytes to ``filepath`` atomically, creating its folder."""
-        atomic_write_bytes(obj, filepath)
+        atomic_write_bytes(filepath, obj)
 
     def put_text(
             self,
@@ -32,7 +32,7 @@ class AtomicLocalBackend(LocalBackend):
             filepath: Union[str, Path],
             encoding: str = 'utf-8') -> None:
         """Write text to ``filepath`` atomically, creating its folder."""
-        atomic_write_text(obj, filepath, encoding=encoding)
+        atomic_write_text(filepath, obj, encoding=encoding)
 
 
 register_backend('atomic_local', AtomicLocalBackend, force=True)

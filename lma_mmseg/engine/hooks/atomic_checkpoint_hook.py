@@ -10,7 +10,7 @@ from mmengine.dist import get_world_size, is_main_process
 from mmengine.hooks import CheckpointHook
 from mmseg.registry import HOOKS
 
-from ..fileio import atomic_write_text, remove_stale_parts
+from ...fileio import atomic_write_text, remove_stale_temp_files
 
 
 def _is_local(path) -> bool:
@@ -55,16 +55,16 @@ class AtomicCheckpointHook(CheckpointHook):
     ``--resume`` fails or starts over. This hook:
 
     * writes checkpoints through the ``'atomic_local'`` file backend
-      (:class:`~lma_mmseg.engine.fileio.AtomicLocalBackend`: temporary file
-      in the same folder, ``fsync``, ``os.replace``) whenever the
+      (:class:`~lma_mmseg.engine.fileio.AtomicLocalBackend`, built on
+      :mod:`lma_mmseg.fileio`) whenever the
       checkpoints go to a local folder and no ``backend_args`` /
       ``file_client_args`` are given;
     * updates ``last_checkpoint`` atomically, and only after the new
       checkpoint is completely on disk;
     * removes an outdated checkpoint (``max_keep_ckpts``) only after that,
       so up to ``max_keep_ckpts + 1`` checkpoints exist for a moment;
-    * removes, before training starts, the temporary ``.*.part`` files an
-      interrupted save left in the checkpoint folder (logged);
+    * removes, before training starts, the temporary files an interrupted
+      save left in the checkpoint folder (logged);
     * with ``save_rng_state=True`` (default) stores the random states of
       Python, numpy and torch (CPU and CUDA) in the checkpoint's message hub
       and, after ``resume``, restores them right before the first resumed
@@ -114,7 +114,7 @@ class AtomicCheckpointHook(CheckpointHook):
         super().before_train(runner)
         if is_main_process() and _is_local(self.out_dir) and osp.isdir(
                 self.out_dir):
-            for path in remove_stale_parts(self.out_dir):
+            for path in remove_stale_temp_files(self.out_dir):
                 runner.logger.warning(
                     'AtomicCheckpointHook: removed the partial file of an '
                     f'interrupted checkpoint save: {path}')
@@ -146,7 +146,81 @@ class AtomicCheckpointHook(CheckpointHook):
                 'AtomicCheckpointHook: restored the random '
                 f'states saved at iteration {runner.iter}.')
 
-    def _save_checkpoint_with_step(self, runner, step, meta):
+    # mmengine's CheckpointHook saves through its private
+    # ``_save_checkpoint_with_step``, which deletes the oldest checkpoint
+    # before writing the new one and writes ``last_checkpoint`` in place. This
+    # hook takes over the public entry points that save instead and saves
+    # with :meth:`save_checkpoint`.
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
+                         outputs=None) -> None:
+        """Save every ``interval`` iterations (and the last one with
+        ``save_last``), as :class:`~mmengine.hooks.CheckpointHook` does."""
+        if self.by_epoch:
+            return
+        if self.every_n_train_iters(runner, self.interval,
+                                    self.save_begin) or (
+                                        self.save_last
+                                        and self.is_last_train_iter(runner)):
+            runner.logger.info(
+                f'Saving checkpoint at {runner.iter + 1} iterations')
+            step = runner.iter + 1
+            self.save_checkpoint(
+                runner, step, dict(epoch=runner.epoch, iter=step))
+
+    def after_train_epoch(self, runner) -> None:
+        """Save every ``interval`` epochs (and the last one with
+        ``save_last``), as :class:`~mmengine.hooks.CheckpointHook` does."""
+        if not self.by_epoch:
+            return
+        if self.every_n_epochs(runner, self.interval, self.save_begin) or (
+                self.save_last and self.is_last_train_epoch(runner)):
+            runner.logger.info(
+                f'Saving checkpoint at {runner.epoch + 1} epochs')
+            step = runner.epoch + 1
+            self.save_checkpoint(
+                runner, step, dict(epoch=step, iter=runner.iter))
+
+    def after_val_epoch(self, runner, metrics) -> None:
+        """Save the best checkpoint (``save_best``) as
+        :class:`~mmengine.hooks.CheckpointHook` does, then re-save the latest
+        checkpoint atomically when the best one changed (it records the best
+        score for resuming)."""
+        last_ckpt = self.last_ckpt
+        best_before = self._best_paths()
+        # With last_ckpt unset, mmengine's hook does not re-save the latest
+        # checkpoint itself (it would write last_checkpoint in place).
+        self.last_ckpt = None
+        try:
+            super().after_val_epoch(runner, metrics)
+        finally:
+            self.last_ckpt = last_ckpt
+        if last_ckpt is not None and self._best_paths() != best_before:
+            step = runner.epoch if self.by_epoch else runner.iter
+            self.save_checkpoint(
+                runner, step, dict(epoch=runner.epoch, iter=runner.iter))
+
+    def _best_paths(self):
+        paths = dict(getattr(self, 'best_ckpt_path_dict', None) or {})
+        paths[None] = getattr(self, 'best_ckpt_path', None)
+        return paths
+
+    def save_checkpoint(self, runner, step: int, meta: dict) -> None:
+        """Save ``filename_tmpl.format(step)`` so that ``last_checkpoint``
+        always names a complete checkpoint.
+
+        The checkpoint is written through :attr:`backend_args` (atomically
+        for local folders), then ``last_checkpoint`` is replaced atomically,
+        and only then is an outdated checkpoint (``max_keep_ckpts``) removed.
+
+        Args:
+            runner (Runner): The runner.
+            step (int): The epoch (``by_epoch``) or iteration of the
+                checkpoint.
+            meta (dict): ``epoch`` and ``iter`` stored in the checkpoint.
+        """
         if self.save_rng_state:
             runner.message_hub.update_info('rng_state', _get_rng_state())
         outdated = None
@@ -179,7 +253,7 @@ class AtomicCheckpointHook(CheckpointHook):
 
         # The pointer moves only once the checkpoint is complete.
         atomic_write_text(
-            self.last_ckpt, osp.join(runner.work_dir, 'last_checkpoint'))
+            osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
 
         if outdated is not None and outdated != step:
             path = self.file_backend.join_path(

@@ -12,7 +12,7 @@ from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 from prettytable import PrettyTable
 
-from ..fileio import atomic_write_json, atomic_write_png, atomic_write_zip
+from ...fileio import atomic_write_json, atomic_write_png, atomic_write_zip
 
 try:
     import cityscapesscripts.helpers.labels as CSLabels

@@ -1,9 +1,11 @@
 """A tiny mmseg training set-up for the engine tests, usable as a script.
 
-``python tiny_runner.py WORK_DIR --max-iters N [--resume] [--sleep S]
-[--die-at-fsync NAME [--die-at-count K]]`` trains mmseg's EncoderDecoder
-(a small ERFNet) on a few random images with mmengine's Runner and the
-AtomicCheckpointHook.
+``python -m helpers.tiny_runner WORK_DIR --max-iters N [--clip] [--resume]
+[--sleep S] [--die-at-fsync NAME [--die-at-count K]]`` (``tests/`` on
+``PYTHONPATH``) trains the tiny single-frame model of
+:mod:`helpers.tiny_models` on a few random images, or with ``--clip`` its
+LMA version on random clips through a numpy-driven clip augmentation, with
+mmengine's Runner and the AtomicCheckpointHook.
 ``--die-at-fsync NAME`` makes the process SIGKILL itself the K-th time a
 file whose name starts with ``NAME`` is fsync-ed, i.e. in the middle of an
 atomic write of that file, after its bytes are on disk and before the
@@ -15,44 +17,16 @@ import signal
 import sys
 import time
 
-import torch
+from helpers.tiny_models import lma_model_cfg, single_model_cfg
 from mmengine.config import ConfigDict
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
-from mmengine.structures import PixelData
-from mmseg.registry import DATASETS, HOOKS
-from mmseg.structures import SegDataSample
+from mmseg.registry import HOOKS
 
 import lma_mmseg  # noqa: F401
 
-NUM_CLASSES = 3
 CKPT_INTERVAL = 3
 SCHEDULE_END = 40  # iterations of the LR schedule, whatever max_iters is
-
-
-@DATASETS.register_module(force=True)
-class EngineTinySegDataset(torch.utils.data.Dataset):
-    """Sixteen random 32x32 images with random labels, in mmseg's format."""
-
-    metainfo = dict(classes=('a', 'b', 'c'), palette=[[0, 0, 0]] * 3)
-
-    def __init__(self, num=16):
-        gen = torch.Generator().manual_seed(0)
-        self.items = []
-        for _ in range(num):
-            img = torch.randint(0, 256, (3, 32, 32), generator=gen)
-            label = torch.randint(0, NUM_CLASSES, (1, 32, 32), generator=gen)
-            sample = SegDataSample(
-                metainfo=dict(img_shape=(32, 32), ori_shape=(32, 32)))
-            sample.gt_sem_seg = PixelData(data=label)
-            self.items.append(
-                dict(inputs=img.to(torch.uint8), data_samples=sample))
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, idx):
-        return self.items[idx]
 
 
 @HOOKS.register_module(force=True)
@@ -67,36 +41,6 @@ class EngineSlowIterHook(Hook):
         time.sleep(self.seconds)
 
 
-def tiny_model_cfg():
-    return dict(
-        type='EncoderDecoder',
-        data_preprocessor=dict(
-            type='SegDataPreProcessor',
-            mean=[123.675, 116.28, 103.53],
-            std=[58.395, 57.12, 57.375],
-            bgr_to_rgb=True,
-            size=(32, 32)),
-        backbone=dict(
-            type='ERFNet',
-            enc_downsample_channels=(8, 16, 32),
-            enc_stage_non_bottlenecks=(1, 1),
-            enc_non_bottleneck_dilations=(2, ),
-            enc_non_bottleneck_channels=(16, 32),
-            dec_upsample_channels=(16, 8),
-            dec_stages_non_bottleneck=(1, 1),
-            dec_non_bottleneck_channels=(16, 8)),
-        decode_head=dict(
-            type='FCNHead',
-            in_channels=8,
-            channels=8,
-            num_convs=1,
-            concat_input=False,
-            num_classes=NUM_CLASSES,
-            loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-        train_cfg=dict(),
-        test_cfg=dict(mode='whole'))
-
-
 def tiny_cfg(
         work_dir,
         max_iters,
@@ -104,12 +48,20 @@ def tiny_cfg(
         seed=0,
         sleep=0.0,
         max_keep_ckpts=-1,
-        checkpoint_type='AtomicCheckpointHook'):
+        checkpoint_type='AtomicCheckpointHook',
+        clip=False):
+    """The Runner config; ``clip``: the LMA model on augmented clips."""
+    if clip:
+        model = lma_model_cfg(memory_length=2, video_preprocessor=True)
+        dataset = dict(type='TinyClipDataset')
+    else:
+        model = single_model_cfg()
+        dataset = dict(type='TinySegDataset')
     return ConfigDict(
-        model=tiny_model_cfg(),
+        model=model,
         work_dir=str(work_dir),
         train_dataloader=dict(
-            dataset=dict(type='EngineTinySegDataset'),
+            dataset=dataset,
             sampler=dict(type='InfiniteSampler', shuffle=True),
             collate_fn=dict(type='pseudo_collate'),
             batch_size=2,
@@ -168,6 +120,7 @@ def main(argv=None):
     parser.add_argument('work_dir')
     parser.add_argument('--max-iters', type=int, required=True)
     parser.add_argument('--resume', action='store_true')
+    parser.add_argument('--clip', action='store_true')
     parser.add_argument('--sleep', type=float, default=0.0)
     parser.add_argument('--max-keep-ckpts', type=int, default=-1)
     parser.add_argument('--die-at-fsync', default=None)
@@ -181,7 +134,8 @@ def main(argv=None):
             args.max_iters,
             resume=args.resume,
             sleep=args.sleep,
-            max_keep_ckpts=args.max_keep_ckpts))
+            max_keep_ckpts=args.max_keep_ckpts,
+            clip=args.clip))
     runner.train()
     return 0
 

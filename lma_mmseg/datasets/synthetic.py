@@ -1,0 +1,532 @@
+# Copyright (c) lma_mmseg contributors. All rights reserved.
+"""A small synthetic video segmentation dataset in the Cityscapes layout.
+
+The data is a synthetic benchmark for the temporal memory mechanism, not
+Cityscapes. Every snippet is a random layout of class regions (Voronoi cells
+of a scene wider than the frame, plus a few moving objects) that pans
+smoothly across 30 frames. Class evidence is the region colour (19 well
+separated colours, one per Cityscapes training class); every region also
+carries a class-independent texture (stripes/checks/dots, drawn at random per
+region) that moves with it. On the annotated frame (index 19) large parts of
+the scene (30-50 % of the area by default) are washed out by glare or fog:
+the colour, hence the class evidence, is gone there while the labels keep the
+true classes. The texture survives the degradation, so a model that looks at
+the previous frames can find where each hidden pixel was and read its class
+from memory. A single-frame model can only guess: the default
+``hide='regions'`` hides whole regions of the key frame, which leaves it
+nothing to extend, while
+``hide='blocks'`` (random rectangles and ellipses that cut through regions)
+lets it extend a region's class from its visible part into the hidden part.
+
+Layout written under ``out`` (as in Cityscapes)::
+
+    leftImg8bit_sequence/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png
+    leftImg8bit/{split}/{city}/{city}_{seq}_000019_leftImg8bit.png
+    gtFine/{split}/{city}/{city}_{seq}_000019_gtFine_labelIds.png
+    gtFine/{split}/{city}/{city}_{seq}_000019_gtFine_labelTrainIds.png
+    gtFine/{split}/{city}/{city}_{seq}_000019_gtFine_color.png
+    README.txt, meta.json
+
+(``seq`` and ``frame`` with six digits).
+
+The test split has no ``gtFine`` labels (format-only prediction). To keep
+generation to a few seconds, the default ``frames='auto'`` writes all 30
+frames only for the first snippet of every city (complete videos for
+streaming demos) and frames 10..19 for the others, which is enough for memory
+offsets down to -9; ``frames='all'`` writes every frame of every snippet,
+``frames='memory'`` only frames 10..19.
+
+Example::
+
+    from lma_mmseg.datasets.synthetic import make_demo_data
+    make_demo_data('data/demo', seed=0)
+
+(``tools/make_demo_data.py`` is its command line.) Every file is written
+atomically (:mod:`lma_mmseg.fileio`).
+"""
+import json
+import os
+import os.path as osp
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from cityscapesscripts.helpers.labels import labels as CS_LABELS
+from cityscapesscripts.helpers.labels import trainId2label
+
+from ..fileio import atomic_write_bytes, atomic_write_text
+
+NUM_FRAMES = 30
+KEY_FRAME = 19
+NUM_CLASSES = 19
+# Frames that must stay clean where the key frame is hidden: the memory
+# frames of the default offsets (-3, -2, -1) and of strided ones down to -9.
+CLEAN_FRAMES = range(KEY_FRAME - 9, KEY_FRAME)
+SPLIT_CITIES = {
+    'train': ('aachen', 'bochum', 'bremen'),
+    'val': ('frankfurt', 'lindau'),
+    'test': ('berlin', 'bielefeld'),
+}
+NUM_TEXTURES = 8
+TEXTURE_AMPLITUDE = 40.0
+TEXTURE_TILE = 80
+HIDE_MODES = ('blocks', 'regions')
+
+README = """\
+Synthetic demo data for lma_mmseg -- NOT Cityscapes.
+
+This folder is a small synthetic benchmark for the local memory mechanism,
+written by tools/make_demo_data.py in the Cityscapes video layout
+(leftImg8bit_sequence/, leftImg8bit/, gtFine/; 30-frame snippets with frame
+index 19 annotated; labelIds, labelTrainIds and colour labels of the 19
+Cityscapes training classes). Nothing in it comes from Cityscapes and
+figures measured on it say nothing about Cityscapes.
+
+Each snippet is a random layout of class regions that pans smoothly, with a
+few moving objects. A class is recognisable only by its colour; every region
+also has a class-independent texture. On the annotated frame {hidden_pct}
+of the pixels on average (per snippet {hidden_range}) are washed out by
+glare or fog: their colour, hence their class, is hidden while the labels
+keep the true classes; frames {clean_first}..{clean_last} show those places
+clearly. A single-frame model can only guess the hidden classes; a model with
+a memory of previous frames can recover them.
+
+Generated with: {command}
+"""
+
+
+def _write_png(path: str, img: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(
+        '.png', img, [
+            cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
+            cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY
+        ])
+    if not ok:
+        raise RuntimeError(f'cv2 could not encode {path}')
+    data = buf.tobytes()
+    atomic_write_bytes(path, data)
+    return data
+
+
+def class_colours() -> np.ndarray:
+    """19 BGR colours, one per training class, at least 100 apart in one
+    channel from each other and from the grey tones used by the
+    degradation."""
+    levels = (20, 120, 220)
+    colours = [
+        (b, g, r) for r in levels for g in levels for b in levels
+        if not (r == g == b)
+    ]
+    # A fixed, spread-out choice of 19 of the 24 non-grey colours.
+    order = np.random.RandomState(12345).permutation(len(colours))
+    return np.array(
+        [colours[i] for i in order[:NUM_CLASSES]], dtype=np.float32)
+
+
+def texture_bank() -> np.ndarray:
+    """``NUM_TEXTURES`` luminance textures in [-1, 1], (K, 80, 80).
+
+    Every texture is periodic with a period dividing 80 along both axes, so
+    indexing the bank modulo 80 tiles the plane seamlessly.
+    """
+    y, x = np.mgrid[0:TEXTURE_TILE, 0:TEXTURE_TILE].astype(np.float32)
+    two_pi = 2 * np.pi
+    tex = [
+        np.sign(np.sin(two_pi * (y + 0.5) / 8)),  # horizontal stripes
+        np.sign(np.sin(two_pi * (x + 0.5) / 8)),  # vertical stripes
+        np.sign(np.sin(two_pi * (x + y + 0.5) / 10)),  # diagonal
+        np.sign(np.sin(two_pi * (x - y + 0.5) / 10)),  # anti-diagonal
+        np.sign(
+            np.sin(two_pi * (x + 0.5) / 8) * np.sin(two_pi *
+                                                    (y + 0.5) / 8)),  # checks
+        np.where(((x % 8) < 3) & ((y % 8) < 3), 1.0, -0.4),  # dots
+        np.sign(np.sin(two_pi * (y + 0.5) / 16)),  # wide horizontal
+        np.sign(np.sin(two_pi * (x + 0.5) / 16)),  # wide vertical
+    ]
+    return np.stack(tex).astype(np.float32)
+
+
+def _label_tables() -> Tuple[np.ndarray, np.ndarray]:
+    """Lookup tables trainId -> labelId and trainId -> BGR colour (256
+    entries, 255 maps to the unlabelled id 0 and black)."""
+    to_id = np.zeros(256, dtype=np.uint8)
+    to_colour = np.zeros((256, 3), dtype=np.uint8)
+    for train_id in range(NUM_CLASSES):
+        label = trainId2label[train_id]
+        to_id[train_id] = label.id
+        to_colour[train_id] = label.color[::-1]
+    unlabelled = [lab for lab in CS_LABELS if lab.name == 'unlabeled'][0]
+    to_id[255] = unlabelled.id
+    return to_id, to_colour
+
+
+class SnippetRenderer:
+    """Renders the 30 frames and the key-frame label of one snippet.
+
+    Args:
+        rng (np.random.Generator): The snippet's random generator.
+        size (tuple[int, int]): Frame size (H, W).
+        colours (np.ndarray): (19, 3) BGR class colours.
+        textures (np.ndarray): (K, 80, 80) tileable texture bank.
+        hidden_range (tuple[float, float]): Range of the fraction of the key
+            frame to hide.
+        noise_std (float): Standard deviation of the per-pixel noise.
+        hide (str): ``'blocks'``: the hidden area is a union of random
+            rectangles and ellipses, which cut through regions;
+            ``'regions'``: a union of whole regions (scene cells and moving
+            objects) of the key frame, so no hidden region has a visible
+            part on the key frame.
+    """
+
+    def __init__(
+            self,
+            rng: np.random.Generator,
+            size: Tuple[int, int],
+            colours: np.ndarray,
+            textures: np.ndarray,
+            hidden_range: Tuple[float, float],
+            noise_std: float,
+            hide: str = 'regions'):
+        if hide not in HIDE_MODES:
+            raise ValueError(f'hide must be one of {HIDE_MODES}, got {hide!r}')
+        self.hide = hide
+        self.rng = rng
+        self.h, self.w = size
+        self.colours = colours
+        self.textures = textures
+        self.noise_std = noise_std
+        h, w = size
+        unit = max(min(h, w) / 128.0, 0.25)
+        # Camera pan: a smooth, mostly horizontal motion of a few px/frame.
+        speed = rng.uniform(1.5, 3.5) * unit * rng.choice([-1, 1])
+        wobble = rng.uniform(0.0, 2.0) * unit
+        t = np.arange(NUM_FRAMES, dtype=np.float32)
+        pan_x = speed * t
+        pan_y = wobble * np.sin(
+            2 * np.pi * t / NUM_FRAMES + rng.uniform(0, 2 * np.pi))
+        pan_x -= pan_x.min()
+        pan_y -= pan_y.min()
+        self.pan = np.round(np.stack([pan_y, pan_x], 1)).astype(int)
+        self.world_h = h + int(self.pan[:, 0].max())
+        self.world_w = w + int(self.pan[:, 1].max())
+        self.world_cls, self.world_tex = self._layout(unit)
+        self.objects = self._objects(unit)
+        self.yy, self.xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        self.hidden = self._hidden_mask(hidden_range, unit)
+        self.extra_blocks = self._extra_blocks(unit)
+
+    def _layout(self, unit: float) -> Tuple[np.ndarray, np.ndarray]:
+        """Voronoi cells of the whole scene, each with a random class and a
+        random texture (different from its neighbours' where possible)."""
+        rng = self.rng
+        area = self.world_h * self.world_w
+        cell_area = (64 * unit)**2
+        num_cells = int(np.clip(round(area / cell_area), 4, 40))
+        seeds = np.stack(
+            [
+                rng.uniform(0, self.world_h, num_cells),
+                rng.uniform(0, self.world_w, num_cells)
+            ], 1)
+        # Anisotropic distance gives some elongated, street-like cells.
+        stretch = rng.uniform(0.6, 1.6, size=(num_cells, 1, 1))
+        yy, xx = np.mgrid[0:self.world_h, 0:self.world_w].astype(np.float32)
+        dist = ((yy[None] - seeds[:, 0, None, None]) * stretch)**2 + \
+            ((xx[None] - seeds[:, 1, None, None]) / stretch)**2
+        cells = dist.argmin(0)
+        cls = rng.integers(0, NUM_CLASSES, size=num_cells)
+        # Neighbouring cells, for a texture colouring that avoids repeats.
+        pairs = set()
+        for a, b in ((cells[:, :-1], cells[:, 1:]), (cells[:-1], cells[1:])):
+            diff = a != b
+            pairs.update(zip(a[diff].tolist(), b[diff].tolist()))
+        tex = np.full(num_cells, -1)
+        for c in rng.permutation(num_cells):
+            used = {tex[b] for a, b in pairs if a == c} | \
+                {tex[a] for a, b in pairs if b == c}
+            free = [k for k in range(NUM_TEXTURES) if k not in used]
+            tex[c] = rng.choice(free) if free else rng.integers(NUM_TEXTURES)
+        self.world_cell = cells
+        return cls[cells].astype(np.uint8), tex[cells].astype(np.int64)
+
+    def _objects(self, unit: float) -> List[dict]:
+        """A few moving objects (ellipses or boxes) in frame coordinates."""
+        rng = self.rng
+        objects = []
+        for _ in range(rng.integers(1, 4)):
+            ry = rng.uniform(14, 26) * unit
+            rx = rng.uniform(16, 36) * unit
+            cy0 = rng.uniform(ry, self.h - ry)
+            cx0 = rng.uniform(0, self.w)
+            vy = rng.uniform(-0.7, 0.7) * unit
+            vx = rng.uniform(1.0, 3.0) * unit * rng.choice([-1, 1])
+            objects.append(
+                dict(
+                    centre=(cy0 - vy * KEY_FRAME, cx0 - vx * KEY_FRAME),
+                    velocity=(vy, vx),
+                    radii=(ry, rx),
+                    box=bool(rng.integers(2)),
+                    cls=rng.integers(NUM_CLASSES),
+                    tex=rng.integers(NUM_TEXTURES)))
+        return objects
+
+    def _blocks(
+            self, target: float, unit: float,
+            size_range: Tuple[float, float]) -> np.ndarray:
+        """Union of random rectangles and ellipses covering about ``target``
+        of the frame area."""
+        rng = self.rng
+        mask = np.zeros((self.h, self.w), dtype=bool)
+        yy, xx = self.yy, self.xx
+        for _ in range(100):
+            covered = mask.mean()
+            if covered >= target:
+                break
+            bh = min(rng.uniform(*size_range) * unit, self.h * 0.8)
+            bw = min(rng.uniform(*size_range) * unit * 1.4, self.w * 0.6)
+            cy = rng.uniform(0, self.h)
+            cx = rng.uniform(0, self.w)
+            if rng.integers(2):
+                blob = (np.abs(yy - cy) <= bh / 2) & (
+                    np.abs(xx - cx) <= bw / 2)
+            else:
+                blob = ((yy - cy) /
+                        (bh / 2))**2 + ((xx - cx) / (bw / 2))**2 <= 1
+            # Reject a blob that would overshoot the target by far.
+            if (mask | blob).mean() <= target + 0.05 or covered == 0:
+                mask |= blob
+        return mask
+
+    def _object_masks(self, t: int) -> List[np.ndarray]:
+        """Where each moving object is in frame ``t``."""
+        masks = []
+        yy, xx = self.yy, self.xx
+        for obj in self.objects:
+            cy = obj['centre'][0] + obj['velocity'][0] * t
+            cx = obj['centre'][1] + obj['velocity'][1] * t
+            ry, rx = obj['radii']
+            if obj['box']:
+                inside = (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
+            else:
+                inside = ((yy - cy) / ry)**2 + ((xx - cx) / rx)**2 <= 1
+            masks.append(inside)
+        return masks
+
+    def segments(self, t: int) -> np.ndarray:
+        """(H, W) region ids of frame ``t``: scene cells, then objects."""
+        py, px = self.pan[t]
+        seg = self.world_cell[py:py + self.h, px:px + self.w].copy()
+        for j, inside in enumerate(self._object_masks(t)):
+            seg[inside] = self.world_cell.max() + 1 + j
+        return seg
+
+    def _regions(self, target: float, hi: float) -> np.ndarray:
+        """Union of whole regions (scene cells and objects, as seen on the
+        key frame) covering about ``target`` of the frame area."""
+        seg = self.segments(KEY_FRAME)
+        mask = np.zeros((self.h, self.w), dtype=bool)
+        for segment in self.rng.permutation(np.unique(seg)):
+            if mask.mean() >= target:
+                break
+            grown = mask | (seg == segment)
+            if grown.mean() <= hi or not mask.any():
+                mask = grown
+        return mask
+
+    def _hidden_mask(
+            self, hidden_range: Tuple[float, float],
+            unit: float) -> np.ndarray:
+        target = self.rng.uniform(*hidden_range)
+        if self.hide == 'regions':
+            mask = self._regions(target, hidden_range[1] + 0.05)
+        else:
+            mask = self._blocks(target, unit, (40, 72))
+        kinds = np.zeros((self.h, self.w), dtype=np.int8)
+        # Split the hidden area between glare (1) and fog (2) by halves.
+        if self.rng.integers(2):
+            kinds[mask] = 1
+        else:
+            kinds[mask] = 2
+        split = self.rng.integers(self.w // 4, 3 * self.w // 4)
+        right = np.zeros_like(mask)
+        right[:, split:] = True
+        kinds[mask & right] = 3 - kinds[mask & right]
+        return kinds
+
+    def _extra_blocks(self, unit: float) -> Dict[int, np.ndarray]:
+        """Small glare blocks on a few frames outside the memory range of the
+        key frame, for realism."""
+        extra = {}
+        for t in range(NUM_FRAMES):
+            if t in CLEAN_FRAMES or t == KEY_FRAME:
+                continue
+            if self.rng.random() < 0.3:
+                extra[t] = self._blocks(0.08, unit, (16, 32))
+        return extra
+
+    def frame(self, t: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Render frame ``t``: (H, W, 3) uint8 BGR image, (H, W) trainIds."""
+        h, w = self.h, self.w
+        py, px = self.pan[t]
+        cls = self.world_cls[py:py + h, px:px + w].copy()
+        tex_id = self.world_tex[py:py + h, px:px + w].copy()
+        tex_y, tex_x = np.mgrid[py:py + h, px:px + w]
+        yy, xx = self.yy, self.xx
+        for obj, inside in zip(self.objects, self._object_masks(t)):
+            cy = obj['centre'][0] + obj['velocity'][0] * t
+            cx = obj['centre'][1] + obj['velocity'][1] * t
+            cls[inside] = obj['cls']
+            tex_id[inside] = obj['tex']
+            # The object's texture moves with the object.
+            tex_y[inside] = (yy[inside] - int(round(cy))).astype(int)
+            tex_x[inside] = (xx[inside] - int(round(cx))).astype(int)
+        tex = self.textures[tex_id, tex_y % TEXTURE_TILE, tex_x % TEXTURE_TILE]
+        img = self.colours[cls] + TEXTURE_AMPLITUDE * tex[..., None]
+        if t == KEY_FRAME:
+            glare = self.hidden == 1
+            fog = self.hidden == 2
+            img[glare] = 225.0 + 0.6 * TEXTURE_AMPLITUDE * tex[glare, None]
+            img[fog] = 150.0 + TEXTURE_AMPLITUDE * tex[fog, None]
+        elif t in self.extra_blocks:
+            block = self.extra_blocks[t]
+            img[block] = 225.0 + 0.6 * TEXTURE_AMPLITUDE * tex[block, None]
+        img += self.noise_std * self.rng.standard_normal(
+            img.shape, dtype=np.float32)
+        img += self.rng.uniform(-6, 6)  # global exposure flicker
+        return np.clip(img, 0, 255).astype(np.uint8), cls
+
+
+def make_demo_data(
+        out: str,
+        size: Sequence[int] = (128, 256),
+        seed: int = 0,
+        num_train: int = 60,
+        num_val: int = 20,
+        num_test: int = 10,
+        frames: str = 'auto',
+        hidden_range: Sequence[float] = (0.3, 0.5),
+        noise_std: float = 6.0,
+        hide: str = 'regions',
+        command: Optional[str] = None,
+        verbose: bool = False) -> dict:
+    """Write the synthetic demo dataset and return a summary.
+
+    Args:
+        out (str): Output root (created if needed; existing files of the same
+            names are replaced).
+        size (Sequence[int]): Frame size (H, W), each at least 32.
+        seed (int): Random seed; the output is a function of the arguments.
+        num_train, num_val, num_test (int): Snippets per split, spread over
+            the split's cities.
+        frames (str): ``'all'`` writes frames 0..29 of every snippet,
+            ``'memory'`` only frames 10..19, ``'auto'`` frames 0..29 for the
+            first snippet of each city and 10..19 for the others.
+        hidden_range (Sequence[float]): Range of the fraction of the key frame
+            area hidden by the degradation, per snippet.
+        noise_std (float): Per-pixel Gaussian noise of the images.
+        hide (str): Shape of the hidden area, ``'blocks'`` (random
+            rectangles and ellipses) or ``'regions'`` (whole regions of the
+            key frame), see :class:`SnippetRenderer`.
+        command (str, optional): Command line recorded in README.txt.
+        verbose (bool): Show a progress bar.
+
+    Returns:
+        dict: ``splits`` (snippets, files per split), ``hidden_fraction``
+        (mean/min/max over labelled snippets), ``seconds``.
+    """
+    start = time.perf_counter()
+    if len(size) != 2 or min(size) < 32:
+        raise ValueError(f'size must be (H, W) with H, W >= 32, got {size}')
+    if frames not in ('all', 'auto', 'memory'):
+        raise ValueError(
+            f"frames must be 'all', 'auto' or 'memory', got {frames!r}")
+    lo, hi = hidden_range
+    if not 0 <= lo <= hi < 1:
+        raise ValueError(
+            'hidden_range must satisfy 0 <= lo <= hi < 1, got '
+            f'{hidden_range}')
+    if hide not in HIDE_MODES:
+        raise ValueError(f'hide must be one of {HIDE_MODES}, got {hide!r}')
+    counts = dict(train=num_train, val=num_val, test=num_test)
+    for split, n in counts.items():
+        if n < 0:
+            raise ValueError(f'num_{split} must be >= 0, got {n}')
+    size = (int(size[0]), int(size[1]))
+    colours = class_colours()
+    textures = texture_bank()
+    to_id, to_colour = _label_tables()
+    all_frames = range(NUM_FRAMES)
+    memory_frames = range(KEY_FRAME - 9, KEY_FRAME + 1)
+
+    total = sum(counts.values())
+    progress = None
+    if verbose and total:
+        from mmengine.utils import ProgressBar
+        progress = ProgressBar(total)
+    summary = dict(
+        splits={}, size=list(size), seed=seed, frames=frames, hide=hide)
+    hidden_fractions = []
+    for split_index, split in enumerate(('train', 'val', 'test')):
+        cities = SPLIT_CITIES[split]
+        n_files = 0
+        for i in range(counts[split]):
+            city = cities[i % len(cities)]
+            seq = i // len(cities)
+            rng = np.random.default_rng([seed, split_index, i])
+            snippet = SnippetRenderer(
+                rng, size, colours, textures, tuple(hidden_range), noise_std,
+                hide)
+            stem = f'{city}_{seq:06d}'
+            seq_dir = osp.join(out, 'leftImg8bit_sequence', split, city)
+            os.makedirs(seq_dir, exist_ok=True)
+            full = frames == 'all' or (frames == 'auto' and seq == 0)
+            for t in (all_frames if full else memory_frames):
+                img, label = snippet.frame(t)
+                name = f'{stem}_{t:06d}_leftImg8bit.png'
+                png = _write_png(osp.join(seq_dir, name), img)
+                n_files += 1
+                if t != KEY_FRAME:
+                    continue
+                key_dir = osp.join(out, 'leftImg8bit', split, city)
+                os.makedirs(key_dir, exist_ok=True)
+                atomic_write_bytes(osp.join(key_dir, name), png)
+                n_files += 1
+                if split == 'test':
+                    continue
+                hidden_fractions.append(float((snippet.hidden > 0).mean()))
+                gt_dir = osp.join(out, 'gtFine', split, city)
+                os.makedirs(gt_dir, exist_ok=True)
+                gt_stem = osp.join(gt_dir, f'{stem}_{t:06d}_gtFine_')
+                _write_png(gt_stem + 'labelTrainIds.png', label)
+                _write_png(gt_stem + 'labelIds.png', to_id[label])
+                _write_png(gt_stem + 'color.png', to_colour[label])
+                n_files += 3
+            if progress is not None:
+                progress.update()
+        summary['splits'][split] = dict(
+            snippets=counts[split], cities=list(cities), files=n_files)
+    if hidden_fractions:
+        summary['hidden_fraction'] = dict(
+            mean=float(np.mean(hidden_fractions)),
+            min=float(np.min(hidden_fractions)),
+            max=float(np.max(hidden_fractions)))
+        hidden_pct = f'{100 * summary["hidden_fraction"]["mean"]:.0f}%'
+        hidden_span = '{:.0f}-{:.0f}%'.format(
+            100 * summary['hidden_fraction']['min'],
+            100 * summary['hidden_fraction']['max'])
+    else:
+        hidden_pct = f'{100 * (lo + hi) / 2:.0f}%'
+        hidden_span = f'{100 * lo:.0f}-{100 * hi:.0f}%'
+    os.makedirs(out, exist_ok=True)
+    atomic_write_text(
+        osp.join(out, 'README.txt'),
+        README.format(
+            hidden_pct=hidden_pct,
+            hidden_range=hidden_span,
+            clean_first=CLEAN_FRAMES[0],
+            clean_last=CLEAN_FRAMES[-1],
+            command=command or 'make_demo_data(...)'))
+    summary['seconds'] = time.perf_counter() - start
+    atomic_write_text(
+        osp.join(out, 'meta.json'), json.dumps(summary, indent=2))
+    return summary

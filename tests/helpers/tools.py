@@ -1,0 +1,47 @@
+"""Run a command-line script of ``tools/`` as a subprocess."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+from . import ROOT, TESTS
+
+
+def tool_env(**extra) -> dict:
+    """The environment of a tool run: this one, with the checkout and
+    ``tests/`` (for ``helpers``) first on ``PYTHONPATH``."""
+    path = [ROOT, TESTS]
+    if os.environ.get('PYTHONPATH'):
+        path.append(os.environ['PYTHONPATH'])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path), **extra)
+
+
+def run_tool(script, *args, env=None, timeout=600, check=False):
+    """Run ``tools/<script>`` (``.py`` with this interpreter, ``.sh`` with
+    bash) with ``args`` from the repository root.
+
+    Args:
+        script (str): Path under ``tools/``, e.g. ``'test.py'`` or
+            ``'convert/mmseg_erfnet_to_split.py'``.
+        *args: Command-line arguments (converted to ``str``).
+        env (dict, optional): Extra environment variables.
+        timeout (float): Seconds before the run is killed.
+        check (bool): Fail with the tool's output when it exits non-zero.
+
+    Returns:
+        subprocess.CompletedProcess: With ``stdout`` and ``stderr`` as text.
+    """
+    path = osp.join(ROOT, 'tools', script)
+    runner = ['bash'] if script.endswith('.sh') else [sys.executable]
+    proc = subprocess.run(
+        runner + [path] + [str(a) for a in args],
+        cwd=ROOT,
+        env=tool_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f'tools/{script} exited with {proc.returncode}:\n'
+            f'{(proc.stdout + proc.stderr)[-5000:]}')
+    return proc
