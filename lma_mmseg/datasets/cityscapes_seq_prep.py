@@ -32,7 +32,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from mmengine.logging import print_log
 
-from ..fileio import atomic_write_bytes, atomic_writer
+from ..fileio import (atomic_write_bytes, atomic_writer, is_temp_file,
+                      remove_stale_temp_files)
 
 __all__ = [
     'OFFICIAL_ZIPS', 'PrepError', 'MissingMembersError', 'ZipSource',
@@ -50,7 +51,6 @@ KEY_RE = re.compile(r'^(?P<city>[^/]+)_(?P<seq>\d{6})_(?P<frame>\d{6})'
 POLYGONS = '_gtFine_polygons.json'
 TRAIN_IDS = '_gtFine_labelTrainIds.png'
 FRAME_SUFFIX = '_leftImg8bit.png'
-TMP_RE = re.compile(r'^\..+\.tmp$')
 
 
 class PrepError(RuntimeError):
@@ -161,7 +161,7 @@ class DirSource:
             base = osp.join(path, top)
             for folder, _, files in os.walk(base):
                 for name in files:
-                    if TMP_RE.match(name):
+                    if is_temp_file(name):
                         continue
                     full = osp.join(folder, name)
                     rel = osp.relpath(full, path).replace(os.sep, '/')
@@ -294,15 +294,9 @@ def plan_members(index: SourceIndex,
 
 
 def _remove_stale_temps(folders: Iterable[str]) -> int:
-    removed = 0
-    for folder in folders:
-        if not osp.isdir(folder):
-            continue
-        for name in os.listdir(folder):
-            if TMP_RE.match(name):
-                os.remove(osp.join(folder, name))
-                removed += 1
-    return removed
+    return sum(
+        len(remove_stale_temp_files(folder)) for folder in folders
+        if osp.isdir(folder))
 
 
 def _label_train_ids(json_path: str) -> str:

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from lma_mmseg.datasets import cityscapes_seq_prep as prep
+from lma_mmseg.fileio import is_temp_file
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'dataset_converters', 'cityscapes_seq.py')
@@ -196,8 +197,7 @@ def test_killed_run_is_finished_by_a_rerun(archives, tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     partial = tree(out)
-    temps = [n for n in partial if osp.basename(n).startswith('.')
-             and n.endswith('.tmp')]
+    temps = [n for n in partial if is_temp_file(n)]
     assert len(temps) == 1
     complete = partial - set(temps)
     assert len(complete) == 4
