@@ -2,8 +2,9 @@
 
 Importing it registers the ``'atomic_local'`` file backend, the
 ``AtomicCheckpointHook`` and ``TrainLossMetricHook`` hooks and the
-``DeviceAwareDistributedDataParallel`` model wrapper, and lets mmengine's ``pytorch`` launcher start on machines
-without CUDA (see :mod:`lma_mmseg.engine.dist`).
+``DeviceAwareDistributedDataParallel`` model wrapper, and lets mmengine's
+``pytorch`` launcher start on machines without CUDA (see
+:mod:`lma_mmseg.engine.dist`).
 """
 from . import dist  # noqa: F401  (CPU-capable pytorch launcher)
 from .fileio import (
