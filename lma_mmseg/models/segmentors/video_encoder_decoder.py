@@ -61,7 +61,10 @@ class VideoEncoderDecoder(EncoderDecoder):
             the model's train/eval mode like every other module (BN
             normalises with batch statistics and updates its running
             statistics, dropout is active), as in the authors' LMA training
-            code; they still get no gradient. Defaults to ``'eval'``.
+            code; they still get no gradient. A frozen backbone in train mode
+            encodes the memory frames and the key frame in separate calls
+            during training (each with its own batch statistics); in eval
+            mode all frames share one call. Defaults to ``'eval'``.
     """
 
     def __init__(self,
