@@ -120,3 +120,94 @@ def test_paper_config_trains_two_iterations(rel, tiny_cityscapes, tmp_path):
 
     if 'lma' in osp.basename(rel):
         assert runner.model.freeze_mode == 'train'
+
+
+ERFNET_WEIGHTS = [
+    2.8149, 6.9850, 3.7890, 9.9428, 9.7702, 9.5111, 10.3114, 10.0265, 4.6323,
+    9.5608, 7.8698, 9.5169, 10.3737, 6.6616, 10.2605, 10.2879, 10.2898,
+    10.4054, 10.1381
+]
+
+
+def _transform_types(pipeline):
+    types = []
+    for t in pipeline:
+        types.append(t['type'])
+        types += _transform_types(t.get('transforms', []))
+    return types
+
+
+@pytest.mark.parametrize('rel, size, test_offsets', [
+    (PAPER_CONFIGS[0], (1024, 512), (-4, -3, -2, -1)),
+    (PAPER_CONFIGS[1], (1024, 512), ()),
+    (PAPER_CONFIGS[2], (2049, 1025), (-3, -2, -1)),
+])
+def test_paper_config_settings(rel, size, test_offsets):
+    """The authors' recipe, point by point."""
+    cfg = Config.fromfile(osp.join(ROOT, rel))
+    model = cfg.model
+    lma = model.type == 'VideoEncoderDecoder'
+    # whole frames resized, flip and +-2 px translation only
+    train = cfg.train_dataloader.dataset
+    types = _transform_types(train.pipeline)
+    assert types.count('Resize') == 1 and 'RandomFlip' in types
+    assert 'RandomTranslate' in types
+    for absent in ('RandomResize', 'RandomCrop', 'PhotoMetricDistortion'):
+        assert absent not in types
+    for loader in (cfg.train_dataloader, cfg.val_dataloader,
+                   cfg.test_dataloader):
+        pipeline = loader.dataset.pipeline
+        resizes = [
+            t for t in pipeline + sum(
+                [t.get('transforms', []) for t in pipeline], [])
+            if t['type'] == 'Resize'
+        ]
+        assert [tuple(t['scale']) for t in resizes] == [size]
+    assert 'ResetOriShape' in _transform_types(cfg.val_dataloader.dataset
+                                               .pipeline)
+    translate = [
+        t for t in train.pipeline + sum(
+            [t.get('transforms', []) for t in train.pipeline], [])
+        if t['type'] == 'RandomTranslate'
+    ][0]
+    assert (translate['max_shift'], translate['img_fill'],
+            translate['seg_fill']) == (2, 0, 255)
+    # T=3 for training; 4 (ERFNet) / 3 (PSPNet) at test
+    if lma:
+        assert tuple(train.frame_offsets) == (-3, -2, -1)
+        assert model.neck.memory_length == len(test_offsets)
+        assert model.neck.window == 21 and model.neck.scale == 1.0
+        assert model['freeze_mode'] == 'train'
+        assert tuple(model['freeze']) == ('backbone', 'decode_head')
+    assert tuple(cfg.val_dataloader.dataset.frame_offsets) == test_offsets
+    assert tuple(cfg.test_dataloader.dataset.frame_offsets) == test_offsets
+    # class-weighted cross-entropy with ERFNet's weights (both models)
+    loss = model.decode_head.loss_decode
+    assert loss.type == 'WeightedCrossEntropyLoss'
+    assert loss.class_weight == pytest.approx(ERFNET_WEIGHTS, abs=1e-4)
+    if 'pspnet' in rel:
+        assert model.auxiliary_head is None
+        assert model.neck.fusion.type == 'GatedDownFusion'
+        assert model.neck.fusion.channels == 256
+    elif lma:
+        fusion = model.neck.fusion
+        assert (fusion.type, fusion.gate_channels, fusion.proj_kernel_size,
+                fusion.proj_bias, fusion.dropout_ratio) == \
+            ('GatedFusion', 128, 3, True, 0.3)
+    # Adam 2e-4, 50 epochs, x0.8 on a training-loss plateau, best val mIoU
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.type, opt.lr, tuple(opt.betas), opt.weight_decay) == \
+        ('Adam', 2e-4, (0.9, 0.999), 1e-4)
+    # 2 GPUs x 5 clips (ERFNet), 6 GPUs x 1 clip (PSPNet-101)
+    assert cfg.train_dataloader.batch_size == (1 if 'pspnet' in rel else 5)
+    assert cfg.train_cfg.type == 'EpochBasedTrainLoop'
+    assert (cfg.train_cfg.max_epochs, cfg.train_cfg.val_interval) == (50, 1)
+    (sched, ) = cfg.param_scheduler
+    assert (sched.type, sched.monitor, sched.factor, sched.rule) == \
+        ('ReduceOnPlateauLR', 'train_loss', 0.8, 'less')
+    assert [h.type for h in cfg.custom_hooks] == ['TrainLossMetricHook']
+    ckpt = cfg.default_hooks.checkpoint
+    assert (ckpt.type, ckpt.save_best, ckpt.rule) == \
+        ('AtomicCheckpointHook', 'mIoU', 'greater')
+    assert [e.type for e in cfg.val_evaluator] == \
+        ['IoUMetric', 'FullResIoUMetric']
