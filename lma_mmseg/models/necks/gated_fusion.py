@@ -29,9 +29,9 @@ class GatedFusion(BaseModule):
     following BN does not make that bias redundant: each projection is
     multiplied by its gate before the sum is normalised, so a bias ``b``
     adds ``b * g`` with a gate that varies over pixels, not a constant.
-    ``G`` (``gate_channels``) is
-    1 by default: one weight per pixel and branch, broadcast over the
-    channels; ``gate_channels=out_channels`` gives one weight per channel.
+    ``G`` (``gate_channels``) is 1 by default: one weight per pixel and
+    branch, broadcast over the channels; ``gate_channels=out_channels``
+    gives one weight per channel (the authors' ERFNet fusion).
     The two gate convolutions are computed by one layer ``gates`` with
     ``2G`` outputs (the first ``G`` for the query), which is faster on CPU
     than two thin convolutions.
