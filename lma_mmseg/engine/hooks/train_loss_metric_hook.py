@@ -22,7 +22,8 @@ class TrainLossMetricHook(Hook):
     loss of a batch), averages over ranks (each rank steps its own scheduler,
     so all ranks get the same value), and writes the mean into the metrics
     before the scheduler and checkpoint hooks read them (priority
-    ``'NORMAL'``, above their ``'LOW'`` and ``'VERY_LOW'``). Validate once
+    ``'NORMAL'``, above their ``'LOW'`` and ``'VERY_LOW'``), and into the
+    message hub, so the validation log shows it. Validate once
     per epoch (``val_interval=1``) to step on the epoch's loss. A validation
     without training iterations before it adds nothing.
 
@@ -64,4 +65,6 @@ class TrainLossMetricHook(Hook):
             all_reduce(value, op='mean')
             mean = float(value)
         metrics[self.key] = mean
+        if runner is not None:  # logged with the validation metrics
+            runner.message_hub.update_scalar(f'val/{self.key}', mean)
         self._sum, self._count = 0.0, 0
