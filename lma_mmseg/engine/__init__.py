@@ -1,18 +1,18 @@
 """Training infrastructure: crash-safe checkpoints, distributed start-up.
 
 Importing it registers the ``'atomic_local'`` file backend, the
-``AtomicCheckpointHook`` hook and the ``DeviceAwareDistributedDataParallel``
-model wrapper. :func:`setup_cpu_distributed` prepares a torchrun launch on a
-machine without an accelerator (called by ``tools/train.py`` and
-``tools/test.py``).
+``AtomicCheckpointHook`` and ``TrainLossMetricHook`` hooks and the
+``DeviceAwareDistributedDataParallel`` model wrapper.
+:func:`setup_cpu_distributed` prepares a torchrun launch on a machine
+without an accelerator (called by ``tools/train.py`` and ``tools/test.py``).
 """
 from .dist import has_accelerator, setup_cpu_distributed
 from .fileio import AtomicLocalBackend
-from .hooks import AtomicCheckpointHook
+from .hooks import AtomicCheckpointHook, TrainLossMetricHook
 from .model_wrappers import DeviceAwareDistributedDataParallel
 
 __all__ = [
-    'AtomicLocalBackend', 'AtomicCheckpointHook',
+    'AtomicLocalBackend', 'AtomicCheckpointHook', 'TrainLossMetricHook',
     'DeviceAwareDistributedDataParallel', 'has_accelerator',
     'setup_cpu_distributed'
 ]

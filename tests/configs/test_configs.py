@@ -39,6 +39,9 @@ LMA_CONFIGS = [
     'configs/demo/lma-erfnet_demo.py',
     'configs/lma/lma-segformer_mit-b1_8xb2-160k_vspw-480x480.py',
     'configs/lma/lma-deeplabv3plus_r50-d8_4xb4-80k_vspw-480x480.py',
+    'configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-1024x512.py',
+    'configs/lma/lma-pspnet_r101-d8_paper_6xb1-50e_'
+    'cityscapes-seq-2049x1025.py',
 ]
 FRAME_CONFIGS = [
     'configs/erfnet/erfnet_fcn_4xb4-160k_cityscapes-512x1024.py',
@@ -48,6 +51,7 @@ FRAME_CONFIGS = [
     'configs/demo/erfnet_demo.py',
     'configs/segformer/segformer_mit-b1_8xb2-160k_vspw-480x480.py',
     'configs/deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_vspw-480x480.py',
+    'configs/erfnet/erfnet-split_paper_2xb5-50e_cityscapes-seq-1024x512.py',
 ]
 NUM_CLASSES = 19
 H, W = 64, 64
@@ -143,9 +147,11 @@ def test_lma_config_trains_only_the_memory(rel):
         module = getattr(model.neck, head)
         if isinstance(module, torch.nn.Conv2d):
             assert module.weight.grad.abs().sum() > 0, head
-    # frozen modules stay in eval mode (BN statistics, dropout)
+    # frozen modules stay in eval mode (BN statistics, dropout), or follow
+    # the training mode with freeze_mode='train' (the paper recipe)
+    in_train_mode = cfg.model.get('freeze_mode', 'eval') == 'train'
     for name in frozen:
-        assert not getattr(model, name).training, name
+        assert getattr(model, name).training == in_train_mode, name
     assert model.neck.training
 
 
@@ -228,6 +234,9 @@ def _load_converter():
     ('configs/erfnet/erfnet-split_fcn_4xb4-160k_cityscapes-512x1024.py',
      'configs/lma/lma-erfnet_4xb4-160k_cityscapes-seq-512x1024.py', False),
     ('configs/demo/erfnet_demo.py', 'configs/demo/lma-erfnet_demo.py', False),
+    ('configs/erfnet/erfnet-split_paper_2xb5-50e_cityscapes-seq-1024x512.py',
+     'configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-1024x512.py',
+     False),
     ('configs/pspnet/pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py',
      'configs/lma/lma-pspnet_r50-d8_4xb2-80k_cityscapes-seq-512x1024.py',
      False),

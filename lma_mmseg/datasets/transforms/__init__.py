@@ -2,8 +2,10 @@
 from .clip_broadcaster import ClipTransformBroadcaster
 from .formatting import PackClipSegInputs
 from .loading import LoadClipAnnotations, LoadClipFromFiles
+from .random_translate import RandomTranslate
+from .reset_ori_shape import ResetOriShape
 
 __all__ = [
     'ClipTransformBroadcaster', 'LoadClipAnnotations', 'LoadClipFromFiles',
-    'PackClipSegInputs'
+    'PackClipSegInputs', 'RandomTranslate', 'ResetOriShape'
 ]

@@ -24,10 +24,14 @@ class GatedFusion(BaseModule):
         g2 = sigmoid(conv3x3_2(cat(q', m')))     # (B, G, H, W)
         out = ReLU(BN(conv_q(q') * g1 + conv_m(m') * g2))   # (B, Cout, H, W)
 
-    ``conv_q`` and ``conv_m`` are bias-free projections to ``out_channels``
-    (the following BN makes a bias redundant). ``G`` (``gate_channels``) is
-    1 by default: one weight per pixel and branch, broadcast over the
-    channels; ``gate_channels=out_channels`` gives one weight per channel.
+    ``conv_q`` and ``conv_m`` are projections to ``out_channels``, with a
+    bias when ``proj_bias`` (the authors' ERFNet fusion has one). The
+    following BN does not make that bias redundant: each projection is
+    multiplied by its gate before the sum is normalised, so a bias ``b``
+    adds ``b * g`` with a gate that varies over pixels, not a constant.
+    ``G`` (``gate_channels``) is 1 by default: one weight per pixel and
+    branch, broadcast over the channels; ``gate_channels=out_channels``
+    gives one weight per channel (the authors' ERFNet fusion).
     The two gate convolutions are computed by one layer ``gates`` with
     ``2G`` outputs (the first ``G`` for the query), which is faster on CPU
     than two thin convolutions.
@@ -44,6 +48,8 @@ class GatedFusion(BaseModule):
             Defaults to 3.
         proj_kernel_size (int): Kernel size of the projections ``conv_q``
             and ``conv_m`` (odd). Defaults to 1.
+        proj_bias (bool): Give ``conv_q`` and ``conv_m`` a bias. Defaults
+            to False.
         norm_cfg (dict): Normalisation layers. Defaults to ``dict(type='BN',
             requires_grad=True)``.
         act_cfg (dict): Activation layers. Defaults to ``dict(type='ReLU')``.
@@ -58,6 +64,7 @@ class GatedFusion(BaseModule):
                  gate_channels: int = 1,
                  gate_kernel_size: int = 3,
                  proj_kernel_size: int = 1,
+                 proj_bias: bool = False,
                  norm_cfg: ConfigType = dict(type='BN', requires_grad=True),
                  act_cfg: ConfigType = dict(type='ReLU'),
                  init_cfg: OptMultiConfig = None):
@@ -82,8 +89,12 @@ class GatedFusion(BaseModule):
         if not 0.0 <= float(dropout_ratio) < 1.0:
             raise ValueError(f'{name}: `dropout_ratio` must be in [0, 1), '
                              f'got {dropout_ratio!r}')
+        if not isinstance(proj_bias, bool):
+            raise TypeError(f'{name}: `proj_bias` must be a bool, got '
+                            f'{proj_bias!r}')
         self.dropout_ratio = float(dropout_ratio)
         self.gate_channels = gate_channels
+        self.proj_bias = proj_bias
 
         def pre(channels: int) -> nn.Sequential:
             return nn.Sequential(
@@ -106,13 +117,13 @@ class GatedFusion(BaseModule):
             out_channels,
             proj_kernel_size,
             padding=proj_pad,
-            bias=False)
+            bias=proj_bias)
         self.memory_proj = nn.Conv2d(
             memory_channels,
             out_channels,
             proj_kernel_size,
             padding=proj_pad,
-            bias=False)
+            bias=proj_bias)
         self.out_norm = build_norm_layer(norm_cfg, out_channels)[1]
         self.out_act = build_activation_layer(act_cfg)
 

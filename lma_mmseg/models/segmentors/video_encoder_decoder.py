@@ -69,9 +69,18 @@ class VideoEncoderDecoder(EncoderDecoder):
             statistics with them). Defaults to True.
         freeze (Sequence[str], optional): Names of submodules (e.g.
             ``('backbone', 'decode_head')``; dotted names reach deeper) whose
-            parameters get ``requires_grad=False`` and which stay in eval
-            mode during training (frozen BN statistics, no dropout). None
-            trains everything. Defaults to None.
+            parameters get ``requires_grad=False``. None trains everything.
+            Defaults to None.
+        freeze_mode (str): How the modules in ``freeze`` behave in
+            training. ``'eval'``: they stay in eval mode (BN uses and keeps
+            its running statistics, dropout is off). ``'train'``: they follow
+            the model's train/eval mode like every other module (BN
+            normalises with batch statistics and updates its running
+            statistics, dropout is active), as in the authors' LMA training
+            code; they still get no gradient. A frozen backbone in train mode
+            encodes the memory frames and the key frame in separate calls
+            during training (each with its own batch statistics); in eval
+            mode all frames share one call. Defaults to ``'eval'``.
     """
 
     def __init__(self,
@@ -85,7 +94,11 @@ class VideoEncoderDecoder(EncoderDecoder):
                  pretrained: Optional[str] = None,
                  init_cfg: OptMultiConfig = None,
                  freeze_memory_encoder: bool = True,
-                 freeze: Optional[Sequence[str]] = None):
+                 freeze: Optional[Sequence[str]] = None,
+                 freeze_mode: str = 'eval'):
+        if freeze_mode not in ('eval', 'train'):
+            raise ValueError(f'{type(self).__name__}: `freeze_mode` must be '
+                             f"'eval' or 'train', got {freeze_mode!r}")
         if neck is None:
             raise ValueError(f'{type(self).__name__}: `neck` must be a '
                              f'memory neck config such as '
@@ -107,6 +120,7 @@ class VideoEncoderDecoder(EncoderDecoder):
                     f'{type(self.neck).__name__} has no `{method}` method; '
                     f'use a memory neck such as LocalMemoryNeck')
         self.freeze_memory_encoder = bool(freeze_memory_encoder)
+        self.freeze_mode = freeze_mode
         self.freeze = self._freeze(freeze)
 
     # ------------------------------------------------------------ freezing
@@ -133,10 +147,12 @@ class VideoEncoderDecoder(EncoderDecoder):
         return names
 
     def train(self, mode: bool = True) -> 'VideoEncoderDecoder':
-        """Set train/eval mode; the modules in ``freeze`` stay in eval."""
+        """Set train/eval mode; with ``freeze_mode='eval'`` the modules in
+        ``freeze`` stay in eval mode."""
         super().train(mode)
-        for name in getattr(self, 'freeze', ()):
-            self.get_submodule(name).eval()
+        if getattr(self, 'freeze_mode', 'eval') == 'eval':
+            for name in getattr(self, 'freeze', ()):
+                self.get_submodule(name).eval()
         return self
 
     def _backbone_is_fixed(self) -> bool:
