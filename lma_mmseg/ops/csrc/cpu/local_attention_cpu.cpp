@@ -248,9 +248,8 @@ std::vector<at::Tensor> local_attention_forward_cpu(
     const scalar_t sc = static_cast<scalar_t>(scale);
     at::parallel_for(0, g.B * g.H, grain(g, g.T, g.C + g.Cv),
                      [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> scratch(g.C * kTile + g.T * g.S * kTile +
-                                    2 * kTile + g.T * g.window * wg_row(g));
-      std::vector<int64_t> offs(g.T * g.window);
+      std::vector<scalar_t> scratch(cpu_base::fwd_scratch_size(g));
+      std::vector<int64_t> offs(2 * g.T * g.window);
       for (int64_t idx = begin; idx < end; ++idx)
         LMA_CALL(attn_fwd_row<scalar_t>, qp, kpp, vp, op_, lp, g, sc,
                  mask_padding, idx / g.H, idx % g.H, scratch.data(),
