@@ -109,13 +109,16 @@ void check_cpu(const at::Tensor& t, const char* name, const char* op) {
               t.scalar_type());
 }
 
-// (..., C, H, W) -> (..., C, H, Wp) with pad_l zeros on the left of each row
-// and the rest of the padding on the right.
+// (..., C, H, W) -> (..., H, C, Wp): the rows of every channel, pad_l zeros
+// on the left of each row and the rest of the padding on the right; the C
+// channel rows of one image row are adjacent.
 at::Tensor pad_rows(const at::Tensor& x, const Geom& g) {
   auto sizes = x.sizes().vec();
+  const size_t nd = sizes.size();
+  std::swap(sizes[nd - 3], sizes[nd - 2]);
   sizes.back() = g.Wp;
   at::Tensor out = at::zeros(sizes, x.options());
-  out.narrow(-1, g.pad_l, g.W).copy_(x);
+  out.narrow(-1, g.pad_l, g.W).copy_(x.transpose(-3, -2));
   return out;
 }
 

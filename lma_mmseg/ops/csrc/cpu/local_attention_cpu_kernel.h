@@ -9,8 +9,10 @@
 // Every kernel processes one row of output pixels of one image, in tiles of
 // kTile pixels along x (the work unit of at::parallel_for is a row), with
 // only per-thread scratch (no per-slot allocation). Layouts:
-//   * "channels-first padded" (B, T, C, H, Wp): the memory keys/values padded
-//     with zeros along x: element x of a row lives at x + pad_l, with
+//   * "row-major padded" (B, T, H, C, Wp): the memory keys/values padded
+//     with zeros along x, the C channel rows of one image row adjacent
+//     (so a block of channels of one row is one contiguous piece of
+//     memory): element x of a row lives at x + pad_l, with
 //     pad_l = (window / 2) * dilation and Wp = W + 2 * pad_l + kTile. A
 //     window slot j of query x then reads position x + j * dilation, always
 //     in range, and vector loops over the kTile queries of a tile read
@@ -32,6 +34,7 @@ namespace lma {
 namespace cpu {
 constexpr int64_t kTile = 16;    // query pixels per tile (vector lanes)
 constexpr int64_t kGroup = 4;    // output pixels of one weighted-sum group
+constexpr int64_t kCorrBlock = 64;  // channels per block of the dot products
 
 struct Geom {
   int64_t B, T, C, Cv, H, W;
@@ -46,6 +49,7 @@ namespace lma {
 namespace LMA_CPU_NS {
 
 using cpu::Geom;
+using cpu::kCorrBlock;
 using cpu::kGroup;
 using cpu::kTile;
 
@@ -269,7 +273,7 @@ inline void load_tile_cf(const scalar_t* src, int64_t C, int64_t H,
 template <typename scalar_t, int J>
 inline void corr_columns(const scalar_t* qt, int64_t Cq, const scalar_t* kj,
                          int64_t d, int64_t cstride, scalar_t mul,
-                         scalar_t* Lj) {
+                         scalar_t* Lj, bool accumulate) {
   typedef typename Vec<scalar_t>::type V;
   constexpr int64_t NL = Vec<scalar_t>::kLanes;
   constexpr int64_t NV = kTile / NL;
@@ -293,12 +297,15 @@ inline void corr_columns(const scalar_t* qt, int64_t Cq, const scalar_t* kj,
 #pragma GCC unroll 4
   for (int jj = 0; jj < J; ++jj)
 #pragma GCC unroll 4
-    for (int64_t u = 0; u < NV; ++u)
-      vstore(Lj + jj * kTile + u * NL, acc[jj][u] * mul);
+    for (int64_t u = 0; u < NV; ++u) {
+      scalar_t* dst = Lj + jj * kTile + u * NL;
+      const V val = acc[jj][u] * mul;
+      vstore(dst, accumulate ? vload<V>(dst) + val : val);
+    }
 }
 
 // Dot products of the kTile queries qt[Cq][kTile] of row y with every slot
-// of one memory frame kp (Cq, H, Wp) (channels-first padded):
+// of one memory frame kp (H, Cq, Wp) (row-major padded):
 //   L[i * row_stride + j * kTile + xx]
 //       = mul * <qt[:, xx], k[:, y + dy_s, x0 + xx + dx_s]>
 // Rows i whose key row is outside the map get `fill` (or are left
@@ -318,7 +325,7 @@ inline void tile_corr(const scalar_t* qt, int64_t Cq, const scalar_t* kp,
   const int64_t win = g.window, d = g.dilation, r = g.r;
   if (row_stride < 0) row_stride = win * kTile;
   const scalar_t ninf = -std::numeric_limits<scalar_t>::infinity();
-  const int64_t cstride = g.H * g.Wp;
+  const int64_t cstride = g.Wp;  // (H, C, Wp) rows: channels adjacent
   V mx[NV];
   if (vmax != nullptr)
     for (int64_t u = 0; u < NV; ++u) mx[u] = vload<V>(vmax + u * NL);
@@ -330,14 +337,21 @@ inline void tile_corr(const scalar_t* qt, int64_t Cq, const scalar_t* kp,
         for (int64_t e = 0; e < win * kTile; ++e) Li[e] = fill;
       continue;
     }
-    const scalar_t* krow = kp + yk * g.Wp + x0;
-    int64_t j = 0;
-    for (; j + J <= win; j += J)
-      corr_columns<scalar_t, J>(qt, Cq, krow + j * d, d, cstride, mul,
-                                Li + j * kTile);
-    for (; j < win; ++j)
-      corr_columns<scalar_t, 1>(qt, Cq, krow + j * d, d, cstride, mul,
-                                Li + j * kTile);
+    // blocks of kCorrBlock channels, so that the query block and the key
+    // rows it meets stay in L1 for all window columns
+    for (int64_t c0 = 0; c0 < Cq; c0 += kCorrBlock) {
+      const int64_t nc = std::min(kCorrBlock, Cq - c0);
+      const scalar_t* qc = qt + c0 * kTile;
+      const scalar_t* krow = kp + (yk * Cq + c0) * g.Wp + x0;
+      const bool add = c0 > 0;
+      int64_t j = 0;
+      for (; j + J <= win; j += J)
+        corr_columns<scalar_t, J>(qc, nc, krow + j * d, d, cstride, mul,
+                                  Li + j * kTile, add);
+      for (; j < win; ++j)
+        corr_columns<scalar_t, 1>(qc, nc, krow + j * d, d, cstride, mul,
+                                  Li + j * kTile, add);
+    }
     if (mask_cols) {
       for (int64_t jc = 0; jc < win; ++jc) {
         scalar_t* Lij = Li + jc * kTile;
@@ -362,7 +376,7 @@ inline void tile_corr(const scalar_t* qt, int64_t Cq, const scalar_t* kp,
 
 // ---------------------------------------------------------------------
 // local_correlation forward: corr (B, T, S, H, W) for row (b, y).
-//   q (B, C, H, W), kp (B, T, C, H, Wp) channels-first padded.
+//   q (B, C, H, W), kp (B, T, H, C, Wp) row-major padded.
 // scratch: C * kTile + S * kTile.
 // ---------------------------------------------------------------------
 template <typename scalar_t>
@@ -523,7 +537,7 @@ void tile_group_sum(const scalar_t* Lw, const scalar_t* src, int64_t C,
 
 // ---------------------------------------------------------------------
 // Fused attention forward for row (b, y): out_cl (B, H, W, Cv), lse (B, H, W)
-//   q (B, C, H, W); kp (B, T, C, H, Wp) padded; vcl (B, T, H, W, Cv).
+//   q (B, C, H, W); kp (B, T, H, C, Wp) padded; vcl (B, T, H, W, Cv).
 // Per tile of kTile pixels: the logits of all T * S slots go to a
 // per-thread buffer (never the whole attention map) whose window rows are
 // padded with kGroup - 1 zero columns on both sides,
@@ -740,8 +754,8 @@ void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
 // with dP[s] = <grad_out[b, :, y, x], v[b, t, :, y', x']>. The gradients
 // then follow: grad_q = sum_s G * k (done here, grad_q_cl (B, H, W, C)),
 // grad_k = gather(G, q), grad_v = gather(P, grad_out).
-//   q (B, C, H, W); kp (B, T, C, H, Wp); kcl (B, T, H, W, C);
-//   go (B, Cv, H, W); vp (B, T, Cv, H, Wp); lse (B, H, W).
+//   q (B, C, H, W); kp (B, T, H, C, Wp); kcl (B, T, H, W, C);
+//   go (B, Cv, H, W); vp (B, T, H, Cv, Wp); lse (B, H, W).
 // scratch: max(C, Cv) * kTile + 2 * T * S * kTile + 2 * kTile + T * window
 // * (kGroup + window - 1) * kGroup values and T * window offsets.
 // ---------------------------------------------------------------------
