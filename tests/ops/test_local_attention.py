@@ -143,12 +143,17 @@ def test_correlation_and_aggregation_match_reference(shape):
 
 
 def test_erfnet_shape_matches_reference():
-    """The paper's ERFNet setting (1/8 of 512x1024) on a 16x32 crop."""
+    """The paper's ERFNet setting (1/8 of 512x1024) on a 16x32 crop.
+
+    The logits are unscaled (std ~4), so a float32 reference is itself
+    ~1e-4 off: the op is held to the float64 reference of the same inputs.
+    """
     q, k, v = make_inputs(1, 16, 64, 3, 16, 32, seed=3)
     for padding in PADDINGS:
         out = local_attention(q, k, v, 21, 1, 1.0, padding)
-        ref = local_attention_reference(q, k, v, 21, 1, 1.0, padding)
-        assert (out - ref).abs().max().item() <= 1e-5
+        ref = local_attention_reference(q.double(), k.double(), v.double(),
+                                        21, 1, 1.0, padding)
+        assert (out.double() - ref).abs().max().item() <= 1e-5
 
 
 def test_non_contiguous_inputs():

@@ -17,7 +17,8 @@ import torch
 
 from lma_mmseg.ops import (local_aggregation, local_aggregation_reference,
                            local_attention, local_attention_reference,
-                           local_correlation, local_correlation_reference)
+                           local_attention_unfused, local_correlation,
+                           local_correlation_reference)
 
 
 def requires_cuda(fn):
@@ -332,6 +333,54 @@ def test_bad_input_names_the_argument():
         local_attention(q, k.cpu(), v, window=3)
     with pytest.raises((ValueError, RuntimeError), match='v must have'):
         local_attention(q, k, v[:, :1], window=3)
+
+
+@requires_cuda
+@pytest.mark.parametrize('dtype,tol', [(torch.float16, 1e-2),
+                                       (torch.bfloat16, 4e-2)])
+@pytest.mark.parametrize('padding', PADDINGS)
+def test_autocast_mixed_dtypes(dtype, tol, padding):
+    """A half query with float32 memory under CUDA autocast: the op runs in
+    the autocast dtype (fused and unfused), backward included."""
+    case = CASES[8]
+    window, dilation = case[6], case[7]
+    q, k, v = _inputs(case, torch.float32)
+    grad_out = torch.randn(case[0], case[3], case[4], case[5], device='cuda')
+    kwargs = dict(window=window, dilation=dilation, scale=1.0,
+                  padding=padding)
+    ref = _attention_with_grads(local_attention_reference,
+                                q.to(dtype).float(), k.to(dtype).float(),
+                                v.to(dtype).float(), grad_out, **kwargs)
+    for fn in (local_attention, local_attention_unfused):
+        qh = q.to(dtype).requires_grad_()
+        kf, vf = (x.clone().requires_grad_() for x in (k, v))
+        with torch.autocast('cuda', dtype=dtype):
+            out = fn(qh, kf, vf, **kwargs)
+        assert out.dtype == dtype
+        out.backward(grad_out.to(dtype))
+        assert qh.grad.dtype == dtype and kf.grad.dtype == torch.float32
+        for name, a, r in zip(('out', 'grad_q', 'grad_k', 'grad_v'),
+                              (out, qh.grad, kf.grad, vf.grad), ref):
+            _close(a, r, tol, f'autocast {dtype} {fn.__name__} {name}')
+
+
+@requires_cuda
+def test_compiled_forward_backward_equals_eager():
+    torch._dynamo.reset()
+    case = CASES[8]
+    window, dilation = case[6], case[7]
+    q, k, v = _inputs(case, torch.float32)
+    grad_out = torch.randn(case[0], case[3], case[4], case[5], device='cuda')
+
+    def fn(q, k, v):
+        return local_attention(q, k, v, window, dilation, 0.5, 'mask')
+
+    eager = _attention_with_grads(fn, q, k, v, grad_out)
+    compiled = _attention_with_grads(
+        torch.compile(fn, fullgraph=True), q, k, v, grad_out)
+    for name, a, r in zip(('out', 'grad_q', 'grad_k', 'grad_v'), compiled,
+                          eager):
+        _close(a, r, 1e-5, f'compiled {name}')
 
 
 # ---------------------------------------------------------------------------

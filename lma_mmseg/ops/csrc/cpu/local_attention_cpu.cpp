@@ -109,13 +109,16 @@ void check_cpu(const at::Tensor& t, const char* name, const char* op) {
               t.scalar_type());
 }
 
-// (..., C, H, W) -> (..., C, H, Wp) with pad_l zeros on the left of each row
-// and the rest of the padding on the right.
+// (..., C, H, W) -> (..., H, C, Wp): the rows of every channel, pad_l zeros
+// on the left of each row and the rest of the padding on the right; the C
+// channel rows of one image row are adjacent.
 at::Tensor pad_rows(const at::Tensor& x, const Geom& g) {
   auto sizes = x.sizes().vec();
+  const size_t nd = sizes.size();
+  std::swap(sizes[nd - 3], sizes[nd - 2]);
   sizes.back() = g.Wp;
   at::Tensor out = at::zeros(sizes, x.options());
-  out.narrow(-1, g.pad_l, g.W).copy_(x);
+  out.narrow(-1, g.pad_l, g.W).copy_(x.transpose(-3, -2));
   return out;
 }
 
@@ -248,9 +251,8 @@ std::vector<at::Tensor> local_attention_forward_cpu(
     const scalar_t sc = static_cast<scalar_t>(scale);
     at::parallel_for(0, g.B * g.H, grain(g, g.T, g.C + g.Cv),
                      [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> scratch(g.C * kTile + g.T * g.S * kTile +
-                                    2 * kTile + g.T * g.window * wg_row(g));
-      std::vector<int64_t> offs(g.T * g.window);
+      std::vector<scalar_t> scratch(cpu_base::fwd_scratch_size(g));
+      std::vector<int64_t> offs(2 * g.T * g.window);
       for (int64_t idx = begin; idx < end; ++idx)
         LMA_CALL(attn_fwd_row<scalar_t>, qp, kpp, vp, op_, lp, g, sc,
                  mask_padding, idx / g.H, idx % g.H, scratch.data(),
