@@ -35,6 +35,7 @@ import sys
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
+from lma_mmseg.engine import setup_cpu_distributed
 from lma_mmseg.evaluation.model_info import describe_model
 
 SPLITS = ('train', 'val', 'test')
@@ -223,6 +224,8 @@ def _current_split(dataset_cfg) -> str:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = build_test_cfg(args)
+    # torchrun on a machine without CUDA: gloo and a CPU-capable DDP wrapper
+    setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     results_file = cfg.test_evaluator['results_file']

@@ -57,6 +57,7 @@ def tiny_cfg(
     else:
         model = single_model_cfg()
         dataset = dict(type='TinySegDataset')
+    model['data_preprocessor']['size'] = (32, 32)
     return ConfigDict(
         model=model,
         work_dir=str(work_dir),
