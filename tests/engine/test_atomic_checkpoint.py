@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import torch
-from helpers.tiny_runner import CKPT_INTERVAL, tiny_cfg
-from helpers.tools import tool_env
 from mmengine.fileio import get_file_backend
 from mmengine.runner import Runner
 
 import lma_mmseg  # noqa: F401
+from helpers.tiny_runner import CKPT_INTERVAL, tiny_cfg
+from helpers.tools import tool_env
 from lma_mmseg.engine import AtomicCheckpointHook, AtomicLocalBackend
 from lma_mmseg.fileio import atomic_write_bytes, stale_temp_files
 

@@ -2,13 +2,13 @@
 (configs/demo/lma-erfnet_demo.py) on a few demo clips."""
 import os.path as osp
 import socket
-import subprocess
 import time
 
 import pytest
 import torch
+
 from helpers import ROOT
-from helpers.tools import run_tool, tool_env
+from helpers.tools import run_tool
 
 ITERS = 3
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'lma-erfnet_demo.py')
@@ -194,12 +194,10 @@ def test_demo_config_as_documented(tmp_path):
     torch.manual_seed(0)
     torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict()), start)
     (tmp_path / 'configs').symlink_to(osp.join(ROOT, 'configs'))
-    proc = subprocess.run(
-        ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'),
-         'configs/demo/lma-erfnet_demo.py', '2', '--cfg-options',
-         'train_cfg.max_iters=4'],
-        cwd=tmp_path, env=tool_env(**_dist_env()), capture_output=True,
-        text=True, timeout=900)
+    proc = run_tool(
+        'dist_train.sh', 'configs/demo/lma-erfnet_demo.py', 2,
+        '--cfg-options', 'train_cfg.max_iters=4', cwd=tmp_path,
+        env=_dist_env(), timeout=900)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     work_dir = tmp_path / 'work_dirs' / 'lma-erfnet_demo'

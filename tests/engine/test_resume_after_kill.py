@@ -8,12 +8,12 @@ import time
 
 import pytest
 import torch
-from helpers import ROOT
-from helpers.tiny_runner import CKPT_INTERVAL, tiny_cfg
-from helpers.tools import tool_env
 from mmengine.runner import Runner
 
 import lma_mmseg  # noqa: F401
+from helpers import ROOT
+from helpers.tiny_runner import CKPT_INTERVAL, tiny_cfg
+from helpers.tools import run_tool, tool_command, tool_env
 
 
 def _kill_after_first_checkpoint(
@@ -157,21 +157,13 @@ def test_train_tool_resume_lma_demo(tmp_path, demo_data):
             data_root=str(demo_data)))
     work_dir = tmp_path / 'work'
     env = tool_env()
-    train = [
-        sys.executable,
-        osp.join(root, 'tools', 'train.py'),
-        str(config), '--work-dir',
-        str(work_dir)
-    ]
+    train = tool_command('train.py', config, '--work-dir', work_dir)
     killed_at = _kill_after_first_checkpoint(work_dir, command=train, env=env)
     assert killed_at >= 2 and killed_at % 2 == 0
     target = killed_at + 2
-    proc = subprocess.run(
-        train + ['--resume', '--cfg-options', f'train_cfg.max_iters={target}'],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600)
+    proc = run_tool(
+        'train.py', config, '--work-dir', work_dir, '--resume',
+        '--cfg-options', f'train_cfg.max_iters={target}')
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert f'resumed epoch: 0, iter: {killed_at}' in log, log[-4000:]

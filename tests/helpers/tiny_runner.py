@@ -17,13 +17,13 @@ import signal
 import sys
 import time
 
-from helpers.tiny_models import lma_model_cfg, single_model_cfg
 from mmengine.config import ConfigDict
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmseg.registry import HOOKS
 
 import lma_mmseg  # noqa: F401
+from helpers.tiny_models import lma_model_cfg, single_model_cfg
 
 CKPT_INTERVAL = 3
 SCHEDULE_END = 40  # iterations of the LR schedule, whatever max_iters is

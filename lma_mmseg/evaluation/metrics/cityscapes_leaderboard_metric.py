@@ -14,6 +14,9 @@ from prettytable import PrettyTable
 
 from ...fileio import atomic_write_json, atomic_write_png, atomic_write_zip
 
+#: ``kind`` of the results JSON (``results_file``).
+TEST_KIND = 'lma_mmseg.test'
+
 try:
     import cityscapesscripts.helpers.labels as CSLabels
 except ImportError:  # pragma: no cover - listed in install_requires
@@ -324,7 +327,7 @@ class CityscapesLeaderboardMetric(IoUMetric):
                 atomic_write_json(
                     json_file,
                     dict(
-                        kind='lma_mmseg.test',
+                        kind=TEST_KIND,
                         format_only=True,
                         meta=self.meta,
                         num_images=len(members),
@@ -362,7 +365,7 @@ class CityscapesLeaderboardMetric(IoUMetric):
             atomic_write_json(
                 json_file,
                 dict(
-                    kind='lma_mmseg.test',
+                    kind=TEST_KIND,
                     format_only=False,
                     meta=self.meta,
                     num_images=len(results),
