@@ -269,33 +269,38 @@ def run_benchmark(config: str,
                    if r['role'] == 'model' and r['mode'] == primary_mode)
     gpu = (torch.cuda.get_device_name(device)
            if device.type == 'cuda' else None)
+    return {
+        'kind': BENCH_KIND,
+        'device': str(device),
+        'device_name': gpu or platform.processor() or platform.machine(),
+        'torch': torch.__version__,
+        'cpu_threads': torch.get_num_threads(),
+        'shape': shape,
+        'frames': frames,
+        'warmup': warmup,
+        'input': input_desc,
+        'interleaved': True,
+        'memory_measure': memory_measure,
+        'fps_definition': '1000 / mean ms per frame',
+        'flops_definition': 'mmengine FlopAnalyzer, 1 multiply-add = 1 FLOP',
+        'model': _model_entry(models['model']),
+        'baseline': _model_entry(models.get('baseline')),
+        'results': results,
+        'overhead': overhead,
+        'primary': primary_summary(primary),
+    }
+
+
+def _model_entry(m: Optional[dict]) -> Optional[dict]:
+    """``model`` / ``baseline`` of the JSON: config, checkpoint, parameter
+    count and :func:`describe_model` fields."""
+    if m is None:
+        return None
     return dict(
-        kind=BENCH_KIND,
-        device=str(device),
-        device_name=gpu or platform.processor() or platform.machine(),
-        torch=torch.__version__,
-        cpu_threads=torch.get_num_threads(),
-        shape=shape,
-        frames=frames,
-        warmup=warmup,
-        input=input_desc,
-        interleaved=True,
-        memory_measure=memory_measure,
-        fps_definition='1000 / mean ms per frame',
-        flops_definition='mmengine FlopAnalyzer, 1 multiply-add = 1 FLOP',
-        model=dict(
-            config=config,
-            checkpoint=checkpoint,
-            params=models['model']['params'],
-            **describe_model(models['model']['cfg'].model)),
-        baseline=None if not baseline else dict(
-            config=baseline,
-            checkpoint=baseline_checkpoint,
-            params=models['baseline']['params'],
-            **describe_model(models['baseline']['cfg'].model)),
-        results=results,
-        overhead=overhead,
-        primary=primary_summary(primary))
+        config=m['config'],
+        checkpoint=m['checkpoint'],
+        params=m['params'],
+        **describe_model(m['cfg'].model))
 
 
 def primary_summary(result: dict) -> dict:
@@ -309,14 +314,15 @@ def baseline_report(res: dict) -> dict:
     model's, so the two are comparable)."""
     results = [dict(r, role='model') for r in res['results']
                if r['role'] == 'baseline']
-    return dict(
-        res,
-        model=res['baseline'],
-        baseline=None,
-        results=results,
-        overhead=[],
-        primary=primary_summary(results[0]),
-        interleaved_with=res['model']['config'])
+    return {
+        **res,
+        'model': res['baseline'],
+        'baseline': None,
+        'results': results,
+        'overhead': [],
+        'primary': primary_summary(results[0]),
+        'interleaved_with': res['model']['config'],
+    }
 
 
 def format_report(res: dict) -> str:
