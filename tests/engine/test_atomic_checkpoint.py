@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import torch
-from helpers.tiny_runner import CKPT_INTERVAL, tiny_cfg
-from helpers.tools import tool_env
 from mmengine.fileio import get_file_backend
 from mmengine.runner import Runner
 
 import lma_mmseg  # noqa: F401
+from helpers.tiny_runner import CKPT_INTERVAL, tiny_cfg
+from helpers.tools import tool_env
 from lma_mmseg.engine import AtomicCheckpointHook, AtomicLocalBackend
 from lma_mmseg.fileio import atomic_write_bytes, stale_temp_files
 
@@ -102,7 +102,8 @@ def test_kill_while_writing_checkpoint_then_resume(tmp_path):
     pointer = (tmp_path / 'last_checkpoint').read_text()
     assert pointer == str(tmp_path / f'iter_{first}.pth')
     assert not (tmp_path / f'iter_{second}.pth').exists()
-    assert len(stale_temp_files(tmp_path)) == 1, 'the kill leaves a partial file'
+    assert len(stale_temp_files(tmp_path)) == 1, \
+        "the kill leaves a partial file"
     assert torch.load(pointer, map_location='cpu')['meta']['iter'] == first
 
     runner = Runner.from_cfg(
@@ -142,5 +143,5 @@ def test_kill_while_writing_pointer_keeps_last_good(tmp_path):
     assert torch.load(
         tmp_path / f'iter_{second}.pth',
         map_location='cpu')['meta']['iter'] == second
-    assert [osp.basename(p)
-            for p in stale_temp_files(tmp_path)][0].startswith('.last_checkpoint.')
+    assert [osp.basename(p) for p in stale_temp_files(tmp_path)
+            ][0].startswith('.last_checkpoint.')
