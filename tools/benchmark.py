@@ -18,7 +18,7 @@ import sys
 import torch
 from mmengine.config import DictAction
 
-from lma_mmseg.evaluation.benchmark import (MODES, baseline_report,
+from lma_mmseg.evaluation.benchmark import (DTYPES, MODES, baseline_report,
                                             format_report, run_benchmark)
 from lma_mmseg.fileio import atomic_write_json
 
@@ -66,6 +66,17 @@ def parse_args(argv=None):
         help='also write the baseline\'s results from this interleaved run '
         'as a JSON of its own (e.g. for its leaderboard row)')
     parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='also time every mode through torch.compile, interleaved with '
+        'eager (the first compiled frames compile: give enough --warmup)')
+    parser.add_argument(
+        '--dtype',
+        choices=list(DTYPES),
+        default='float32',
+        help='float16/bfloat16 run the networks under torch.autocast '
+        '(default float32)')
+    parser.add_argument(
         '--no-flops', action='store_true', help='skip the FLOP count')
     parser.add_argument(
         '--no-progress', action='store_true', help='hide the progress bar')
@@ -98,7 +109,9 @@ def main(argv=None) -> dict:
         seed=args.seed,
         flops=not args.no_flops,
         progress=not args.no_progress,
-        cfg_options=args.cfg_options)
+        cfg_options=args.cfg_options,
+        compile=args.compile,
+        dtype=args.dtype)
     print(format_report(res))
     if args.out:
         atomic_write_json(args.out, res)

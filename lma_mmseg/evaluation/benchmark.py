@@ -57,6 +57,12 @@ MODES = ('single', 'streaming', 'reencode')
 PRIMARY_KEYS = ('mode', 'median_ms', 'p90_ms', 'mean_ms', 'fps',
                 'peak_memory_mb', 'params', 'gflops')
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp')
+#: ``--dtype`` choices: the autocast dtype of the networks (float32: none).
+DTYPES = {
+    'float32': None,
+    'float16': torch.float16,
+    'bfloat16': torch.bfloat16
+}
 
 
 def load_frames(shape: Sequence[int], num: int, seed: int = 0,
@@ -116,21 +122,27 @@ def build_model(config, checkpoint, device, cfg_options=None):
     return model.to(device).eval(), cfg
 
 
-def make_runner(model, mode: str, config: str):
-    """The timed runner of ``model`` in ``mode`` (see :data:`MODES`)."""
+def make_runner(model,
+                mode: str,
+                config: str,
+                compiled: bool = False,
+                dtype: Optional[torch.dtype] = None):
+    """The timed runner of ``model`` in ``mode`` (see :data:`MODES`),
+    optionally through ``torch.compile`` and under autocast to ``dtype``."""
     memory = is_memory_model(model)
+    kwargs = dict(compiled=compiled, dtype=dtype)
     if mode == 'single':
         if memory:
             raise ValueError(f'{config}: a memory model runs in mode '
                              'streaming or reencode, not single')
-        return SingleFrameRunner(model)
+        return SingleFrameRunner(model, **kwargs)
     if not memory:
         raise ValueError(f'{config}: mode {mode} needs a memory model '
                          '(a neck with encode_memory, e.g. LocalMemoryNeck);'
                          ' use mode single')
     if mode == 'streaming':
-        return StreamingRunner(model)
-    return ReencodeRunner(model, model.neck.memory_length)
+        return StreamingRunner(model, **kwargs)
+    return ReencodeRunner(model, model.memory_length, **kwargs)
 
 
 def _mb(num_bytes):
@@ -151,7 +163,9 @@ def run_benchmark(config: str,
                   seed: int = 0,
                   flops: bool = True,
                   progress: bool = True,
-                  cfg_options: Optional[dict] = None) -> dict:
+                  cfg_options: Optional[dict] = None,
+                  compile: bool = False,
+                  dtype: str = 'float32') -> dict:
     """Time ``config`` (and ``baseline``, interleaved) frame by frame.
 
     Args:
@@ -173,12 +187,21 @@ def run_benchmark(config: str,
         flops (bool): Count FLOPs.
         progress (bool): Show a progress bar.
         cfg_options (dict, optional): Overrides of ``config``.
+        compile (bool): Also time every mode through ``torch.compile``
+            (``model.step`` for streaming, ``model.inference`` otherwise),
+            interleaved with eager; ``compile_speedup`` gives eager /
+            compiled medians.
+        dtype (str): ``float32``, or ``float16`` / ``bfloat16`` to run the
+            networks under ``torch.autocast``.
 
     Returns:
         dict: The benchmark JSON (``kind`` :data:`BENCH_KIND`; see the
         module docstring).
     """
     shape = list(shape)
+    if dtype not in DTYPES:
+        raise ValueError(f'--dtype must be one of {list(DTYPES)}, got '
+                         f'{dtype!r}')
     device_name = device
     device = torch.device(device)
     if threads is not None:
@@ -207,66 +230,92 @@ def run_benchmark(config: str,
     runners = {}
     for role, m in models.items():
         for mode in m['modes']:
-            runners[f'{role}/{mode}'] = make_runner(m['model'], mode,
-                                                    m['config'])
+            for compiled in (False, True) if compile else (False, ):
+                runner = make_runner(m['model'], mode, m['config'], compiled,
+                                     DTYPES[dtype])
+                runners[f'{role}/{runner.name}'] = runner
     print_log(
         f'timing {", ".join(runners)} on {device} at {shape[0]}x'
-        f'{shape[1]}: {warmup} warm-up + {frames} frames, '
+        f'{shape[1]} ({dtype}): {warmup} warm-up + {frames} frames, '
         'interleaved', 'current')
     times = run_interleaved(runners, inputs, frames, warmup,
                             device, progress=progress)
     memory_steps = max([
-        m['model'].neck.memory_length + 2
+        m['model'].memory_length + 2
         for m in models.values() if is_memory_model(m['model'])
     ] + [3])
     memory = measure_peak_memory(runners, inputs, memory_steps, device)
     memory_measure = memory.pop('_description')
 
     results = []
-    for role, m in models.items():
+    flop_counts = {}
+    for key, runner in runners.items():
+        role = key.split('/')[0]
+        m = models[role]
         params = count_params(m['model'])
         m['params'] = params
-        for mode in m['modes']:
-            key = f'{role}/{mode}'
-            entry = dict(role=role, mode=mode, **summarize(times[key]))
-            entry['peak_memory_mb'] = _mb(memory[key]['peak_bytes'])
-            entry['peak_memory_increase_mb'] = _mb(
-                memory[key]['increase_bytes'])
-            entry['params'] = params
-            if not flops:
-                entry.update(flops=None, gflops=None)
-            else:
-                fl = count_flops(m['model'], mode, shape, device)
-                entry['flops'] = fl['flops']
-                entry['gflops'] = (None if fl['flops'] is None else round(
-                    fl['flops'] / 1e9, 3))
-                entry['attention_flops'] = fl['attention_flops']
-                if fl['unsupported_ops']:
-                    entry['flops_unsupported_ops'] = fl['unsupported_ops']
-                if fl['error']:
-                    entry['flops_error'] = fl['error']
-            entry['times_ms'] = [round(t, 3) for t in times[key]]
-            results.append(entry)
+        mode = runner.mode
+        entry = dict(
+            role=role,
+            mode=mode,
+            compiled=runner.compiled,
+            **summarize(times[key]))
+        entry['peak_memory_mb'] = _mb(memory[key]['peak_bytes'])
+        entry['peak_memory_increase_mb'] = _mb(
+            memory[key]['increase_bytes'])
+        entry['params'] = params
+        if not flops:
+            entry.update(flops=None, gflops=None)
+        else:
+            if (role, mode) not in flop_counts:
+                flop_counts[role, mode] = count_flops(
+                    m['model'], mode, shape, device)
+            fl = flop_counts[role, mode]
+            entry['flops'] = fl['flops']
+            entry['gflops'] = (None if fl['flops'] is None else round(
+                fl['flops'] / 1e9, 3))
+            entry['attention_flops'] = fl['attention_flops']
+            if fl['unsupported_ops']:
+                entry['flops_unsupported_ops'] = fl['unsupported_ops']
+            if fl['error']:
+                entry['flops_error'] = fl['error']
+        entry['times_ms'] = [round(t, 3) for t in times[key]]
+        results.append(entry)
 
     overhead = []
-    base = next((r for r in results if r['role'] == 'baseline'), None)
-    if base is not None:
+    for r in results:
+        # each mode against the baseline run the same way (eager/compiled)
+        base = next((b for b in results if b['role'] == 'baseline'
+                     and b['compiled'] == r['compiled']), None)
+        if r['role'] != 'model' or base is None:
+            continue
+        t = np.asarray(r['times_ms'])
         base_t = np.asarray(base['times_ms'])
-        for r in results:
-            if r['role'] != 'model':
-                continue
-            t = np.asarray(r['times_ms'])
-            overhead.append(
+        overhead.append(
+            dict(
+                mode=r['mode'],
+                compiled=r['compiled'],
+                ratio=round(r['median_ms'] / base['median_ms'], 4),
+                ms=round(r['median_ms'] - base['median_ms'], 3),
+                paired_median_ms=round(float(np.median(t - base_t)), 3)))
+    eager = {(r['role'], r['mode']): r for r in results if not r['compiled']}
+    compile_speedup = []
+    for r in results:
+        if r['compiled']:
+            e = eager[r['role'], r['mode']]
+            compile_speedup.append(
                 dict(
+                    role=r['role'],
                     mode=r['mode'],
-                    ratio=round(r['median_ms'] / base['median_ms'], 4),
-                    ms=round(r['median_ms'] - base['median_ms'], 3),
-                    paired_median_ms=round(float(np.median(t - base_t)), 3)))
+                    eager_ms=e['median_ms'],
+                    compiled_ms=r['median_ms'],
+                    speedup=round(e['median_ms'] / r['median_ms'], 4)))
 
     primary_mode = 'streaming' if 'streaming' in models['model'][
         'modes'] else models['model']['modes'][0]
-    primary = next(r for r in results
-                   if r['role'] == 'model' and r['mode'] == primary_mode)
+    primary = next(
+        r for r in results if r['role'] == 'model'
+        and r['mode'] == primary_mode and not r['compiled'])
     gpu = (torch.cuda.get_device_name(device)
            if device.type == 'cuda' else None)
     return {
@@ -285,8 +334,10 @@ def run_benchmark(config: str,
         'flops_definition': 'mmengine FlopAnalyzer, 1 multiply-add = 1 FLOP',
         'model': _model_entry(models['model']),
         'baseline': _model_entry(models.get('baseline')),
+        'dtype': dtype,
         'results': results,
         'overhead': overhead,
+        'compile_speedup': compile_speedup,
         'primary': primary_summary(primary),
     }
 
@@ -314,13 +365,18 @@ def baseline_report(res: dict) -> dict:
     model's, so the two are comparable)."""
     results = [dict(r, role='model') for r in res['results']
                if r['role'] == 'baseline']
+    eager = [r for r in results if not r.get('compiled')]
     return {
         **res,
         'model': res['baseline'],
         'baseline': None,
         'results': results,
         'overhead': [],
-        'primary': primary_summary(results[0]),
+        'compile_speedup': [
+            c for c in res.get('compile_speedup', [])
+            if c['role'] == 'baseline'
+        ],
+        'primary': primary_summary(eager[0]),
         'interleaved_with': res['model']['config'],
     }
 
@@ -335,7 +391,9 @@ def format_report(res: dict) -> str:
     for r in res['results']:
         cfg = res[r['role']]['config']
         table.add_row([
-            f'{r["role"]}: {osp.basename(cfg)}', r['mode'], r['median_ms'],
+            f'{r["role"]}: {osp.basename(cfg)}',
+            r['mode'] + ('+compile' if r.get('compiled') else ''),
+            r['median_ms'],
             r['p90_ms'], r['mean_ms'], r['fps'], r['peak_memory_mb'],
             r['peak_memory_increase_mb'],
             round(r['params'] / 1e6, 3),
@@ -343,15 +401,20 @@ def format_report(res: dict) -> str:
         ])
     lines = [
         f'device {res["device"]} ({res["device_name"]}), input '
-        f'{res["input"]}, {res["warmup"]} warm-up + {res["frames"]} timed '
-        'frames, interleaved',
+        f'{res["input"]}, {res.get("dtype", "float32")}, {res["warmup"]} '
+        f'warm-up + {res["frames"]} timed frames, interleaved',
         table.get_string(),
         'peak mem MB: peak during a frame; frame mem MB: its increase over '
         f'the usage before the frame. {res["memory_measure"]}'
     ]
     for o in res['overhead']:
-        lines.append(f'overhead of {o["mode"]} over the baseline: '
+        mode = o['mode'] + ('+compile' if o.get('compiled') else '')
+        lines.append(f'overhead of {mode} over the baseline: '
                      f'x{o["ratio"]:.3f}, {o["ms"]:+.2f} ms/frame (median), '
                      f'{o["paired_median_ms"]:+.2f} ms (median of paired '
                      'frame differences)')
+    for c in res.get('compile_speedup', []):
+        lines.append(f'torch.compile, {c["role"]} {c["mode"]}: '
+                     f'{c["eager_ms"]:.2f} -> {c["compiled_ms"]:.2f} ms '
+                     f'(eager / compiled x{c["speedup"]:.3f})')
     return '\n'.join(lines)

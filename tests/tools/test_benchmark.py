@@ -124,3 +124,28 @@ def test_benchmark_on_cuda(tmp_path):
     for r in res['results']:
         assert r['peak_memory_mb'] > 0 and r['gflops'] > 0
     assert [o['mode'] for o in res['overhead']] == ['streaming', 'reencode']
+
+
+@pytest.mark.slow
+def test_benchmark_compiled_and_bfloat16():
+    """--compile times compiled twins interleaved with eager; --dtype runs
+    the networks under autocast."""
+    res = run_benchmark(
+        LMA, baseline=ERFNET, shape=(32, 64), frames=2, warmup=5,
+        modes=['streaming'], progress=False, flops=False, compile=True,
+        dtype='bfloat16')
+    assert res['dtype'] == 'bfloat16'
+    runs = [(r['role'], r['mode'], r['compiled']) for r in res['results']]
+    assert runs == [('model', 'streaming', False),
+                    ('model', 'streaming', True),
+                    ('baseline', 'single', False),
+                    ('baseline', 'single', True)]
+    assert [(o['mode'], o['compiled']) for o in res['overhead']] == [
+        ('streaming', False), ('streaming', True)]
+    speedups = {(c['role'], c['mode']): c for c in res['compile_speedup']}
+    assert set(speedups) == {('model', 'streaming'), ('baseline', 'single')}
+    for c in speedups.values():
+        assert c['speedup'] == round(c['eager_ms'] / c['compiled_ms'], 4)
+    assert res['primary']['mode'] == 'streaming'
+    with pytest.raises(ValueError, match='--dtype'):
+        run_benchmark(ERFNET, shape=(32, 64), frames=1, dtype='int8')
