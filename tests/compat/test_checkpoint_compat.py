@@ -8,11 +8,10 @@ import pickle
 
 import pytest
 import torch
-from mmengine.config import ConfigDict
 from mmengine.runner import Runner, load_checkpoint
 
 import lma_mmseg  # noqa: F401  (applies the allow-list)
-from helpers.tiny_models import single_model_cfg
+from helpers.tiny_runner import tiny_cfg
 
 
 class UnrelatedObject:
@@ -23,38 +22,10 @@ class UnrelatedObject:
 
 
 def build_runner(work_dir, max_iters, resume=False):
-    model = single_model_cfg()
-    model['data_preprocessor']['size'] = (32, 32)
-    cfg = ConfigDict(
-        model=model,
-        work_dir=str(work_dir),
-        train_dataloader=dict(
-            dataset=dict(type='TinySegDataset', num=8),
-            sampler=dict(type='InfiniteSampler', shuffle=True),
-            collate_fn=dict(type='pseudo_collate'),
-            batch_size=2,
-            num_workers=0),
-        optim_wrapper=dict(
-            type='OptimWrapper',
-            optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
-        param_scheduler=[
-            dict(
-                type='PolyLR',
-                eta_min=1e-4,
-                power=0.9,
-                begin=0,
-                end=8,
-                by_epoch=False)
-        ],
-        train_cfg=dict(type='IterBasedTrainLoop', max_iters=max_iters),
-        default_hooks=dict(
-            checkpoint=dict(
-                type='CheckpointHook', interval=2, by_epoch=False),
-            logger=dict(type='LoggerHook', interval=1)),
-        default_scope='mmseg',
-        randomness=dict(seed=0),
-        resume=resume,
-        experiment_name=f'compat_{max_iters}_{int(resume)}')
+    """The tiny training set-up with mmengine's own CheckpointHook."""
+    cfg = tiny_cfg(work_dir, max_iters, resume=resume,
+                   checkpoint_type='CheckpointHook')
+    cfg.experiment_name = f'compat_{max_iters}_{int(resume)}'
     return Runner.from_cfg(cfg)
 
 

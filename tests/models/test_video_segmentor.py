@@ -12,9 +12,9 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import lma_mmseg  # noqa: F401  (registers the components)
+from helpers.tiny_models import (NUM_CLASSES, tiny_backbone, tiny_head,
+                                 tiny_neck)
 from lma_mmseg.models import FrameMemory
-
-NUM_CLASSES = 5
 
 
 @pytest.fixture(autouse=True)
@@ -22,31 +22,9 @@ def mmseg_scope():
     init_default_scope('mmseg')
 
 
-def backbone_cfg():
-    """ResNetV1c-18 with 8 base channels; outputs 32 (1/8) and 64 (1/8)."""
-    return dict(
-        type='ResNetV1c',
-        depth=18,
-        base_channels=8,
-        stem_channels=8,
-        out_indices=(2, 3),
-        strides=(1, 2, 1, 1),
-        dilations=(1, 1, 2, 4),
-        contract_dilation=True,
-        norm_cfg=dict(type='BN'))
-
-
 def heads_cfg():
     return dict(
-        decode_head=dict(
-            type='FCNHead',
-            in_channels=64,
-            channels=16,
-            in_index=1,
-            num_convs=1,
-            num_classes=NUM_CLASSES,
-            dropout_ratio=0.5,
-            loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+        decode_head=dict(tiny_head(), dropout_ratio=0.5),
         auxiliary_head=dict(
             type='FCNHead',
             in_channels=32,
@@ -60,14 +38,8 @@ def heads_cfg():
 def model_cfg(**kwargs):
     cfg = dict(
         type='VideoEncoderDecoder',
-        backbone=backbone_cfg(),
-        neck=dict(
-            type='LocalMemoryNeck',
-            in_channels=64,
-            key_channels=8,
-            value_channels=16,
-            window=5,
-            in_index=1),
+        backbone=tiny_backbone(),
+        neck=tiny_neck(),
         test_cfg=dict(mode='whole'),
         **heads_cfg())
     cfg.update(kwargs)
@@ -301,7 +273,7 @@ def test_checkpoint_round_trip_and_single_frame_load(tmp_path):
 
     # load_from a single-frame model with the same backbone and heads
     single_cfg = dict(
-        type='EncoderDecoder', backbone=backbone_cfg(), **heads_cfg())
+        type='EncoderDecoder', backbone=tiny_backbone(), **heads_cfg())
     single = MODELS.build(single_cfg)
     with torch.no_grad():
         for p in single.parameters():
