@@ -145,27 +145,32 @@ def measure(fn: Callable, device: str, repeats: int, warmup: int) -> dict:
 
     ``cpu_median_s`` is the median CPU time of the process: on a machine
     shared with other jobs it is the steadier figure (with one thread it is
-    what the call costs). ``peak_bytes`` is the largest growth of the peak
-    memory over the usage before a call, measured by
-    :class:`lma_mmseg.evaluation.speed.MemoryProbe`.
+    what the call costs). ``peak_bytes`` is the growth of the peak memory
+    over the usage before one more call, measured by
+    :class:`lma_mmseg.evaluation.speed.MemoryProbe` in a separate pass
+    after the timed ones (the probe returns freed memory to the system
+    first, which would add page faults to a timed call).
     """
     from lma_mmseg.evaluation.speed import MemoryProbe
     probe = MemoryProbe(torch.device(device))
     for _ in range(warmup):
         fn()
-    times, cpu_times, peaks = [], [], []
+    times, cpu_times = [], []
     for _ in range(repeats):
         _sync(device)
-        base = probe.before()
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
-        peaks.append(max(0, probe.after() - base))
+    _sync(device)
+    base = probe.before()
+    fn()
+    _sync(device)
+    peak = max(0, probe.after() - base)
     return dict(
         median_s=statistics.median(times),
-        peak_bytes=max(peaks),
+        peak_bytes=peak,
         times_s=times,
         cpu_median_s=statistics.median(cpu_times))
 
