@@ -5,7 +5,8 @@ unfused pair (:func:`~lma_mmseg.ops.local_attention_unfused`: correlation ->
 softmax -> aggregation), the pure PyTorch reference
 (:func:`~lma_mmseg.ops.local_attention_reference`) and, on request, a plain
 PyTorch implementation (:func:`plain_attention`: a loop over the window
-offsets, no unfolded copies), the median time and the peak memory of the
+offsets, no unfolded copies) and the fused op with a position bias
+(``fused_bias``), the median time and the peak memory of the
 forward and of forward+backward at the paper's two settings, and, in the
 same run, mmseg's single-frame ERFNet forward at 512x1024, so that the op's
 share of a frame is a ratio measured side by side:
@@ -53,7 +54,7 @@ QUICK_SHAPES = {
     'erfnet': dict(B=1, C=16, Cv=64, T=3, H=12, W=20, window=7),
     'pspnet': dict(B=1, C=32, Cv=96, T=2, H=8, W=12, window=5),
 }
-METHODS = ('fused', 'unfused', 'reference', 'plain')
+METHODS = ('fused', 'unfused', 'reference', 'plain', 'fused_bias')
 DEFAULT_METHODS = ('fused', 'unfused', 'reference')
 DTYPES = {
     'float32': torch.float32,
@@ -100,7 +101,8 @@ def _method_fn(method: str) -> Callable:
         fused=local_attention,
         unfused=local_attention_unfused,
         reference=local_attention_reference,
-        plain=plain_attention)[method]
+        plain=plain_attention,
+        fused_bias=local_attention)[method]
 
 
 def reference_bytes(shape: dict, backward: bool, itemsize: int = 4) -> int:
@@ -143,27 +145,32 @@ def measure(fn: Callable, device: str, repeats: int, warmup: int) -> dict:
 
     ``cpu_median_s`` is the median CPU time of the process: on a machine
     shared with other jobs it is the steadier figure (with one thread it is
-    what the call costs). ``peak_bytes`` is the largest growth of the peak
-    memory over the usage before a call, measured by
-    :class:`lma_mmseg.evaluation.speed.MemoryProbe`.
+    what the call costs). ``peak_bytes`` is the growth of the peak memory
+    over the usage before one more call, measured by
+    :class:`lma_mmseg.evaluation.speed.MemoryProbe` in a separate pass
+    after the timed ones (the probe returns freed memory to the system
+    first, which would add page faults to a timed call).
     """
     from lma_mmseg.evaluation.speed import MemoryProbe
     probe = MemoryProbe(torch.device(device))
     for _ in range(warmup):
         fn()
-    times, cpu_times, peaks = [], [], []
+    times, cpu_times = [], []
     for _ in range(repeats):
         _sync(device)
-        base = probe.before()
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
-        peaks.append(max(0, probe.after() - base))
+    _sync(device)
+    base = probe.before()
+    fn()
+    _sync(device)
+    peak = max(0, probe.after() - base)
     return dict(
         median_s=statistics.median(times),
-        peak_bytes=max(peaks),
+        peak_bytes=peak,
         times_s=times,
         cpu_median_s=statistics.median(cpu_times))
 
@@ -184,20 +191,28 @@ def bench_op(method: str,
     v = torch.randn(B, T, Cv, H, W, generator=g).to(device, dtype)
     grad = torch.randn(B, Cv, H, W, generator=g).to(device, dtype)
     fn = _method_fn(method)
+    kwargs = {}
+    if method == 'fused_bias':  # a position bias (T, window**2)
+        kwargs['bias'] = torch.randn(T, window * window,
+                                     generator=g).to(device, dtype)
     result = {}
 
     def forward():
         with torch.no_grad():
-            return fn(q, k, v, window)
+            return fn(q, k, v, window, **kwargs)
 
     result['forward'] = measure(forward, device, repeats, warmup)
     del forward
     qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
+    if kwargs:
+        kwargs['bias'].requires_grad_()
 
     def forward_backward():
-        out = fn(qg, kg, vg, window)
+        out = fn(qg, kg, vg, window, **kwargs)
         out.backward(grad)
         qg.grad = kg.grad = vg.grad = None
+        if kwargs:
+            kwargs['bias'].grad = None
 
     result['forward_backward'] = measure(forward_backward, device, repeats,
                                          warmup)
@@ -291,7 +306,7 @@ def summarise(records: List[dict],
                     cshare
                 line += f'; in CPU time {cshare * 100:.1f}%'
             lines.append(line)
-        for other in ('unfused', 'plain', 'reference'):
+        for other in ('unfused', 'plain', 'reference', 'fused_bias'):
             o = by_key.get((device, shape, dtype, other))
             if o is None or 'forward' not in o:
                 continue
@@ -469,7 +484,7 @@ def run_benchmark(devices: Sequence[str] = ('auto', ),
 def _skip_reason(method, shape, device, dtype, max_ref_gb, rec) -> str:
     """Why a record is not measured ('' when it is)."""
     if (device == 'cpu' and dtype != 'float32'
-            and method in ('fused', 'unfused')):
+            and method in ('fused', 'unfused', 'fused_bias')):
         return f'skipped: the CPU kernels have no {dtype}'
     if method == 'reference':
         itemsize = DTYPES[dtype].itemsize

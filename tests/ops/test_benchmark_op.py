@@ -21,7 +21,7 @@ def test_quick_benchmark_results_and_ratios():
     lines = []
     result = run_benchmark(
         devices=['cpu'],
-        methods=['fused', 'unfused', 'reference', 'plain'],
+        methods=['fused', 'unfused', 'reference', 'plain', 'fused_bias'],
         repeats=1,
         ref_repeats=1,
         model_size=(32, 64),
@@ -30,7 +30,8 @@ def test_quick_benchmark_results_and_ratios():
     methods = {(r['shape'], r['method']) for r in result['results']}
     assert methods == {(s, m)
                        for s in ('erfnet', 'pspnet')
-                       for m in ('fused', 'unfused', 'reference', 'plain')}
+                       for m in ('fused', 'unfused', 'reference', 'plain',
+                                 'fused_bias')}
     for r in result['results']:
         assert r['dtype'] == 'float32' and r['device'] == 'cpu'
         for phase in ('forward', 'forward_backward'):
@@ -42,13 +43,14 @@ def test_quick_benchmark_results_and_ratios():
     for name in ('fused_forward_over_erfnet_forward',
                  'unfused_over_fused_forward_time',
                  'reference_over_fused_forward_backward_time',
-                 'plain_over_fused_forward_backward_time'):
+                 'plain_over_fused_forward_backward_time',
+                 'fused_bias_over_fused_forward_time'):
         assert f'cpu/erfnet/float32/{name}' in ratios, name
     assert result['environment']['cpu_isa'] in ('avx2', 'baseline')
     assert 'VmHWM' in result['memory_method']['cpu'] or \
         'ru_maxrss' in result['memory_method']['cpu']
     # progress: one line per measured item plus the header
-    assert len(lines) == 1 + 1 + 8
+    assert len(lines) == 1 + 1 + 10
     table = format_table(result['results'])
     assert 'fwd+bwd ms' in table and 'plain' in table
 

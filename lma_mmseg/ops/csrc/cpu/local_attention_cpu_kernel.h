@@ -268,12 +268,14 @@ inline void load_tile_cf(const scalar_t* src, int64_t C, int64_t H,
 // Dot products of the kTile queries qt[Cq][kTile] with J consecutive
 // window columns of one key row: kj points at column x0 + j * d of channel
 // 0, cstride separates channels. Lj[jj * kTile + xx] = mul * <qt[:, xx],
-// k[:, x0 + xx + (j + jj) * d]>. The J * kTile / lanes accumulators hide
+// k[:, x0 + xx + (j + jj) * d]> (+ bj[jj] when bj is given and the
+// values are not accumulated onto L). The J * kTile / lanes accumulators hide
 // the FMA latency; each query vector is loaded once for J columns.
 template <typename scalar_t, int J>
 inline void corr_columns(const scalar_t* qt, int64_t Cq, const scalar_t* kj,
                          int64_t d, int64_t cstride, scalar_t mul,
-                         scalar_t* Lj, bool accumulate) {
+                         scalar_t* Lj, bool accumulate,
+                         const scalar_t* bj) {
   typedef typename Vec<scalar_t>::type V;
   constexpr int64_t NL = Vec<scalar_t>::kLanes;
   constexpr int64_t NV = kTile / NL;
@@ -300,7 +302,10 @@ inline void corr_columns(const scalar_t* qt, int64_t Cq, const scalar_t* kj,
     for (int64_t u = 0; u < NV; ++u) {
       scalar_t* dst = Lj + jj * kTile + u * NL;
       const V val = acc[jj][u] * mul;
-      vstore(dst, accumulate ? vload<V>(dst) + val : val);
+      if (accumulate)
+        vstore(dst, vload<V>(dst) + val);
+      else
+        vstore(dst, bj != nullptr ? val + bj[jj] : val);
     }
 }
 
@@ -308,16 +313,19 @@ inline void corr_columns(const scalar_t* qt, int64_t Cq, const scalar_t* kj,
 // of one memory frame kp (H, Cq, Wp) (row-major padded):
 //   L[i * row_stride + j * kTile + xx]
 //       = mul * <qt[:, xx], k[:, y + dy_s, x0 + xx + dx_s]>
-// Rows i whose key row is outside the map get `fill` (or are left
-// untouched with skip_outside); with mask_cols, slots whose column is
-// outside the map get -inf (else the zero padding gives 0). With vmax, the
-// written values are also folded into vmax[xx] = max(vmax[xx], ...).
+// With bias (the window * window biases of this frame), bias[i * window +
+// j] is added to slot (i, j). Rows i whose key row is outside the map get
+// `fill` (+ the bias) or are left untouched with skip_outside; with
+// mask_cols, slots whose column is outside the map get -inf (else the zero
+// padding gives 0). With vmax, the written values are also folded into
+// vmax[xx] = max(vmax[xx], ...).
 template <typename scalar_t>
 inline void tile_corr(const scalar_t* qt, int64_t Cq, const scalar_t* kp,
                       const Geom& g, int64_t y, int64_t x0, scalar_t mul,
                       scalar_t fill, bool mask_cols, scalar_t* L,
                       int64_t row_stride = -1, bool skip_outside = false,
-                      scalar_t* vmax = nullptr) {
+                      scalar_t* vmax = nullptr,
+                      const scalar_t* bias = nullptr) {
   typedef typename Vec<scalar_t>::type V;
   constexpr int64_t NL = Vec<scalar_t>::kLanes;
   constexpr int64_t NV = kTile / NL;
@@ -332,32 +340,38 @@ inline void tile_corr(const scalar_t* qt, int64_t Cq, const scalar_t* kp,
   for (int64_t i = 0; i < win; ++i) {
     const int64_t yk = y + (i - r) * d;
     scalar_t* Li = L + i * row_stride;
+    const scalar_t* bi = bias != nullptr ? bias + i * win : nullptr;
     if (yk < 0 || yk >= g.H) {
-      if (!skip_outside)
-        for (int64_t e = 0; e < win * kTile; ++e) Li[e] = fill;
-      continue;
-    }
-    // blocks of kCorrBlock channels, so that the query block and the key
-    // rows it meets stay in L1 for all window columns
-    for (int64_t c0 = 0; c0 < Cq; c0 += kCorrBlock) {
-      const int64_t nc = std::min(kCorrBlock, Cq - c0);
-      const scalar_t* qc = qt + c0 * kTile;
-      const scalar_t* krow = kp + (yk * Cq + c0) * g.Wp + x0;
-      const bool add = c0 > 0;
-      int64_t j = 0;
-      for (; j + J <= win; j += J)
-        corr_columns<scalar_t, J>(qc, nc, krow + j * d, d, cstride, mul,
-                                  Li + j * kTile, add);
-      for (; j < win; ++j)
-        corr_columns<scalar_t, 1>(qc, nc, krow + j * d, d, cstride, mul,
-                                  Li + j * kTile, add);
-    }
-    if (mask_cols) {
+      if (skip_outside) continue;
       for (int64_t jc = 0; jc < win; ++jc) {
-        scalar_t* Lij = Li + jc * kTile;
-        for (int64_t xx = 0; xx < kTile; ++xx) {
-          const int64_t xk = x0 + xx + (jc - r) * d;
-          if (xk < 0 || xk >= g.W) Lij[xx] = ninf;
+        const scalar_t val = bi != nullptr ? fill + bi[jc] : fill;
+        for (int64_t xx = 0; xx < kTile; ++xx) Li[jc * kTile + xx] = val;
+      }
+    } else {
+      // blocks of kCorrBlock channels, so that the query block and the key
+      // rows it meets stay in L1 for all window columns
+      for (int64_t c0 = 0; c0 < Cq; c0 += kCorrBlock) {
+        const int64_t nc = std::min(kCorrBlock, Cq - c0);
+        const scalar_t* qc = qt + c0 * kTile;
+        const scalar_t* krow = kp + (yk * Cq + c0) * g.Wp + x0;
+        const bool add = c0 > 0;
+        int64_t j = 0;
+        for (; j + J <= win; j += J)
+          corr_columns<scalar_t, J>(qc, nc, krow + j * d, d, cstride, mul,
+                                    Li + j * kTile, add,
+                                    bi != nullptr ? bi + j : nullptr);
+        for (; j < win; ++j)
+          corr_columns<scalar_t, 1>(qc, nc, krow + j * d, d, cstride, mul,
+                                    Li + j * kTile, add,
+                                    bi != nullptr ? bi + j : nullptr);
+      }
+      if (mask_cols) {
+        for (int64_t jc = 0; jc < win; ++jc) {
+          scalar_t* Lij = Li + jc * kTile;
+          for (int64_t xx = 0; xx < kTile; ++xx) {
+            const int64_t xk = x0 + xx + (jc - r) * d;
+            if (xk < 0 || xk >= g.W) Lij[xx] = ninf;
+          }
         }
       }
     }
@@ -537,7 +551,8 @@ void tile_group_sum(const scalar_t* Lw, const scalar_t* src, int64_t C,
 
 // ---------------------------------------------------------------------
 // Fused attention forward for row (b, y): out_cl (B, H, W, Cv), lse (B, H, W)
-//   q (B, C, H, W); kp (B, T, H, C, Wp) padded; vcl (B, T, H, W, Cv).
+//   q (B, C, H, W); kp (B, T, H, C, Wp) padded; vcl (B, T, H, W, Cv);
+//   bias (T, S) or nullptr, added to the logits scale * corr.
 // Per tile of kTile pixels: the logits of all T * S slots go to a
 // per-thread buffer (never the whole attention map) whose window rows are
 // padded with kGroup - 1 zero columns on both sides,
@@ -647,9 +662,9 @@ inline void fwd_channel(const FwdTile& ft, const scalar_t* Lp,
 
 template <typename scalar_t>
 void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
-                  scalar_t* out_cl, scalar_t* lse, const Geom& g,
-                  scalar_t scale, bool mask, int64_t b, int64_t y,
-                  scalar_t* scratch, int64_t* rowbase) {
+                  const scalar_t* bias, scalar_t* out_cl, scalar_t* lse,
+                  const Geom& g, scalar_t scale, bool mask, int64_t b,
+                  int64_t y, scalar_t* scratch, int64_t* rowbase) {
   typedef typename Vec<scalar_t>::type V;
   constexpr int64_t NL = Vec<scalar_t>::kLanes;
   const int64_t win = g.window, d = g.dilation, r = g.r, HW = g.H * g.W;
@@ -665,6 +680,7 @@ void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
   scalar_t* acc = zrow + M * kTile;         // [kTile + 1][<= 16]
   int64_t* rowoff = rowbase;                // [T * win]
   int64_t* vbase = rowbase + g.T * win;     // [T * win]
+  int64_t* exprow = vbase + g.T * win;      // [T * win]
   // the zero columns of the window rows and the zero row
   for (int64_t e = 0; e < g.T * win; ++e) {
     scalar_t* row = Lp + e * rs;
@@ -674,8 +690,12 @@ void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
     }
   }
   for (int64_t e = 0; e < M * kTile; ++e) zrow[e] = scalar_t(0);
-  // window rows inside the map (the same for every tile of the row)
-  int64_t nrows = 0, rows_inside = 0;
+  // window rows inside the map (the same for every tile of the row); with
+  // a bias and padding='zeros' the rows outside take part in the softmax
+  // with logit bias[t, s] and are computed like the others (nexp rows),
+  // without a bias they are counted (outside slots of logit 0)
+  const bool outside_logits = bias != nullptr && !mask;
+  int64_t nrows = 0, nexp = 0, rows_inside = 0;
   for (int64_t i = 0; i < win; ++i) {
     const int64_t yk = y + (i - r) * d;
     if (yk >= 0 && yk < g.H) ++rows_inside;
@@ -683,13 +703,17 @@ void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
   for (int64_t t = 0; t < g.T; ++t)
     for (int64_t i = 0; i < win; ++i) {
       const int64_t yk = y + (i - r) * d;
-      if (yk < 0 || yk >= g.H) continue;
+      if (yk < 0 || yk >= g.H) {
+        if (outside_logits) exprow[nexp++] = (t * win + i) * rs;
+        continue;
+      }
+      exprow[nexp++] = (t * win + i) * rs;
       rowoff[nrows] = (t * win + i) * rs;
       vbase[nrows] = ((b * g.T + t) * HW + yk * g.W) * Cv;
       ++nrows;
     }
-  // slots of the rows outside the map (logit 0 with padding='zeros')
-  const int64_t outside = g.T * (win - rows_inside) * win;
+  const int64_t outside =
+      outside_logits ? 0 : g.T * (win - rows_inside) * win;
   FwdTile ft;
   ft.nrows = nrows;
   ft.rowoff = rowoff;
@@ -700,16 +724,17 @@ void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
     for (int64_t xx = 0; xx < kTile; ++xx) m[xx] = ninf;
     for (int64_t t = 0; t < g.T; ++t)
       tile_corr(qt, C, kp + (b * g.T + t) * C * g.H * g.Wp, g, y, x0, scale,
-                ninf, mask, Lp + t * win * rs + (kGroup - 1) * kTile, rs,
-                true, m);
+                scalar_t(0), mask, Lp + t * win * rs + (kGroup - 1) * kTile,
+                rs, !outside_logits, m,
+                bias != nullptr ? bias + t * g.S : nullptr);
     const bool zeros_outside = !mask && outside > 0;
     for (int64_t xx = 0; xx < kTile; ++xx) {
       if (zeros_outside) m[xx] = std::max(m[xx], scalar_t(0));
       l[xx] = zeros_outside ? scalar_t(outside) * std::exp(-m[xx])
                             : scalar_t(0);
     }
-    for (int64_t row = 0; row < nrows; ++row)
-      exp_sub_sum(Lp + rowoff[row] + (kGroup - 1) * kTile, win, m, l);
+    for (int64_t row = 0; row < nexp; ++row)
+      exp_sub_sum(Lp + exprow[row] + (kGroup - 1) * kTile, win, m, l);
     for (int64_t xx = 0; xx < n; ++xx)
       lse[(b * g.H + y) * g.W + x0 + xx] = m[xx] + std::log(l[xx]);
     for (int64_t xx = 0; xx < kTile; ++xx) inv[xx] = scalar_t(1) / l[xx];
@@ -750,10 +775,12 @@ void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
 // Fused attention backward, first stage, for row (b, y). Recomputes the
 // softmax from the logits and the saved log-sum-exp and writes, in the
 // (B, T, S, H, W) slot layout,
-//   P = softmax weights,  G = scale * P * (dP - sum_s P * dP)
-// with dP[s] = <grad_out[b, :, y, x], v[b, t, :, y', x']>. The gradients
-// then follow: grad_q = sum_s G * k (done here, grad_q_cl (B, H, W, C)),
-// grad_k = gather(G, q), grad_v = gather(P, grad_out).
+//   P = softmax weights,  G = gscale * P * (dP - sum_s P * dP)
+// with dP[s] = <grad_out[b, :, y, x], v[b, t, :, y', x']> and the logits
+// scale * corr (+ bias[t, s], bias (T, S) or nullptr). With gscale = scale
+// the gradients then follow: grad_q = sum_s G * k (done here, grad_q_cl
+// (B, H, W, C)), grad_k = gather(G, q), grad_v = gather(P, grad_out); with
+// gscale = 1, sum_{b, y, x} G is the gradient of the bias.
 //   q (B, C, H, W); kp (B, T, H, C, Wp); kcl (B, T, H, W, C);
 //   go (B, Cv, H, W); vp (B, T, H, Cv, Wp); lse (B, H, W).
 // scratch: max(C, Cv) * kTile + 2 * T * S * kTile + 2 * kTile + T * window
@@ -762,9 +789,10 @@ void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
 template <typename scalar_t>
 void attn_bwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* kcl,
                   const scalar_t* go, const scalar_t* vp, const scalar_t* lse,
-                  scalar_t* P, scalar_t* G, scalar_t* grad_q_cl,
-                  const Geom& g, scalar_t scale, bool mask, int64_t b,
-                  int64_t y, scalar_t* scratch, int64_t* rowbase) {
+                  const scalar_t* bias, scalar_t* P, scalar_t* G,
+                  scalar_t* grad_q_cl, const Geom& g, scalar_t scale,
+                  scalar_t gscale, bool mask, int64_t b, int64_t y,
+                  scalar_t* scratch, int64_t* rowbase) {
   const int64_t HW = g.H * g.W, C = g.C, Cv = g.Cv, TS = g.T * g.S;
   const scalar_t ninf = -std::numeric_limits<scalar_t>::infinity();
   scalar_t* qt = scratch;                       // [max(C, Cv)][kTile]
@@ -778,8 +806,10 @@ void attn_bwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* kcl,
     const int64_t n = std::min(kTile, g.W - x0);
     load_tile_cf(q + b * C * HW, C, g.H, g.W, y, x0, qt);
     for (int64_t t = 0; t < g.T; ++t)
-      tile_corr(qt, C, kp + (b * g.T + t) * C * g.H * g.Wp, g, y, x0, scale,
-                fill, mask, L + t * g.S * kTile);
+      tile_corr<scalar_t>(qt, C, kp + (b * g.T + t) * C * g.H * g.Wp, g, y,
+                          x0, scale, fill, mask, L + t * g.S * kTile, -1,
+                          false, nullptr,
+                          bias != nullptr ? bias + t * g.S : nullptr);
     for (int64_t xx = 0; xx < kTile; ++xx)
       ls[xx] = xx < n ? lse[(b * g.H + y) * g.W + x0 + xx] : scalar_t(0);
     for (int64_t s = 0; s < TS; ++s) {
@@ -806,7 +836,7 @@ void attn_bwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* kcl,
         scalar_t* Gs = dP + ts * kTile;  // dP becomes G in place
 #pragma omp simd
         for (int64_t xx = 0; xx < kTile; ++xx)
-          Gs[xx] = scale * Ls[xx] * (Gs[xx] - D[xx]);
+          Gs[xx] = gscale * Ls[xx] * (Gs[xx] - D[xx]);
         const int64_t off = ((b * g.T + t) * g.S + s) * HW + y * g.W + x0;
         scalar_t* Pd = P + off;
         scalar_t* Gd = G + off;
