@@ -182,9 +182,15 @@ def test_predict_modes_and_single_frames():
         assert model(clip, mode='tensor').shape == out.shape
 
 
-def test_step_is_the_per_frame_clip_predict():
+@pytest.mark.parametrize('position_bias', [False, True])
+def test_step_is_the_per_frame_clip_predict(position_bias):
     torch.manual_seed(5)
-    model = build(neck=dict(model_cfg()['neck'], memory_length=2)).eval()
+    model = build(neck=dict(
+        model_cfg()['neck'], memory_length=2,
+        position_bias=position_bias)).eval()
+    if position_bias:
+        with torch.no_grad():
+            model.neck.position_bias.normal_(0, 1)
     frames = torch.randn(5, 2, 3, 48, 64)  # 5 steps, B=2 streams
     memory, calls = None, []
     handle = model.backbone.register_forward_hook(
