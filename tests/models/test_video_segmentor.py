@@ -309,3 +309,24 @@ def test_bad_configs_and_inputs():
     model = build().eval()
     with pytest.raises(ValueError, match=r'\(B, T\+1, C, H, W\)'):
         model.predict(torch.randn(3, 48, 48))
+
+
+def test_train_freeze_mode_encodes_memory_frame_by_frame():
+    """freeze_mode='train': the frozen backbone runs in train mode, once per
+    frame time, so BN batch statistics are those of one frame (as the
+    authors' code); the memory is the same as encoding each frame alone."""
+    torch.manual_seed(8)
+    model = build(freeze=('backbone', ), freeze_mode='train').train()
+    assert model.backbone.training
+    clip = torch.randn(2, 4, 3, 48, 48)
+    seen, handle = backbone_calls(model)
+    model.loss(clip, samples(2))
+    handle.remove()
+    assert [n for n, _ in seen] == [2, 2, 2, 2]
+    with torch.no_grad():
+        memory = model.encode_memory(clip[:, :3])
+        for t in range(3):
+            keys, values = model.neck.encode_memory(
+                model.backbone(clip[:, t]))
+            torch.testing.assert_close(memory.keys[:, t], keys)
+            torch.testing.assert_close(memory.values[:, t], values)
