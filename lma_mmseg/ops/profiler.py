@@ -9,7 +9,8 @@ offsets, no unfolded copies) and the fused op with a position bias
 (``fused_bias``), the median time and the peak memory of the
 forward and of forward+backward at the paper's two settings, and, in the
 same run, mmseg's single-frame ERFNet forward at 512x1024, so that the op's
-share of a frame is a ratio measured side by side:
+share of a frame is a ratio measured side by side (also timed interleaved,
+op and model back to back, the steadier figure on a shared machine):
 
 * ``erfnet``: B=1, C=16, Cv=64, T=3, H=64, W=128, window=21 (1/8 of
   512x1024);
@@ -41,8 +42,8 @@ from .local_attention import (_WITH_CUDA, cpu_isa, local_attention,
 
 __all__ = [
     'SHAPES', 'QUICK_SHAPES', 'METHODS', 'DTYPES', 'plain_attention',
-    'reference_bytes', 'measure', 'bench_op', 'bench_erfnet', 'summarise',
-    'format_table', 'run_benchmark'
+    'reference_bytes', 'measure', 'interleaved_ratio', 'bench_op',
+    'bench_erfnet', 'summarise', 'format_table', 'run_benchmark'
 ]
 
 SHAPES = {
@@ -175,6 +176,27 @@ def measure(fn: Callable, device: str, repeats: int, warmup: int) -> dict:
         cpu_median_s=statistics.median(cpu_times))
 
 
+def _inputs(shape: dict, device: str, dtype: torch.dtype):
+    g = torch.Generator(device='cpu').manual_seed(0)
+    B, C, Cv, T, H, W = (shape[k] for k in ('B', 'C', 'Cv', 'T', 'H', 'W'))
+    # moderate logits (about unit variance) whatever C
+    q = (torch.randn(B, C, H, W, generator=g) / C**0.5).to(device, dtype)
+    k = torch.randn(B, T, C, H, W, generator=g).to(device, dtype)
+    v = torch.randn(B, T, Cv, H, W, generator=g).to(device, dtype)
+    grad = torch.randn(B, Cv, H, W, generator=g).to(device, dtype)
+    return q, k, v, grad, g
+
+
+def _fused_forward(shape: dict, device: str) -> Callable:
+    q, k, v, _, _ = _inputs(shape, device, torch.float32)
+
+    def forward():
+        with torch.no_grad():
+            return local_attention(q, k, v, shape['window'])
+
+    return forward
+
+
 def bench_op(method: str,
              shape: dict,
              device: str,
@@ -182,14 +204,8 @@ def bench_op(method: str,
              warmup: int,
              dtype: torch.dtype = torch.float32) -> dict:
     """Forward and forward+backward of one method at one shape."""
-    g = torch.Generator(device='cpu').manual_seed(0)
-    B, C, Cv, T, H, W, window = (shape[k] for k in
-                                 ('B', 'C', 'Cv', 'T', 'H', 'W', 'window'))
-    # moderate logits (about unit variance) whatever C
-    q = (torch.randn(B, C, H, W, generator=g) / C**0.5).to(device, dtype)
-    k = torch.randn(B, T, C, H, W, generator=g).to(device, dtype)
-    v = torch.randn(B, T, Cv, H, W, generator=g).to(device, dtype)
-    grad = torch.randn(B, Cv, H, W, generator=g).to(device, dtype)
+    T, window = shape['T'], shape['window']
+    q, k, v, grad, g = _inputs(shape, device, dtype)
     fn = _method_fn(method)
     kwargs = {}
     if method == 'fused_bias':  # a position bias (T, window**2)
@@ -219,9 +235,9 @@ def bench_op(method: str,
     return result
 
 
-def bench_erfnet(device: str, size: Sequence[int], repeats: int,
-                 warmup: int) -> dict:
-    """mmseg's single-frame ERFNet (backbone + FCN head) forward."""
+def _erfnet_forward(device: str, size: Sequence[int]) -> Callable:
+    """A call of mmseg's single-frame ERFNet (backbone + FCN head) forward
+    on a random (1, 3, H, W) input."""
     import mmseg
     from mmengine import Config
     from mmseg.registry import MODELS
@@ -239,7 +255,33 @@ def bench_erfnet(device: str, size: Sequence[int], repeats: int,
         with torch.no_grad():
             return model(x, mode='tensor')
 
-    return measure(forward, device, repeats, warmup)
+    return forward
+
+
+def bench_erfnet(device: str, size: Sequence[int], repeats: int,
+                 warmup: int) -> dict:
+    """mmseg's single-frame ERFNet (backbone + FCN head) forward."""
+    return measure(_erfnet_forward(device, size), device, repeats, warmup)
+
+
+def interleaved_ratio(fn_a: Callable, fn_b: Callable, device: str,
+                      pairs: int) -> dict:
+    """Median over ``pairs`` of time(fn_a) / time(fn_b), the two timed
+    back to back (a, b, a) so that both see the same load of a shared
+    machine; steadier than a ratio of medians measured apart."""
+    fn_a()
+    fn_b()
+    ratios = []
+    for _ in range(pairs):
+        times = []
+        for fn in (fn_a, fn_b, fn_a):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        ratios.append((times[0] + times[2]) / 2 / times[1])
+    return dict(median=statistics.median(ratios), ratios=ratios)
 
 
 # ----------------------------------------------------------------------
@@ -447,6 +489,21 @@ def run_benchmark(devices: Sequence[str] = ('auto', ),
                     if device == 'cuda':
                         torch.cuda.empty_cache()
     lines, ratios = summarise(records, models)
+    if model and 'fused' in methods and 'float32' in dtypes:
+        # the share of the ERFNet forward, timed interleaved
+        for device in devices:
+            erfnet = _erfnet_forward(device, model_size)
+            for shape_name in shapes:
+                shape = table[shape_name]
+                forward = _fused_forward(shape, device)
+                r = interleaved_ratio(forward, erfnet, device, repeats)
+                key = (f'{device}/{shape_name}/float32/'
+                       'fused_forward_over_erfnet_forward_interleaved')
+                ratios[key] = r['median']
+                lines.append(
+                    f'{device}/{shape_name}/float32: fused forward = '
+                    f'{r["median"] * 100:.1f}% of the ERFNet forward, timed '
+                    f'interleaved (median of {repeats} pairs)')
     return dict(
         environment=dict(
             torch=torch.__version__,
