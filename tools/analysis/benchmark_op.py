@@ -103,7 +103,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    from lma_mmseg.evaluation.fileio import atomic_write_json
+    from lma_mmseg.fileio import atomic_write_json
     from lma_mmseg.ops.profiler import format_table, run_benchmark
     log = (lambda line: None) if args.json else (
         lambda line: print(line, flush=True))
