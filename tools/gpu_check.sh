@@ -950,10 +950,16 @@ main() {
   local data=$WORK/data
   # ---- set-up ------------------------------------------------------------
   if [ "$MODE" = dry ] && ! ls "$WHL_DIR"/*.whl >/dev/null 2>&1; then
-    skip_step wheels "no $WHL_DIR/ (make gpu-wheels downloads it)" \
-      "${me[*]} wheels"
-    skip_step build_mmcv "no $WHL_DIR/ (make gpu-wheels downloads it)" \
-      "${me[*]} build_mmcv"
+    local step
+    for step in wheels build_mmcv; do
+      if selected "$step"; then
+        skip_step "$step" "no $WHL_DIR/ (make gpu-wheels downloads it)" \
+          "${me[*]} $step"
+      else
+        skip_step "$step" "not selected (GPU_CHECK_ONLY=$GPU_CHECK_ONLY)" \
+          "${me[*]} $step"
+      fi
+    done
   else
     run_step wheels 120 "${me[@]}" wheels
     collect
