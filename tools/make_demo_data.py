@@ -20,8 +20,8 @@ _ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from lma_mmseg.datasets.synthetic import (  # noqa: E402
-    HIDE_MODES, make_demo_data)
+from lma_mmseg.datasets.synthetic import (DEGRADATION_MODES,  # noqa: E402
+                                          HIDE_MODES, make_demo_data)
 from lma_mmseg.fileio import atomic_write_text  # noqa: E402
 
 
@@ -63,6 +63,27 @@ def parse_args(argv=None):
         default='regions',
         help="hidden area of the annotated frame: 'blocks' (random "
         "rectangles/ellipses) or 'regions' (whole regions)")
+    parser.add_argument(
+        '--mode',
+        choices=DEGRADATION_MODES,
+        default='glare',
+        help="degradation of the annotated frame: 'glare' (glare/fog over "
+        "the hidden area, the demo data), 'occlusion' (moving grey "
+        "occluders, on earlier frames too), 'blur' (motion blur and low "
+        "contrast), 'noise' (blocks of colour noise), 'dropout' "
+        '(under-exposure)')
+    parser.add_argument(
+        '--severity',
+        type=float,
+        default=1.0,
+        help='strength of the degradation in [0, 1] (0: clean key frames)')
+    parser.add_argument(
+        '--speeds',
+        type=float,
+        nargs='+',
+        metavar='V',
+        help='add one object per speed (px/frame at 128 px height, relative '
+        'to the scene; 0: a small static object) to every snippet')
     parser.add_argument('--json', help='also write the summary to this file')
     return parser.parse_args(argv)
 
@@ -83,6 +104,9 @@ def main(argv=None):
         hidden_range=args.hidden_range,
         noise_std=args.noise_std,
         hide=args.hide,
+        mode=args.mode,
+        severity=args.severity,
+        speeds=args.speeds,
         command=command,
         verbose=True)
     print(
@@ -96,8 +120,9 @@ def main(argv=None):
             f'{", ".join(info["cities"])}')
     if 'hidden_fraction' in summary:
         hf = summary['hidden_fraction']
+        what = 'glare/fog' if args.mode == 'glare' else args.mode
         print(
-            f'key-frame pixels hidden by glare/fog: mean {hf["mean"]:.1%} '
+            f'key-frame pixels hidden by {what}: mean {hf["mean"]:.1%} '
             f'(min {hf["min"]:.1%}, max {hf["max"]:.1%})')
     if args.json:
         atomic_write_text(args.json, json.dumps(summary, indent=2))
