@@ -111,6 +111,33 @@ VARIANTS: Dict[str, dict] = {
             'model.neck.residual': True,
             'model.neck.window': 3
         }),
+    'residual-w3-prior': dict(
+        desc='residual, window 3, learned position prior (lr x100 on the '
+        'prior)',
+        options={
+            'model.neck.residual': True,
+            'model.neck.window': 3,
+            **_prior(100)
+        },
+        needs=('position_bias', )),
+    'residual-w3-full': dict(
+        desc='residual, window 3, the encoder trained too (freeze=None, as '
+        'the single-frame twin)',
+        options={
+            'model.neck.residual': True,
+            'model.neck.window': 3,
+            'model.freeze': None
+        }),
+    'residual-w3-full-prior': dict(
+        desc='residual-w3-full + learned position prior (lr x100 on the '
+        'prior)',
+        options={
+            'model.neck.residual': True,
+            'model.neck.window': 3,
+            'model.freeze': None,
+            **_prior(100)
+        },
+        needs=('position_bias', )),
     'light-w3': dict(
         desc='light fusion, window 3', options={'model.neck.window': 3}),
     'paper-residual': dict(
