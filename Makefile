@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 # shared machines (tests and tools run several processes at once).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install deps test demo clean-venv
+.PHONY: install deps test demo clean-venv gpu-wheels
 
 install: $(PKG_STAMP)
 
@@ -61,3 +61,12 @@ demo: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# What tools/gpu_check.sh carries to a GPU machine with Python 3.12 and no
+# network, downloaded into .whl/ (git-ignored): the wheels of mmengine,
+# mmsegmentation and the pure-Python packages that machine lacks, and the
+# mmcv sdist (its ops are built there). Files already there are not fetched
+# again; offline it succeeds only when all of them are there.
+gpu-wheels: | $(PY)
+	PYTHON=$(PY) MMCV_VERSION=$(MMCV_VERSION) MMENGINE_VERSION=$(MMENGINE_VERSION) \
+	  MMSEG_VERSION=$(MMSEG_VERSION) bash tools/gpu_check.sh --fetch-wheels

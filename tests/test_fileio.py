@@ -112,7 +112,9 @@ def test_stale_temp_files_are_found_and_removed(tmp_path):
                  'keep.tmp', '.hidden', 'iter_3.pth'):
         (tmp_path / name).write_bytes(b'')
     stale = [os.path.basename(p) for p in stale_temp_files(tmp_path)]
-    assert stale == ['.iter_3.pth.ab12cd34.tmp.pth', '.last_checkpoint.x1y2.tmp']
+    assert stale == [
+        '.iter_3.pth.ab12cd34.tmp.pth', '.last_checkpoint.x1y2.tmp'
+    ]
     assert len(remove_stale_temp_files(tmp_path)) == 2
     assert _names(tmp_path) == ['.hidden', 'iter_3.pth', 'keep.tmp']
 

@@ -4,7 +4,6 @@ mmseg ships ``tools/train.py`` inside the package (``mmseg/.mim/tools``); it
 knows nothing about lma_mmseg, so this only works when the configs carry the
 ``custom_imports``/``default_scope`` lines that register our components.
 """
-import importlib.util
 import os.path as osp
 import subprocess
 import sys
@@ -12,18 +11,16 @@ import sys
 import mmseg
 import pytest
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import ROOT as REPO
+from lma_mmseg.datasets.synthetic import make_demo_data
+
 MIM_TRAIN = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'train.py')
 
 
 @pytest.fixture(scope='module')
 def tiny_demo(tmp_path_factory):
-    path = osp.join(REPO, 'tools', 'make_demo_data.py')
-    spec = importlib.util.spec_from_file_location('make_demo_data', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     root = str(tmp_path_factory.mktemp('demo'))
-    module.make_demo_data(
+    make_demo_data(
         root, size=(32, 64), seed=0, num_train=4, num_val=1, num_test=1)
     return root
 

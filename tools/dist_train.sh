@@ -3,7 +3,8 @@
 #
 # Usage: tools/dist_train.sh CONFIG GPUS [tools/train.py arguments]
 #   GPUS is the number of processes on this node (one per GPU; on a machine
-#   without CUDA, CPU processes with env_cfg.dist_cfg.backend='gloo').
+#   without CUDA, CPU processes: train.py then uses the gloo backend and
+#   the DeviceAwareDistributedDataParallel wrapper by itself).
 #
 # Multi-node (run on every node, same MASTER_ADDR and PORT):
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.1.1.1 PORT=29500 tools/dist_train.sh CONFIG 8

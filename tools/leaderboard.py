@@ -26,9 +26,8 @@ import argparse
 import os.path as osp
 import sys
 
-from lma_mmseg.evaluation.leaderboard import (COLUMNS, make_run,
-                                              markdown_table, plot,
-                                              runs_from_folder, write_csv)
+from lma_mmseg.evaluation.leaderboard import (COLUMNS, collect_runs,
+                                              markdown_table, plot, write_csv)
 from lma_mmseg.fileio import atomic_write_text
 
 
@@ -61,32 +60,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def collect(args):
-    rows = [runs_from_folder(d) for d in args.run_dirs]
-    for name, test, bench in args.run:
-        rows.append(
-            make_run(name, None if test == '-' else test,
-                     None if bench == '-' else bench))
-    if not rows:
-        raise ValueError('no run given: pass RUN_DIRs or --run NAME '
-                         'TEST_JSON BENCH_JSON')
-    names = [r['method'] for r in rows]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ValueError(f'several runs are named {dup}; rename the folders '
-                         'or use --run with distinct names')
-    if args.sort:
-        key = args.sort
-        desc = key in ('mIoU', 'mIoU_category', 'fps', 'TC')
-        present = [r for r in rows if r.get(key) is not None]
-        missing = [r for r in rows if r.get(key) is None]
-        rows = sorted(present, key=lambda r: r[key], reverse=desc) + missing
-    return rows
-
-
 def main(argv=None):
     args = parse_args(argv)
-    rows = collect(args)
+    rows = collect_runs(args.run_dirs, args.run, args.sort)
     table = markdown_table(rows)
     print(table)
     csv_path = args.csv or osp.join(args.out_dir, 'leaderboard.csv')

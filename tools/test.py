@@ -23,10 +23,6 @@ Like mmseg's ``tools/test.py``, but the test evaluator is replaced by
   ``{show_dir}/vis_data/vis_image``.
 
 With ``--format-only`` no ground truth is read (see :func:`unlabelled`).
-A test dataset whose classes are not the 19 Cityscapes classes (e.g.
-``VSPWDataset``) keeps the config's own ``test_evaluator`` (for VSPW: mIoU,
-VC_8, VC_16); its metrics go to ``metrics.json`` in ``--out`` (else the work
-dir).
 ``--split`` switches the test dataloader between ``val`` and ``test`` by
 rewriting the last ``val``/``test``/``train`` folder of every
 ``data_prefix`` entry of the test dataset.
@@ -36,19 +32,13 @@ import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import DictAction
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
-from lma_mmseg.apis import check_memory_length
-from lma_mmseg.evaluation.dataset_info import is_cityscapes_dataset
-from lma_mmseg.evaluation.model_info import describe_model
-from lma_mmseg.fileio import atomic_write_json
-
-SPLITS = ('train', 'val', 'test')
-METRIC = 'CityscapesLeaderboardMetric'
-RESULTS_JSON = 'cityscapes_metrics.json'
-OTHER_RESULTS_JSON = 'metrics.json'
+from lma_mmseg.engine import setup_cpu_distributed
+from lma_mmseg.evaluation.test_config import (SPLITS, build_test_cfg,
+                                              save_test_results)
 
 
 def parse_args(argv=None):
@@ -93,168 +83,23 @@ def parse_args(argv=None):
     return args
 
 
-def switch_split(dataset_cfg: ConfigDict, split: str) -> None:
-    """Point ``dataset_cfg.data_prefix`` at ``split`` in place.
-
-    Every ``data_prefix`` value whose last folder is ``train``, ``val`` or
-    ``test`` gets that folder replaced by ``split``.
-
-    Raises:
-        ValueError: The dataset has no ``data_prefix`` or none of its entries
-            ends with a split folder.
-    """
-    prefix = dataset_cfg.get('data_prefix')
-    if not prefix:
-        raise ValueError(
-            f'--split {split}: test_dataloader.dataset '
-            f'({dataset_cfg.get("type")}) has no data_prefix to rewrite; '
-            'set the folders with --cfg-options instead')
-    changed = False
-    for key, value in prefix.items():
-        if not isinstance(value, str):
-            continue
-        head, last = osp.split(value.rstrip('/'))
-        if last in SPLITS:
-            prefix[key] = osp.join(head, split) if head else split
-            changed = True
-    if not changed:
-        raise ValueError(
-            f'--split {split}: no entry of test_dataloader.dataset.'
-            f'data_prefix={dict(prefix)} ends with a split folder '
-            f'{SPLITS}; set the folders with --cfg-options instead')
-
-
-def unlabelled(dataset_cfg: ConfigDict) -> None:
-    """Test ``dataset_cfg`` without ground truth, in place (format-only).
-
-    The Cityscapes test split has no labels: ``*LoadAnnotations`` steps are
-    dropped from the pipeline and ``data_prefix.seg_map_path`` is set to
-    ``''``. A video dataset then lists its samples from ``key_img_path``,
-    which defaults to ``leftImg8bit/{split}`` next to a
-    ``leftImg8bit_sequence/{split}`` image folder (the annotated frames).
-    """
-    pipeline = dataset_cfg.get('pipeline')
-    if pipeline:
-        dataset_cfg.pipeline = [
-            t for t in pipeline
-            if not str(t.get('type', '')).endswith('LoadAnnotations')
-        ]
-    prefix = dataset_cfg.get('data_prefix')
-    if not prefix:
-        return
-    if 'seg_map_path' in prefix:
-        prefix['seg_map_path'] = ''
-    img = str(prefix.get('img_path', '')).rstrip('/')
-    head, split = osp.split(img)
-    if osp.basename(head) == 'leftImg8bit_sequence' and not prefix.get(
-            'key_img_path'):
-        prefix['key_img_path'] = osp.join(
-            osp.dirname(head), 'leftImg8bit', split)
-
-
-def build_test_cfg(args) -> Config:
-    """The config the Runner tests with, from the command-line ``args``."""
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config file {args.config!r} not found')
-    if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
-        raise FileNotFoundError(
-            f'checkpoint file {args.checkpoint!r} not found')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = args.checkpoint
-
-    for key in ('test_dataloader', 'test_cfg'):
-        if cfg.get(key) is None:
-            raise ValueError(f'config {args.config!r} has no {key}')
-    # clip-mode test scores must describe the model as it streams
-    check_memory_length(cfg)
-    split = args.split or ('test' if args.format_only else None)
-    if split is not None:
-        switch_split(cfg.test_dataloader.dataset, split)
-    if args.format_only:
-        unlabelled(cfg.test_dataloader.dataset)
-
-    out = args.out
-    if args.format_only and out is None:
-        out = osp.join(cfg.work_dir, 'cityscapes_test_results')
-    old = cfg.get('test_evaluator') or {}
-    if isinstance(old, (list, tuple)):
-        old = old[0] if old else {}
-    meta = dict(
-        config=osp.abspath(args.config),
-        checkpoint=args.checkpoint,
-        split=split or _current_split(cfg.test_dataloader.dataset),
-        **describe_model(cfg.model))
-    if is_cityscapes_dataset(cfg.test_dataloader.dataset):
-        cfg.test_evaluator = dict(
-            type=METRIC,
-            ignore_index=old.get('ignore_index', 255),
-            output_dir=out,
-            format_only=args.format_only,
-            results_file=osp.join(out or cfg.work_dir, RESULTS_JSON),
-            meta=meta)
-    elif args.format_only:
-        raise ValueError(
-            '--format-only exports Cityscapes labelIds, but the test dataset '
-            f'{cfg.test_dataloader.dataset.get("type")} does not have the '
-            'Cityscapes classes')
-    else:  # e.g. VSPW: the config's own metrics (mIoU, VC_n)
-        cfg.lma_test_results = dict(
-            file=osp.join(out or cfg.work_dir, OTHER_RESULTS_JSON), meta=meta)
-
-    if args.show_dir:
-        hooks = cfg.get('default_hooks') or ConfigDict()
-        vis = hooks.get('visualization') or ConfigDict(
-            type='SegVisualizationHook')
-        vis.draw = True
-        vis.interval = 1
-        hooks.visualization = vis
-        cfg.default_hooks = hooks
-        visualizer = cfg.get('visualizer') or ConfigDict(
-            type='SegLocalVisualizer',
-            vis_backends=[dict(type='LocalVisBackend')],
-            name='visualizer')
-        visualizer.save_dir = args.show_dir
-        # the Runner names it after the experiment (timestamped), so that a
-        # visualizer of an earlier run in this process is not reused
-        visualizer.pop('name', None)
-        cfg.visualizer = visualizer
-    return cfg
-
-
-def _current_split(dataset_cfg) -> str:
-    prefix = dataset_cfg.get('data_prefix') or {}
-    for value in prefix.values():
-        if isinstance(value, str):
-            last = osp.basename(value.rstrip('/'))
-            if last in SPLITS:
-                return last
-    return 'unknown'
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    cfg = build_test_cfg(args)
+    cfg = build_test_cfg(
+        args.config,
+        args.checkpoint,
+        work_dir=args.work_dir,
+        out=args.out,
+        format_only=args.format_only,
+        split=args.split,
+        show_dir=args.show_dir,
+        cfg_options=args.cfg_options,
+        launcher=args.launcher)
+    # torchrun on a machine without CUDA: gloo and a CPU-capable DDP wrapper
+    setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
-    other = cfg.get('lma_test_results')
-    if other is not None:
-        results_file = other['file']
-        if is_main_process():
-            atomic_write_json(
-                results_file,
-                dict(kind='lma_mmseg.test', format_only=False,
-                     meta=other['meta'], **metrics))
-    else:
-        results_file = cfg.test_evaluator['results_file']
+    results_file = save_test_results(cfg, metrics, is_main_process())
     runner.logger.info(f'results JSON: {osp.abspath(results_file)}')
     return metrics
 

@@ -1,6 +1,6 @@
 """Frame-by-frame (streaming) video segmentation with a memory cache."""
 import copy
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -139,12 +139,16 @@ class StreamingSegmenter:
             the model's ``memory_length`` (its neck's).
         test_pipeline (Sequence[dict], optional): Test pipeline to use
             instead of ``model.cfg.test_pipeline``.
+        step_fn (callable, optional): What runs a step of a memory model,
+            with the signature of ``model.step``, e.g.
+            ``torch.compile(model.step)``. Defaults to ``model.step``.
     """
 
     def __init__(self,
                  model: BaseSegmentor,
                  memory_length: Optional[int] = None,
-                 test_pipeline: Optional[Sequence[dict]] = None):
+                 test_pipeline: Optional[Sequence[dict]] = None,
+                 step_fn: Optional[Callable] = None):
         if is_model_wrapper(model):
             model = model.module
         if not isinstance(model, BaseSegmentor):
@@ -161,6 +165,10 @@ class StreamingSegmenter:
                              f'an int >= 1 for a memory model (>= 0 '
                              f'otherwise), got {memory_length!r}')
         self.memory_length = memory_length if self.is_video else 0
+        if step_fn is not None and not callable(step_fn):
+            raise TypeError(f'StreamingSegmenter: `step_fn` must be '
+                            f'callable, got {type(step_fn).__name__}')
+        self.step_fn = step_fn or (model.step if self.is_video else None)
         if test_pipeline is None:
             cfg = getattr(model, 'cfg', None)
             if cfg is not None:
@@ -277,7 +285,7 @@ class StreamingSegmenter:
                 f'new video')
         model = self.model
         if self.is_video:
-            logits, self._memory = model.step(
+            logits, self._memory = self.step_fn(
                 inputs,
                 self._memory,
                 batch_img_metas,

@@ -25,10 +25,9 @@ import os.path as osp
 from typing import List, Optional, Sequence
 
 from ..fileio import atomic_write_bytes, atomic_write_text
+from .benchmark import BENCH_KIND, PRIMARY_KEYS
+from .metrics.cityscapes_leaderboard_metric import TEST_KIND
 from .temporal_consistency import TC_KIND
-
-TEST_KIND = 'lma_mmseg.test'
-BENCH_KIND = 'lma_mmseg.benchmark'
 
 #: (key, markdown header) of the table columns, in order.
 COLUMNS = [
@@ -114,6 +113,10 @@ def make_run(name: str,
     meta = (test or {}).get('meta') or (tc or {}).get('meta') or {}
     model = (bench or {}).get('model') or {}
     primary = (bench or {}).get('primary') or {}
+    if bench is not None and set(primary) != set(PRIMARY_KEYS):
+        raise ValueError(
+            f'{bench_json!r}: "primary" must have the fields '
+            f'{list(PRIMARY_KEYS)}, got {sorted(primary)}')
 
     def pick(key):
         value = meta.get(key)
@@ -149,6 +152,46 @@ def make_run(name: str,
         test_json=test_json,
         bench_json=bench_json,
         tc_json=tc_json)
+
+
+def collect_runs(run_dirs: Sequence[str] = (),
+                 runs: Sequence[Sequence[Optional[str]]] = (),
+                 sort: Optional[str] = None) -> List[dict]:
+    """The leaderboard rows of run folders and explicit runs.
+
+    Args:
+        run_dirs (Sequence[str]): Folders, see :func:`runs_from_folder`.
+        runs (Sequence[tuple]): ``(name, test_json, bench_json)``; ``None``
+            or ``'-'`` for a missing part.
+        sort (str, optional): A :data:`COLUMNS` key to sort by (descending
+            for mIoU, category mIoU, FPS and TC, ascending otherwise; rows
+            without a value last); default: input order.
+
+    Returns:
+        list[dict]: One row per run (see :func:`make_run`).
+    """
+    rows = [runs_from_folder(d) for d in run_dirs]
+    for name, test, bench in runs:
+        rows.append(
+            make_run(name, None if test in (None, '-') else test,
+                     None if bench in (None, '-') else bench))
+    if not rows:
+        raise ValueError('no run given: pass RUN_DIRs or --run NAME '
+                         'TEST_JSON BENCH_JSON')
+    names = [r['method'] for r in rows]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f'several runs are named {dup}; rename the folders '
+                         'or use --run with distinct names')
+    if sort:
+        if sort not in [k for k, _ in COLUMNS]:
+            raise ValueError(f'cannot sort by {sort!r}: not a column '
+                             f'({[k for k, _ in COLUMNS]})')
+        desc = sort in ('mIoU', 'mIoU_category', 'fps', 'TC')
+        present = [r for r in rows if r.get(sort) is not None]
+        missing = [r for r in rows if r.get(sort) is None]
+        rows = sorted(present, key=lambda r: r[sort], reverse=desc) + missing
+    return rows
 
 
 def _cell(value) -> str:

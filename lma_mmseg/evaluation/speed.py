@@ -85,49 +85,108 @@ def _sample(shape) -> SegDataSample:
         metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
 
 
-class SingleFrameRunner:
-    """``model.test_step`` on one BGR frame (3, H, W) per step."""
+class _Runner:
+    """What every runner runs per frame: the data preprocessor, the network
+    (optionally compiled with ``torch.compile`` and/or under
+    ``torch.autocast`` with ``dtype``) and ``model.postprocess_result``.
 
-    mode = 'single'
+    Args:
+        model (nn.Module): The segmentor (eval mode).
+        compiled (bool): Run the network through ``torch.compile``.
+        dtype (torch.dtype, optional): ``torch.float16`` or
+            ``torch.bfloat16`` runs the network under ``torch.autocast``;
+            None or ``torch.float32`` runs it as it is.
+    """
 
-    def __init__(self, model: nn.Module):
+    mode = ''
+
+    def __init__(self,
+                 model: nn.Module,
+                 compiled: bool = False,
+                 dtype: Optional[torch.dtype] = None):
         self.model = model
+        self.compiled = bool(compiled)
+        self.dtype = None if dtype in (None, torch.float32) else dtype
+
+    @property
+    def name(self) -> str:
+        """str: The mode, with ``+compile`` when compiled."""
+        return self.mode + ('+compile' if self.compiled else '')
 
     def reset(self) -> None:
         pass
 
+    def _compile(self, fn):
+        return torch.compile(fn) if self.compiled else fn
+
+    def _autocast(self, inputs: torch.Tensor):
+        return torch.autocast(
+            inputs.device.type,
+            dtype=self.dtype or torch.float32,
+            enabled=self.dtype is not None)
+
+    def _preprocess(self, tensor: torch.Tensor, shape):
+        data = self.model.data_preprocessor(
+            dict(inputs=[tensor], data_samples=[_sample(shape)]), False)
+        return data['inputs'], data['data_samples']
+
+    def _network(self, inputs, metas):
+        raise NotImplementedError
+
+    def _frames(self, frame: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(frame).permute(2, 0, 1).contiguous()
+
     def step(self, frame: np.ndarray):
-        tensor = torch.from_numpy(frame).permute(2, 0, 1).contiguous()
         with torch.no_grad():
-            return self.model.test_step(
-                dict(inputs=[tensor], data_samples=[_sample(frame.shape[:2])]))
+            inputs, samples = self._preprocess(
+                self._frames(frame), frame.shape[:2])
+            with self._autocast(inputs):
+                logits = self._network(inputs, [s.metainfo for s in samples])
+            return self.model.postprocess_result(logits.float(), samples)
 
 
-class ReencodeRunner:
-    """``model.test_step`` on the clip of the last ``T + 1`` frames."""
+class SingleFrameRunner(_Runner):
+    """A single-frame segmentor on one BGR frame (3, H, W) per step
+    (``model.inference``, as ``model.test_step`` runs it)."""
+
+    mode = 'single'
+
+    def __init__(self, model: nn.Module, **kwargs):
+        super().__init__(model, **kwargs)
+        self.infer = self._compile(model.inference)
+
+    def _network(self, inputs, metas):
+        return self.infer(inputs, metas)
+
+
+class ReencodeRunner(_Runner):
+    """A memory model on the clip of the last ``T + 1`` frames
+    (``model.inference`` on the clip). Before ``T`` frames were seen, the
+    first frame fills the clip."""
 
     mode = 'reencode'
 
-    def __init__(self, model: nn.Module, memory_length: int):
-        self.model = model
+    def __init__(self, model: nn.Module, memory_length: int, **kwargs):
+        super().__init__(model, **kwargs)
         self.memory_length = int(memory_length)
         self.clip = collections.deque(maxlen=self.memory_length + 1)
+        self.infer = self._compile(model.inference)
 
     def reset(self) -> None:
         self.clip.clear()
 
-    def step(self, frame: np.ndarray):
-        tensor = torch.from_numpy(frame).permute(2, 0, 1).contiguous()
+    def _frames(self, frame: np.ndarray) -> torch.Tensor:
+        tensor = super()._frames(frame)
         if not self.clip:
             self.clip.extend([tensor] * self.memory_length)
         self.clip.append(tensor)
-        clip = torch.stack(list(self.clip))
-        with torch.no_grad():
-            return self.model.test_step(
-                dict(inputs=[clip], data_samples=[_sample(frame.shape[:2])]))
+        return torch.stack(list(self.clip))
+
+    def _network(self, inputs, metas):
+        return self.infer(inputs, metas)
 
 
-class StreamingRunner:
+class StreamingRunner(_Runner):
     """:class:`lma_mmseg.apis.StreamingSegmenter`, each frame encoded once.
 
     Each step runs what ``model.test_step`` runs for the other modes: the
@@ -136,29 +195,22 @@ class StreamingRunner:
     frame, the memory read by the neck, the decoder, the frame's memory key
     and value pushed) and ``model.postprocess_result``; the config's test
     pipeline (and its resize) is not used, so every mode sees the same
-    input.
+    input. Compiled, ``model.step`` goes through ``torch.compile``.
     """
 
     mode = 'streaming'
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, **kwargs):
         from lma_mmseg.apis import StreamingSegmenter
-        self.model = model
-        self.seg = StreamingSegmenter(model)
+        super().__init__(model, **kwargs)
+        self.seg = StreamingSegmenter(
+            model, step_fn=self._compile(model.step))
 
     def reset(self) -> None:
         self.seg.reset()
 
-    def step(self, frame: np.ndarray):
-        tensor = torch.from_numpy(frame).permute(2, 0, 1).contiguous()
-        with torch.no_grad():
-            data = self.model.data_preprocessor(
-                dict(inputs=[tensor], data_samples=[_sample(frame.shape[:2])]),
-                False)
-            samples = data['data_samples']
-            logits = self.seg.step(data['inputs'],
-                                   [s.metainfo for s in samples])
-            return self.model.postprocess_result(logits, samples)
+    def _network(self, inputs, metas):
+        return self.seg.step(inputs, metas)
 
 
 def _malloc_trim() -> None:

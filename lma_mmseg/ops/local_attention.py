@@ -225,6 +225,27 @@ def _check_scale_padding(scale, padding) -> Tuple[float, bool]:
     return float(scale), padding == 'mask'
 
 
+def _check_bias(bias, q, k, window):
+    """Check the position bias (T, window * window) against q and k."""
+    if bias is None:
+        return
+    if not isinstance(bias, torch.Tensor):
+        raise ValueError(
+            f'bias must be a torch.Tensor or None, got {type(bias).__name__}')
+    T, S = k.shape[1], window * window
+    if tuple(bias.shape) != (T, S):
+        raise ValueError(
+            f'bias must have shape (T, window * window) = ({T}, {S}) for k '
+            f'{tuple(k.shape)} and window={window}, got bias '
+            f'{tuple(bias.shape)}')
+    if bias.device != q.device:
+        raise ValueError(f'q and bias must be on the same device: '
+                         f'{_describe(q=q, bias=bias)}')
+    if bias.dtype != q.dtype:
+        raise ValueError(f'q and bias must have the same dtype: '
+                         f'{_describe(q=q, bias=bias)}')
+
+
 def _check_kernel_device(t: torch.Tensor):
     """Check that the compiled kernels can run on the device/dtype of t."""
     _load_ext()
@@ -254,20 +275,21 @@ def _autocast_inputs(*tensors):
     On CPU the kernels run in float32 (they have no half types); on CUDA
     in the autocast dtype (float16 or bfloat16, float32 accumulation). Only
     float32/float16/bfloat16 tensors on one device are cast; anything else is
-    left to the argument checks.
+    left to the argument checks; None entries stay None.
     """
-    if not all(isinstance(t, torch.Tensor) for t in tensors):
+    given = [t for t in tensors if t is not None]
+    if not all(isinstance(t, torch.Tensor) for t in given):
         return tensors
-    device = tensors[0].device
+    device = given[0].device
     if (device.type not in ('cpu', 'cuda')
             or not torch.is_autocast_enabled(device.type)):
         return tensors
     if any(t.device != device or t.dtype not in _AUTOCAST_DTYPES
-           for t in tensors):
+           for t in given):
         return tensors
     dtype = (torch.float32 if device.type == 'cpu' else
              torch.get_autocast_dtype(device.type))
-    return tuple(t.to(dtype) for t in tensors)
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
 
 
 # --------------------------------------------------------------------------
@@ -327,7 +349,8 @@ def local_attention_reference(q: torch.Tensor,
                               window: int = 21,
                               dilation: int = 1,
                               scale: float = 1.0,
-                              padding: str = 'zeros') -> torch.Tensor:
+                              padding: str = 'zeros',
+                              bias: torch.Tensor = None) -> torch.Tensor:
     """Pure PyTorch local memory attention; defines the op's semantics.
 
     It materialises the neighbourhoods of every key and value
@@ -338,9 +361,12 @@ def local_attention_reference(q: torch.Tensor,
     window, dilation = _check_window(window, dilation)
     _check_qkv(q, k, v)
     scale, mask_padding = _check_scale_padding(scale, padding)
+    _check_bias(bias, q, k, window)
     B, T, _, H, W = k.shape
     S = window * window
     logits = local_correlation_reference(q, k, window, dilation) * scale
+    if bias is not None:
+        logits = logits + bias[None, :, :, None, None]
     if mask_padding:
         inside = _inside_mask(H, W, window, dilation, q.device)
         logits = logits.masked_fill(~inside, float('-inf'))
@@ -356,12 +382,15 @@ def local_attention_reference(q: torch.Tensor,
 # The schemas and the CPU/CUDA kernels are registered in C++
 # (csrc/pytorch/local_attention.cpp); torch.ops.lma.local_attention_forward
 # returns (out, lse), with lse the float32 (float64 for float64 inputs)
-# log-sum-exp of the logits per query pixel, kept for backward.
+# log-sum-exp of the logits per query pixel, kept for backward; its optional
+# last argument is the position bias (T, S). The backward returns (grad_q,
+# grad_k, grad_v, grad_bias), grad_bias empty (0 elements) without a bias.
 def _lse_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def _fake_attention_forward(q, k, v, window, dilation, scale, mask_padding):
+def _fake_attention_forward(q, k, v, window, dilation, scale, mask_padding,
+                            bias=None):
     B, _, H, W = q.shape
     out = q.new_empty((B, v.shape[2], H, W))
     lse = q.new_empty((B, H, W), dtype=_lse_dtype(q))
@@ -369,10 +398,13 @@ def _fake_attention_forward(q, k, v, window, dilation, scale, mask_padding):
 
 
 def _fake_attention_backward(grad_out, q, k, v, out, lse, window, dilation,
-                             scale, mask_padding):
+                             scale, mask_padding, bias=None):
+    grad_bias = (q.new_empty((0, )) if bias is None else torch.empty_like(
+        bias, memory_format=torch.contiguous_format))
     return (torch.empty_like(q, memory_format=torch.contiguous_format),
             torch.empty_like(k, memory_format=torch.contiguous_format),
-            torch.empty_like(v, memory_format=torch.contiguous_format))
+            torch.empty_like(v, memory_format=torch.contiguous_format),
+            grad_bias)
 
 
 def _fake_correlation_forward(q, k, window, dilation):
@@ -396,18 +428,21 @@ def _fake_aggregation_backward(grad_out, attn, v, window, dilation):
 
 
 def _attention_setup_context(ctx, inputs, output):
-    q, k, v, window, dilation, scale, mask_padding = inputs
+    q, k, v, window, dilation, scale, mask_padding, bias = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.save_for_backward(q, k, v, out, lse, bias)
     ctx.args = (window, dilation, scale, mask_padding)
     ctx.mark_non_differentiable(lse)
 
 
 def _attention_backward(ctx, grad_out, grad_lse):
-    q, k, v, out, lse = ctx.saved_tensors
-    grad_q, grad_k, grad_v = torch.ops.lma.local_attention_backward(
-        grad_out, q, k, v, out, lse, *ctx.args)
-    return grad_q, grad_k, grad_v, None, None, None, None
+    q, k, v, out, lse, bias = ctx.saved_tensors
+    grad_q, grad_k, grad_v, grad_bias = \
+        torch.ops.lma.local_attention_backward(grad_out, q, k, v, out, lse,
+                                               *ctx.args, bias)
+    if bias is None:
+        grad_bias = None
+    return grad_q, grad_k, grad_v, None, None, None, None, grad_bias
 
 
 def _correlation_setup_context(ctx, inputs, output):
@@ -476,7 +511,8 @@ def local_attention(q: torch.Tensor,
                     window: int = 21,
                     dilation: int = 1,
                     scale: float = 1.0,
-                    padding: str = 'zeros') -> torch.Tensor:
+                    padding: str = 'zeros',
+                    bias: torch.Tensor = None) -> torch.Tensor:
     """Fused local memory attention (compiled kernels).
 
     Args:
@@ -490,6 +526,14 @@ def local_attention(q: torch.Tensor,
         padding (str): ``'zeros'``: positions outside the map take part in
             the softmax with logit 0 and value 0 (the paper); ``'mask'``:
             they are left out of the softmax. Default: ``'zeros'``.
+        bias (Tensor, optional): a position bias (T, window * window), one
+            logit per memory frame and window slot added to every query
+            pixel's logits before the softmax: ``logits[b, t, s, y, x] =
+            scale * corr[b, t, s, y, x] + bias[t, s]``; with
+            ``padding='zeros'`` an outside slot takes part with logit
+            ``bias[t, s]`` (its correlation is 0), with ``'mask'`` it stays
+            left out. Same dtype and device as q; differentiable (its
+            gradient sums over the batch and the pixels). Default: None.
 
     Returns:
         Tensor: (B, Cv, H, W), the attention read-out; one softmax per query
@@ -508,12 +552,13 @@ def local_attention(q: torch.Tensor,
     :func:`local_attention_unfused`.
     """
     window, dilation = _check_window(window, dilation)
-    q, k, v = _autocast_inputs(q, k, v)
+    q, k, v, bias = _autocast_inputs(q, k, v, bias)
     _check_qkv(q, k, v)
     scale, mask_padding = _check_scale_padding(scale, padding)
+    _check_bias(bias, q, k, window)
     _check_kernel_device(q)
     out, _ = torch.ops.lma.local_attention_forward(q, k, v, window, dilation,
-                                                   scale, mask_padding)
+                                                   scale, mask_padding, bias)
     return out
 
 
@@ -572,7 +617,8 @@ def local_attention_unfused(q: torch.Tensor,
                             window: int = 21,
                             dilation: int = 1,
                             scale: float = 1.0,
-                            padding: str = 'zeros') -> torch.Tensor:
+                            padding: str = 'zeros',
+                            bias: torch.Tensor = None) -> torch.Tensor:
     """:func:`local_attention` from its unfused building blocks.
 
     :func:`local_correlation`, then the joint softmax over the
@@ -582,11 +628,14 @@ def local_attention_unfused(q: torch.Tensor,
     baseline the fused op is measured against.
     """
     window, dilation = _check_window(window, dilation)
-    q, k, v = _autocast_inputs(q, k, v)
+    q, k, v, bias = _autocast_inputs(q, k, v, bias)
     _check_qkv(q, k, v)
     scale, mask_padding = _check_scale_padding(scale, padding)
+    _check_bias(bias, q, k, window)
     B, T, _, H, W = k.shape
     logits = local_correlation(q, k, window, dilation) * scale
+    if bias is not None:
+        logits = logits + bias[None, :, :, None, None]
     if mask_padding:
         inside = _inside_mask(H, W, window, dilation, q.device)
         logits = logits.masked_fill(~inside, float('-inf'))

@@ -1,10 +1,10 @@
 """FLOPs of a streaming step, the local attention op included."""
 import torch
-from conftest import lma_model_cfg, single_model_cfg
 from mmengine import ConfigDict
 from mmengine.analysis import get_model_complexity_info
 from mmseg.registry import MODELS
 
+from helpers.tiny_models import lma_model_cfg, single_model_cfg
 from lma_mmseg.apis import streaming_complexity
 
 

@@ -3,11 +3,11 @@ import logging
 
 import pytest
 import torch
-from conftest import lma_model_cfg, make_config, single_model_cfg
 from mmengine.logging import MMLogger
 from mmengine.runner import save_checkpoint
 from mmseg.registry import MODELS
 
+from helpers.tiny_models import lma_model_cfg, make_config, single_model_cfg
 from lma_mmseg.apis import init_model, load_checkpoint_checked
 
 

@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import (lma_model_cfg, make_config, randomise_bn,
-                      single_model_cfg)
 
+from helpers.tiny_models import (lma_model_cfg, make_config, randomise_bn,
+                                 single_model_cfg)
 from lma_mmseg.apis import StreamingSegmenter, frame_pipeline, init_model
 
 H, W = 64, 80

@@ -4,9 +4,9 @@ import os.path as osp
 
 import numpy as np
 import torch
-from conftest import randomise_bn
 from mmengine import Config
 
+from helpers.tiny_models import randomise_bn
 from lma_mmseg.apis import StreamingSegmenter, init_model
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

@@ -8,15 +8,10 @@ import pickle
 
 import pytest
 import torch
-from mmengine.config import ConfigDict
 from mmengine.runner import Runner, load_checkpoint
-from mmengine.structures import PixelData
-from mmseg.registry import DATASETS
-from mmseg.structures import SegDataSample
 
 import lma_mmseg  # noqa: F401  (applies the allow-list)
-
-NUM_CLASSES = 3
+from helpers.tiny_runner import tiny_cfg
 
 
 class UnrelatedObject:
@@ -26,92 +21,11 @@ class UnrelatedObject:
         self.payload = payload
 
 
-@DATASETS.register_module(force=True)
-class CompatTinySegDataset(torch.utils.data.Dataset):
-    """A few random 32x32 images with random labels, in mmseg's format."""
-
-    metainfo = dict(classes=('a', 'b', 'c'), palette=[[0, 0, 0]] * 3)
-
-    def __init__(self, num=8):
-        gen = torch.Generator().manual_seed(0)
-        self.items = []
-        for _ in range(num):
-            img = torch.randint(0, 256, (3, 32, 32), generator=gen)
-            label = torch.randint(0, NUM_CLASSES, (1, 32, 32), generator=gen)
-            sample = SegDataSample(
-                metainfo=dict(img_shape=(32, 32), ori_shape=(32, 32)))
-            sample.gt_sem_seg = PixelData(data=label)
-            self.items.append(
-                dict(inputs=img.to(torch.uint8), data_samples=sample))
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, idx):
-        return self.items[idx]
-
-
-def tiny_model_cfg():
-    return dict(
-        type='EncoderDecoder',
-        data_preprocessor=dict(
-            type='SegDataPreProcessor',
-            mean=[123.675, 116.28, 103.53],
-            std=[58.395, 57.12, 57.375],
-            bgr_to_rgb=True,
-            size=(32, 32)),
-        backbone=dict(
-            type='ERFNet',
-            enc_downsample_channels=(8, 16, 32),
-            enc_stage_non_bottlenecks=(1, 1),
-            enc_non_bottleneck_dilations=(2, ),
-            enc_non_bottleneck_channels=(16, 32),
-            dec_upsample_channels=(16, 8),
-            dec_stages_non_bottleneck=(1, 1),
-            dec_non_bottleneck_channels=(16, 8)),
-        decode_head=dict(
-            type='FCNHead',
-            in_channels=8,
-            channels=8,
-            num_convs=1,
-            concat_input=False,
-            num_classes=NUM_CLASSES,
-            loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-        train_cfg=dict(),
-        test_cfg=dict(mode='whole'))
-
-
 def build_runner(work_dir, max_iters, resume=False):
-    cfg = ConfigDict(
-        model=tiny_model_cfg(),
-        work_dir=str(work_dir),
-        train_dataloader=dict(
-            dataset=dict(type='CompatTinySegDataset'),
-            sampler=dict(type='InfiniteSampler', shuffle=True),
-            collate_fn=dict(type='pseudo_collate'),
-            batch_size=2,
-            num_workers=0),
-        optim_wrapper=dict(
-            type='OptimWrapper',
-            optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
-        param_scheduler=[
-            dict(
-                type='PolyLR',
-                eta_min=1e-4,
-                power=0.9,
-                begin=0,
-                end=8,
-                by_epoch=False)
-        ],
-        train_cfg=dict(type='IterBasedTrainLoop', max_iters=max_iters),
-        default_hooks=dict(
-            checkpoint=dict(
-                type='CheckpointHook', interval=2, by_epoch=False),
-            logger=dict(type='LoggerHook', interval=1)),
-        default_scope='mmseg',
-        randomness=dict(seed=0),
-        resume=resume,
-        experiment_name=f'compat_{max_iters}_{int(resume)}')
+    """The tiny training set-up with mmengine's own CheckpointHook."""
+    cfg = tiny_cfg(work_dir, max_iters, resume=resume,
+                   checkpoint_type='CheckpointHook')
+    cfg.experiment_name = f'compat_{max_iters}_{int(resume)}'
     return Runner.from_cfg(cfg)
 
 

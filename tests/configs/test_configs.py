@@ -8,7 +8,6 @@ train one step as well. Checkpoints of the single-frame models load into the
 LMA models with only the neck's keys missing.
 """
 import glob
-import importlib.util
 import os.path as osp
 
 import pytest
@@ -21,10 +20,11 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
 import lma_mmseg  # noqa: F401
+from helpers import ROOT
+from lma_mmseg.models.backbones.erfnet_convert import convert_state_dict
 
 register_all_modules(init_default_scope=True)
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CFG_DIRS = ('lma', 'erfnet', 'pspnet', 'demo', 'segformer',
             'deeplabv3plus')
 ALL_CONFIGS = sorted(
@@ -61,15 +61,16 @@ def _cfg(rel):
     return Config.fromfile(osp.join(ROOT, rel))
 
 
-def _build(rel, **model_overrides):
-    """Build the model of a config on CPU (SyncBN -> BN, no downloads)."""
+def _build(rel, seed=0, **model_overrides):
+    """Build the model of a config on CPU (SyncBN -> BN, no downloads),
+    its random weights drawn from ``seed``."""
     model_cfg = _cfg(rel).model
     model_cfg.pretrained = None
     model_cfg.backbone.pop('init_cfg', None)
     # Tiny inputs: pad to the input size rather than the training crop.
     model_cfg.data_preprocessor.size = (H, W)
     model_cfg.update(model_overrides)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = revert_sync_batchnorm(MODELS.build(model_cfg))
     model.init_weights()
     return model
@@ -219,15 +220,6 @@ def test_single_frame_config_trains_one_step(rel):
         assert p.grad is not None, name
 
 
-def _load_converter():
-    path = osp.join(ROOT, 'tools', 'convert', 'mmseg_erfnet_to_split.py')
-    spec = importlib.util.spec_from_file_location('mmseg_erfnet_to_split',
-                                                  path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize('single, lma, convert', [
     ('configs/erfnet/erfnet_fcn_4xb4-160k_cityscapes-512x1024.py',
      'configs/lma/lma-erfnet_4xb4-160k_cityscapes-seq-512x1024.py', True),
@@ -248,16 +240,25 @@ def _load_converter():
 def test_single_frame_checkpoint_loads_into_lma(single, lma, convert,
                                                 tmp_path):
     from mmengine.runner import load_checkpoint
-    state_dict = _build(single).state_dict()
+    state_dict = _build(single, seed=0).state_dict()
     if convert:
-        state_dict = _load_converter().convert_state_dict(state_dict)
+        state_dict = convert_state_dict(state_dict)
     path = tmp_path / 'single.pth'
     torch.save(dict(state_dict=state_dict), path)
-    model = _build(lma)
+    # another seed: before loading, the randomly initialised weights differ
+    model = _build(lma, seed=1)
     missing = set(model.state_dict()) - set(state_dict)
     unexpected = set(state_dict) - set(model.state_dict())
     assert not unexpected
     assert missing and all(k.startswith('neck.') for k in missing)
+    kernels = [k for k, v in state_dict.items() if v.ndim == 4]
+    assert kernels
+    differ = [
+        k for k in kernels
+        if not torch.equal(model.state_dict()[k], state_dict[k])
+    ]
+    assert len(differ) > 0.9 * len(kernels), \
+        f'{len(kernels) - len(differ)} of {len(kernels)} kernels equal'
     load_checkpoint(model, str(path), map_location='cpu', strict=False)
     for key, value in state_dict.items():
         torch.testing.assert_close(model.state_dict()[key], value)

@@ -3,7 +3,6 @@ tools/train.py: single-frame ERFNet, then LMA-ERFNet from its checkpoint,
 each with a validation mIoU logged (a few iterations on tiny demo data)."""
 import glob
 import json
-import os
 import os.path as osp
 import subprocess
 import sys
@@ -11,7 +10,9 @@ import sys
 import mmseg
 import pytest
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from helpers import ROOT
+from helpers.tools import tool_env
+
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 MMSEG_TRAIN = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools',
                        'train.py')
@@ -19,7 +20,8 @@ ITERS = 4
 
 
 def _run(args, cwd):
-    env = dict(os.environ, OMP_WAIT_POLICY='PASSIVE', PYTHONPATH=ROOT)
+    """Run a training script (ours or mmseg's) with this interpreter."""
+    env = tool_env(OMP_WAIT_POLICY='PASSIVE')
     proc = subprocess.run([sys.executable] + args,
                           cwd=cwd,
                           env=env,

@@ -1,25 +1,13 @@
 """Shared fixtures: a tiny synthetic Cityscapes-video tree written by
-tools/make_demo_data.py."""
-import importlib.util
-import os.path as osp
-
+lma_mmseg.datasets.synthetic."""
 import pytest
 from mmengine.registry import init_default_scope
 
 import lma_mmseg  # noqa: F401  (registers the components)
+from lma_mmseg.datasets import synthetic
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY_SIZE = (32, 64)
 TINY_COUNTS = dict(num_train=6, num_val=2, num_test=2)
-
-
-def load_make_demo_data():
-    """The tools/make_demo_data.py module (tools/ is not a package)."""
-    path = osp.join(REPO, 'tools', 'make_demo_data.py')
-    spec = importlib.util.spec_from_file_location('make_demo_data', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='session')
@@ -30,7 +18,8 @@ def demo_spec():
 
 @pytest.fixture(scope='session')
 def make_demo():
-    return load_make_demo_data()
+    """The synthetic data module."""
+    return synthetic
 
 
 @pytest.fixture(scope='session')

@@ -9,8 +9,9 @@ from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from lma_mmseg.datasets.transforms import (
-    ClipTransformBroadcaster, LoadClipFromFiles, PackClipSegInputs)
+from lma_mmseg.datasets.transforms import (ClipTransformBroadcaster,
+                                           LoadClipFromFiles,
+                                           PackClipSegInputs)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 H, W, T = 40, 64, 4  # frame size, number of frames (3 memory + key)

@@ -5,8 +5,8 @@ import os.path as osp
 import numpy as np
 import pytest
 from mmseg.registry import DATASETS
-from vspw_tree import make_vspw_tree
 
+from helpers.vspw_tree import make_vspw_tree
 from lma_mmseg.datasets import VSPW_CLASSES, VSPWDataset
 
 

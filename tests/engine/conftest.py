@@ -1,26 +1,16 @@
-import importlib.util
-import os.path as osp
-
 import pytest
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from lma_mmseg.datasets.synthetic import make_demo_data
 
 
 @pytest.fixture(scope='session')
 def demo_data(tmp_path_factory):
-    """A few demo clips (64x128) written by tools/make_demo_data.py."""
+    """A few demo clips (64x128) of the synthetic generator."""
     root = tmp_path_factory.mktemp('engine_demo') / 'demo'
-    spec = importlib.util.spec_from_file_location(
-        'make_demo_data', osp.join(ROOT, 'tools', 'make_demo_data.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(
-        [
-            '--out',
-            str(root), '--size', '64', '128', '--num-train', '4', '--num-val',
-            '1', '--num-test', '1', '--frames', 'memory'
-        ])
+    make_demo_data(
+        str(root), size=(64, 128), num_train=4, num_val=1, num_test=1,
+        frames='memory')
     return root
 
 

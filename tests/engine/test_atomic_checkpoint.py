@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import torch
-from helpers.tiny_runner import CKPT_INTERVAL, tiny_cfg
-from helpers.tools import tool_env
 from mmengine.fileio import get_file_backend
 from mmengine.runner import Runner
 
 import lma_mmseg  # noqa: F401
+from helpers.tiny_runner import CKPT_INTERVAL, tiny_cfg
+from helpers.tools import tool_env
 from lma_mmseg.engine import AtomicCheckpointHook, AtomicLocalBackend
 from lma_mmseg.fileio import atomic_write_bytes, stale_temp_files
 
@@ -102,7 +102,8 @@ def test_kill_while_writing_checkpoint_then_resume(tmp_path):
     pointer = (tmp_path / 'last_checkpoint').read_text()
     assert pointer == str(tmp_path / f'iter_{first}.pth')
     assert not (tmp_path / f'iter_{second}.pth').exists()
-    assert len(stale_temp_files(tmp_path)) == 1, 'the kill leaves a partial file'
+    assert len(stale_temp_files(tmp_path)) == 1, \
+        "the kill leaves a partial file"
     assert torch.load(pointer, map_location='cpu')['meta']['iter'] == first
 
     runner = Runner.from_cfg(
@@ -142,5 +143,70 @@ def test_kill_while_writing_pointer_keeps_last_good(tmp_path):
     assert torch.load(
         tmp_path / f'iter_{second}.pth',
         map_location='cpu')['meta']['iter'] == second
-    assert [osp.basename(p)
-            for p in stale_temp_files(tmp_path)][0].startswith('.last_checkpoint.')
+    assert [osp.basename(p) for p in stale_temp_files(tmp_path)
+            ][0].startswith('.last_checkpoint.')
+
+
+def _with_validation(cfg, interval):
+    cfg.val_dataloader = dict(
+        dataset=dict(type='TinySegDataset', num=2),
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        collate_fn=dict(type='pseudo_collate'),
+        batch_size=1,
+        num_workers=0)
+    cfg.val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+    cfg.val_cfg = dict(type='ValLoop')
+    cfg.train_cfg.val_interval = interval
+    return cfg
+
+
+def test_save_best_resaves_latest_atomically(tmp_path):
+    """With ``save_best`` mmengine re-saves the latest checkpoint after a
+    new best one; the hook does it (pointer last, outdated one removed
+    after) and the best checkpoint is written as mmengine writes it."""
+    cfg = _with_validation(
+        tiny_cfg(tmp_path, max_iters=2 * CKPT_INTERVAL, max_keep_ckpts=1),
+        CKPT_INTERVAL)
+    cfg.default_hooks.checkpoint.save_best = 'mIoU'
+    cfg.default_hooks.checkpoint.rule = 'greater'
+    cfg.experiment_name = 'save_best'
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    last = tmp_path / f'iter_{2 * CKPT_INTERVAL}.pth'
+    assert (tmp_path / 'last_checkpoint').read_text() == str(last)
+    assert sorted(p.name for p in tmp_path.glob('iter_*.pth')) == [last.name]
+    best = sorted(tmp_path.glob('best_mIoU_iter_*.pth'))
+    assert len(best) == 1
+    hub = torch.load(last, map_location='cpu')['message_hub']
+    assert hub['runtime_info']['best_ckpt'] == str(best[0])
+    assert 'best_score' in hub['runtime_info']
+    assert stale_temp_files(tmp_path) == []
+
+
+def test_epoch_based_resume_restores_random_states(tmp_path):
+    """An epoch-based run: checkpoints per epoch, and a resumed run restores
+    the random states at the start of its first epoch, so it ends with the
+    uninterrupted run's weights."""
+
+    def cfg(work_dir, epochs, resume=False):
+        c = tiny_cfg(work_dir, max_iters=0, resume=resume)
+        c.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=epochs)
+        c.train_dataloader.sampler = dict(type='DefaultSampler', shuffle=True)
+        c.train_dataloader.dataset.num = 4
+        c.default_hooks.checkpoint.update(by_epoch=True, interval=1)
+        c.param_scheduler[0].end = 4
+        c.experiment_name = f'epochs_{osp.basename(work_dir)}_{int(resume)}'
+        return c
+
+    Runner.from_cfg(cfg(tmp_path / 'a', 1)).train()
+    resumed = Runner.from_cfg(cfg(tmp_path / 'a', 2, resume=True))
+    resumed.train()
+    Runner.from_cfg(cfg(tmp_path / 'b', 2)).train()
+    assert (tmp_path / 'a' / 'last_checkpoint').read_text() == str(
+        tmp_path / 'a' / 'epoch_2.pth')
+    a = torch.load(tmp_path / 'a' / 'epoch_2.pth', map_location='cpu')
+    b = torch.load(tmp_path / 'b' / 'epoch_2.pth', map_location='cpu')
+    for name in b['state_dict']:
+        torch.testing.assert_close(
+            a['state_dict'][name], b['state_dict'][name], rtol=0, atol=0,
+            msg=name)

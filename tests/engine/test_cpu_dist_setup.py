@@ -1,14 +1,18 @@
-"""The pytorch launcher and the DDP wrapper work without CUDA (1 process)."""
+"""The CPU start-up of a torchrun launch and the DDP wrapper work without
+CUDA (1 process), and importing the package patches nothing of mmengine."""
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.distributed as torch_dist
-from mmengine.dist import init_dist
+from mmengine.config import Config
 from mmengine.registry import MODEL_WRAPPERS
 
 import lma_mmseg  # noqa: F401
-from lma_mmseg.engine import DeviceAwareDistributedDataParallel
+from lma_mmseg.engine import (DeviceAwareDistributedDataParallel,
+                              setup_cpu_distributed)
 
 needs_no_cuda = pytest.mark.skipif(
     torch.cuda.is_available(), reason='checks the CPU-only start-up')
@@ -31,16 +35,40 @@ def single_process_env(monkeypatch):
         torch_dist.destroy_process_group()
 
 
-@needs_no_cuda
-def test_nccl_without_cuda_is_refused_clearly(single_process_env):
-    with pytest.raises(RuntimeError, match="backend='gloo'"):
-        init_dist('pytorch', backend='nccl')
+def test_import_leaves_mmengine_launcher_alone():
+    code = ('import mmengine.dist.utils as u; f = u._init_dist_pytorch; '
+            'import lma_mmseg; print(u._init_dist_pytorch is f)')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == 'True'
+
+
+def test_other_launchers_are_left_alone():
+    cfg = Config(dict(launcher='none', env_cfg=dict(
+        dist_cfg=dict(backend='nccl'))))
+    assert not setup_cpu_distributed(cfg)
+    assert cfg.env_cfg.dist_cfg.backend == 'nccl'
+    assert 'model_wrapper_cfg' not in cfg
     assert not torch_dist.is_initialized()
 
 
 @needs_no_cuda
+def test_nccl_config_gets_gloo_and_cpu_wrapper(single_process_env):
+    cfg = Config(dict(launcher='pytorch', env_cfg=dict(
+        dist_cfg=dict(backend='nccl', timeout=60))))
+    assert setup_cpu_distributed(cfg)
+    assert cfg.env_cfg.dist_cfg == dict(backend='gloo', timeout=60)
+    assert cfg.model_wrapper_cfg == dict(
+        type='DeviceAwareDistributedDataParallel')
+    assert torch_dist.is_initialized()
+    assert torch_dist.get_backend() == 'gloo'
+    # a second call (e.g. by the Runner's set-up) reuses the group
+    assert setup_cpu_distributed(cfg)
+
+
+@needs_no_cuda
 def test_gloo_launcher_and_cpu_ddp_wrapper(single_process_env):
-    init_dist('pytorch', backend='gloo')
+    setup_cpu_distributed(Config(dict(launcher='pytorch')))
     assert torch_dist.is_initialized()
     assert torch_dist.get_backend() == 'gloo'
     assert MODEL_WRAPPERS.get('DeviceAwareDistributedDataParallel') is \

@@ -5,6 +5,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 import lma_mmseg  # noqa: F401
+from helpers.tiny_models import clip_augmentation
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'lma-erfnet_demo.py')
@@ -12,12 +13,7 @@ ITERS = 4
 # the demo pipeline without the upscaling, for 64x128 frames
 SMALL_PIPELINE = [
     dict(type='LoadClipFromFiles'),
-    dict(
-        type='ClipTransformBroadcaster',
-        transforms=[
-            dict(type='RandomCrop', crop_size=(48, 96)),
-            dict(type='RandomFlip', prob=0.5),
-        ]),
+    clip_augmentation((48, 96)),
     dict(type='PackClipSegInputs'),
 ]
 

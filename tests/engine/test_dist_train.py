@@ -1,24 +1,23 @@
 """tools/dist_train.sh: 2 processes, gloo on CPU, the LMA-ERFNet demo config
 (configs/demo/lma-erfnet_demo.py) on a few demo clips."""
-import os
 import os.path as osp
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-HERE = osp.dirname(osp.abspath(__file__))
+from helpers import ROOT
+from helpers.tools import run_tool
+
 ITERS = 3
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'lma-erfnet_demo.py')
 
 CONFIG = """
 _base_ = [{base!r}]
 custom_imports = dict(
-    imports=['lma_mmseg', 'rank_dump_hook'], allow_failed_imports=False)
+    imports=['lma_mmseg', 'helpers.rank_dump_hook'],
+    allow_failed_imports=False)
 data_root = {data_root!r}
 load_from = None
 crop_size = (48, 96)
@@ -54,8 +53,6 @@ default_hooks = dict(
     logger=dict(interval=1),
     checkpoint=dict(type='AtomicCheckpointHook', interval={iters}))
 custom_hooks = [dict(type='RankStateDumpHook')]
-env_cfg = dict(dist_cfg=dict(backend='gloo'))
-model_wrapper_cfg = dict(type='DeviceAwareDistributedDataParallel')
 """
 
 
@@ -72,26 +69,18 @@ def _dist_train(tmp_path, data_root, norm='BN'):
             base=DEMO_CONFIG, data_root=str(data_root), norm=norm,
             iters=ITERS))
     work_dir = tmp_path / 'work'
-    env = dict(
-        os.environ,
-        PYTHON=sys.executable,
-        PORT=str(_free_port()),
-        PYTHONPATH=os.pathsep.join([HERE,
-                                    os.environ.get('PYTHONPATH', '')]),
-        OMP_NUM_THREADS='1')
     start = time.monotonic()
-    proc = subprocess.run(
-        [
-            'bash',
-            osp.join(ROOT, 'tools', 'dist_train.sh'),
-            str(config), '2', '--work-dir',
-            str(work_dir)
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600)
+    # no backend or wrapper option: on CPU the launch path picks them
+    proc = run_tool(
+        'dist_train.sh', config, 2, '--work-dir', work_dir,
+        env=_dist_env())
     return proc, work_dir, time.monotonic() - start
+
+
+def _dist_env():
+    import sys
+    return dict(PYTHON=sys.executable, PORT=str(_free_port()),
+                OMP_NUM_THREADS='1')
 
 
 @pytest.fixture(scope='module')
@@ -156,27 +145,13 @@ def test_dist_test_script_on_cpu(dist_run, demo_data, tmp_path):
     """tools/dist_test.sh: 2 processes test the checkpoint of the run."""
     proc, work_dir, _ = dist_run
     assert proc.returncode == 0
-    env = dict(
-        os.environ,
-        PYTHON=sys.executable,
-        PORT=str(_free_port()),
-        OMP_NUM_THREADS='1')
-    proc = subprocess.run(
-        [
-            'bash',
-            osp.join(ROOT, 'tools', 'dist_test.sh'), DEMO_CONFIG,
-            str(work_dir / f'iter_{ITERS}.pth'), '2', '--work-dir',
-            str(tmp_path / 'test'), '--cfg-options',
-            f'test_dataloader.dataset.data_root={demo_data}',
-            'test_dataloader.num_workers=0',
-            'test_dataloader.persistent_workers=False',
-            'env_cfg.dist_cfg.backend=gloo',
-            'model_wrapper_cfg.type=DeviceAwareDistributedDataParallel'
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600)
+    proc = run_tool(
+        'dist_test.sh', DEMO_CONFIG, work_dir / f'iter_{ITERS}.pth', 2,
+        '--work-dir', tmp_path / 'test', '--cfg-options',
+        f'test_dataloader.dataset.data_root={demo_data}',
+        'test_dataloader.num_workers=0',
+        'test_dataloader.persistent_workers=False',
+        env=_dist_env())
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     assert 'mIoU' in log
@@ -193,10 +168,38 @@ def test_dist_test_script_on_cpu(dist_run, demo_data, tmp_path):
         ('dist_test.sh', [DEMO_CONFIG], 'usage:'),
     ])
 def test_dist_scripts_check_their_arguments(script, args, expected):
-    proc = subprocess.run(
-        ['bash', osp.join(ROOT, 'tools', script), *args],
-        capture_output=True,
-        text=True,
-        timeout=60)
+    proc = run_tool(script, *args, timeout=60)
     assert proc.returncode == 2
     assert expected in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_config_as_documented(tmp_path):
+    """``tools/dist_train.sh configs/demo/lma-erfnet_demo.py 2 --cfg-options
+    train_cfg.max_iters=4`` exactly as a user types it, in a folder with the
+    demo data (``data/demo``) and the single-frame checkpoint the config
+    starts from: no backend or wrapper option on a machine without CUDA."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from lma_mmseg.datasets.synthetic import make_demo_data
+    make_demo_data(str(tmp_path / 'data' / 'demo'), num_train=4, num_val=1,
+                   num_test=0, frames='memory')
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', 'erfnet_demo.py'))
+    lma_cfg = Config.fromfile(DEMO_CONFIG)
+    start = tmp_path / lma_cfg.load_from
+    start.parent.mkdir(parents=True)
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict()), start)
+    (tmp_path / 'configs').symlink_to(osp.join(ROOT, 'configs'))
+    proc = run_tool(
+        'dist_train.sh', 'configs/demo/lma-erfnet_demo.py', 2,
+        '--cfg-options', 'train_cfg.max_iters=4', cwd=tmp_path,
+        env=_dist_env(), timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    work_dir = tmp_path / 'work_dirs' / 'lma-erfnet_demo'
+    assert (work_dir / 'last_checkpoint').read_text().endswith('iter_4.pth')
+    assert "replaced by 'gloo'" in log

@@ -1,6 +1,5 @@
 """SIGKILL between checkpoints, then resume: the run goes on as if nothing
 had happened (same iteration count, weights, optimizer and LR state)."""
-import os
 import os.path as osp
 import signal
 import subprocess
@@ -12,24 +11,24 @@ import torch
 from mmengine.runner import Runner
 
 import lma_mmseg  # noqa: F401
-from tiny_runner import CKPT_INTERVAL, tiny_cfg
-
-HERE = osp.dirname(osp.abspath(__file__))
+from helpers import ROOT
+from helpers.tiny_runner import CKPT_INTERVAL, tiny_cfg
+from helpers.tools import run_tool, tool_command, tool_env
 
 
 def _kill_after_first_checkpoint(
-        work_dir, command=None, env=None, timeout=300):
+        work_dir, command=None, env=None, timeout=300, clip=False):
     """Train in a subprocess; SIGKILL it once ``last_checkpoint`` exists.
 
     Returns the iteration of the checkpoint ``last_checkpoint`` names.
     """
     pointer = work_dir / 'last_checkpoint'
+    env = env or tool_env()
     if command is None:
         command = [
-            sys.executable,
-            osp.join(HERE, 'tiny_runner.py'),
+            sys.executable, '-m', 'helpers.tiny_runner',
             str(work_dir), '--max-iters', '1000', '--sleep', '0.3'
-        ]
+        ] + (['--clip'] if clip else [])
     work_dir.mkdir(parents=True, exist_ok=True)
     # stderr goes to a file: a full pipe would block the trainer
     err_path = work_dir.parent / (work_dir.name + '.stderr')
@@ -69,9 +68,12 @@ def _assert_same_state(a, b):
     assert a['meta']['iter'] == b['meta']['iter']
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize('clip', [False, True], ids=['frames', 'clips'])
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, clip):
+    """``clip``: the LMA model on clips with numpy-drawn crops and flips, so
+    the data pipeline's random state must be resumed too."""
     killed_dir, ref_dir = tmp_path / 'killed', tmp_path / 'reference'
-    killed_at = _kill_after_first_checkpoint(killed_dir)
+    killed_at = _kill_after_first_checkpoint(killed_dir, clip=clip)
     assert killed_at >= CKPT_INTERVAL and killed_at % CKPT_INTERVAL == 0
     ckpt_killed = torch.load(
         killed_dir / f'iter_{killed_at}.pth', map_location='cpu')
@@ -79,11 +81,11 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     target = killed_at + CKPT_INTERVAL
     # distinct experiment names: two Runners built within the same second
     # would otherwise share one MessageHub (named after the timestamp)
-    resumed_cfg = tiny_cfg(killed_dir, target, resume=True)
+    resumed_cfg = tiny_cfg(killed_dir, target, resume=True, clip=clip)
     resumed_cfg.experiment_name = 'resumed'
     resumed = Runner.from_cfg(resumed_cfg)
     resumed.train()
-    reference_cfg = tiny_cfg(ref_dir, target)
+    reference_cfg = tiny_cfg(ref_dir, target, clip=clip)
     reference_cfg.experiment_name = 'reference'
     reference = Runner.from_cfg(reference_cfg)
     reference.train()
@@ -110,7 +112,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
 TRAIN_TOOL_CONFIG = """
 _base_ = [{base!r}]
 custom_imports = dict(
-    imports=['lma_mmseg', 'tiny_runner'], allow_failed_imports=False)
+    imports=['lma_mmseg', 'helpers.tiny_runner'],
+    allow_failed_imports=False)
 data_root = {data_root!r}
 load_from = None
 crop_size = (48, 96)
@@ -146,32 +149,21 @@ custom_hooks = [dict(type='EngineSlowIterHook', seconds=0.3)]
 def test_train_tool_resume_lma_demo(tmp_path, demo_data):
     """``tools/train.py``, SIGKILL, ``tools/train.py --resume`` on
     configs/demo/lma-erfnet_demo.py."""
-    root = osp.dirname(osp.dirname(HERE))
+    root = ROOT
     config = tmp_path / 'lma_resume.py'
     config.write_text(
         TRAIN_TOOL_CONFIG.format(
             base=osp.join(root, 'configs', 'demo', 'lma-erfnet_demo.py'),
             data_root=str(demo_data)))
     work_dir = tmp_path / 'work'
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join([HERE,
-                                    os.environ.get('PYTHONPATH', '')]))
-    train = [
-        sys.executable,
-        osp.join(root, 'tools', 'train.py'),
-        str(config), '--work-dir',
-        str(work_dir)
-    ]
+    env = tool_env()
+    train = tool_command('train.py', config, '--work-dir', work_dir)
     killed_at = _kill_after_first_checkpoint(work_dir, command=train, env=env)
     assert killed_at >= 2 and killed_at % 2 == 0
     target = killed_at + 2
-    proc = subprocess.run(
-        train + ['--resume', '--cfg-options', f'train_cfg.max_iters={target}'],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600)
+    proc = run_tool(
+        'train.py', config, '--work-dir', work_dir, '--resume',
+        '--cfg-options', f'train_cfg.max_iters={target}')
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert f'resumed epoch: 0, iter: {killed_at}' in log, log[-4000:]

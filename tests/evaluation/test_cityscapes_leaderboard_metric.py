@@ -1,8 +1,8 @@
 """CityscapesLeaderboardMetric on hand-computable confusion matrices."""
 import json
 import os
-import stat
 import os.path as osp
+import stat
 import zipfile
 
 import numpy as np
@@ -16,6 +16,7 @@ from PIL import Image
 import lma_mmseg  # noqa: F401
 from lma_mmseg.evaluation import (CityscapesLeaderboardMetric, category_iou,
                                   cityscapes_label_tables, confusion_matrix)
+from lma_mmseg.fileio import is_temp_file
 
 CLASSES = CityscapesDataset.METAINFO['classes']
 
@@ -202,7 +203,7 @@ def test_format_only_names_and_label_ids(tmp_path):
         img = np.array(Image.open(
             zf.open('berlin/berlin_000001_000019_leftImg8bit.png')))
         assert (img == 26).all()
-    assert not [p for p in out.rglob('*') if p.name.endswith('.tmp')]
+    assert not [p for p in out.rglob('*') if is_temp_file(p)]
     info = json.loads((tmp_path / 'm.json').read_text())
     assert info['format_only'] and info['num_images'] == 3
 
@@ -226,7 +227,7 @@ def test_interrupted_png_export_leaves_no_partial_file(tmp_path, monkeypatch):
 
     def crash_on_third_file(fd):
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return real_fsync(fd)  # a folder sync after a rename
+            return real_fsync(fd)  # the folder, after a rename
         calls.append(fd)
         if len(calls) == 3:
             raise KeyboardInterrupt('simulated crash while writing')
@@ -271,5 +272,5 @@ def test_interrupted_zip_keeps_previous_zip(tmp_path, monkeypatch):
     assert zip_path.read_bytes() == before
     with zipfile.ZipFile(zip_path) as zf:
         assert zf.testzip() is None and len(zf.namelist()) == 3
-    assert not [p for p in out.rglob('*') if p.name.endswith('.tmp')]
+    assert not [p for p in out.rglob('*') if is_temp_file(p)]
     assert osp.getsize(zip_path) == len(before)

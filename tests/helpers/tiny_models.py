@@ -48,6 +48,16 @@ def tiny_head() -> dict:
         loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0))
 
 
+def clip_augmentation(crop_size=(32, 32)) -> dict:
+    """Crop and flip with one numpy draw per clip."""
+    return dict(
+        type='ClipTransformBroadcaster',
+        transforms=[
+            dict(type='RandomCrop', crop_size=crop_size),
+            dict(type='RandomFlip', prob=0.5),
+        ])
+
+
 def preprocessor(video: bool = False, size=None) -> dict:
     cfg = dict(
         type='VideoSegDataPreProcessor' if video else 'SegDataPreProcessor',
@@ -61,6 +71,19 @@ def preprocessor(video: bool = False, size=None) -> dict:
     return cfg
 
 
+def tiny_neck(**kwargs) -> dict:
+    """A LocalMemoryNeck on the tiny backbone's 64-channel output (key 8,
+    value 16, 5x5 window); ``kwargs`` override."""
+    return dict(
+        dict(
+            type='LocalMemoryNeck',
+            in_channels=64,
+            key_channels=8,
+            value_channels=16,
+            window=5,
+            in_index=1), **kwargs)
+
+
 def lma_model_cfg(memory_length: int = 3, test_cfg=None,
                   video_preprocessor: bool = False) -> dict:
     """A tiny VideoEncoderDecoder config."""
@@ -68,15 +91,8 @@ def lma_model_cfg(memory_length: int = 3, test_cfg=None,
         type='VideoEncoderDecoder',
         data_preprocessor=preprocessor(video=video_preprocessor),
         backbone=tiny_backbone(),
-        neck=dict(
-            type='LocalMemoryNeck',
-            in_channels=64,
-            key_channels=8,
-            value_channels=16,
-            window=5,
-            memory_length=memory_length,
-            in_index=1,
-            fusion=dict(type='GatedFusion')),
+        neck=tiny_neck(
+            memory_length=memory_length, fusion=dict(type='GatedFusion')),
         decode_head=tiny_head(),
         test_cfg=test_cfg or dict(mode='whole'))
 
@@ -103,17 +119,19 @@ def make_config(model: dict, test_pipeline=None) -> Config:
             ]))
 
 
-def randomise_bn(model: torch.nn.Module, seed: int = 0) -> None:
+def randomise_bn(model: torch.nn.Module, seed: int = 0,
+                 scale: float = 0.1) -> None:
     """Give every BN layer non-trivial running statistics and affine
-    parameters so that eval-mode outputs depend on them."""
+    parameters so that eval-mode outputs depend on them (means and biases
+    of standard deviation ``scale``)."""
     gen = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             num = module.num_features
-            module.running_mean.copy_(torch.randn(num, generator=gen) * 0.1)
+            module.running_mean.copy_(torch.randn(num, generator=gen) * scale)
             module.running_var.copy_(torch.rand(num, generator=gen) + 0.5)
             module.weight.data.copy_(torch.rand(num, generator=gen) + 0.5)
-            module.bias.data.copy_(torch.randn(num, generator=gen) * 0.1)
+            module.bias.data.copy_(torch.randn(num, generator=gen) * scale)
 
 
 @DATASETS.register_module(force=True)
@@ -166,13 +184,7 @@ class TinyClipDataset(torch.utils.data.Dataset):
             label = rng.integers(0, 3, (40, 40), dtype=np.uint8)
             self.items.append((f'tiny_clip_{i}', imgs, label))
         pipeline = pipeline or [
-            dict(
-                type='ClipTransformBroadcaster',
-                transforms=[
-                    dict(type='RandomCrop', crop_size=(32, 32)),
-                    dict(type='RandomFlip', prob=0.5),
-                ]),
-            dict(type='PackClipSegInputs'),
+            clip_augmentation(), dict(type='PackClipSegInputs')
         ]
         self.pipeline = Compose([TRANSFORMS.build(t) for t in pipeline])
 

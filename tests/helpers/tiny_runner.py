@@ -17,13 +17,13 @@ import signal
 import sys
 import time
 
-from helpers.tiny_models import lma_model_cfg, single_model_cfg
 from mmengine.config import ConfigDict
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmseg.registry import HOOKS
 
 import lma_mmseg  # noqa: F401
+from helpers.tiny_models import lma_model_cfg, single_model_cfg
 
 CKPT_INTERVAL = 3
 SCHEDULE_END = 40  # iterations of the LR schedule, whatever max_iters is
@@ -57,6 +57,7 @@ def tiny_cfg(
     else:
         model = single_model_cfg()
         dataset = dict(type='TinySegDataset')
+    model['data_preprocessor']['size'] = (32, 32)
     return ConfigDict(
         model=model,
         work_dir=str(work_dir),

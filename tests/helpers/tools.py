@@ -16,9 +16,16 @@ def tool_env(**extra) -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path), **extra)
 
 
-def run_tool(script, *args, env=None, timeout=600, check=False):
-    """Run ``tools/<script>`` (``.py`` with this interpreter, ``.sh`` with
-    bash) with ``args`` from the repository root.
+def tool_command(script, *args):
+    """The command line of ``tools/<script> args`` (``.py`` with this
+    interpreter, ``.sh`` with bash)."""
+    path = osp.join(ROOT, 'tools', script)
+    runner = ['bash'] if script.endswith('.sh') else [sys.executable]
+    return runner + [path] + [str(a) for a in args]
+
+
+def run_tool(script, *args, env=None, timeout=600, check=False, cwd=ROOT):
+    """Run ``tools/<script>`` with ``args`` and wait for it.
 
     Args:
         script (str): Path under ``tools/``, e.g. ``'test.py'`` or
@@ -27,15 +34,14 @@ def run_tool(script, *args, env=None, timeout=600, check=False):
         env (dict, optional): Extra environment variables.
         timeout (float): Seconds before the run is killed.
         check (bool): Fail with the tool's output when it exits non-zero.
+        cwd (str): Working folder (default: the repository root).
 
     Returns:
         subprocess.CompletedProcess: With ``stdout`` and ``stderr`` as text.
     """
-    path = osp.join(ROOT, 'tools', script)
-    runner = ['bash'] if script.endswith('.sh') else [sys.executable]
     proc = subprocess.run(
-        runner + [path] + [str(a) for a in args],
-        cwd=ROOT,
+        tool_command(script, *args),
+        cwd=cwd,
         env=tool_env(**(env or {})),
         capture_output=True,
         text=True,

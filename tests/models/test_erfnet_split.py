@@ -5,10 +5,7 @@ An mmseg ERFNet checkpoint, converted by
 no missing or unexpected key and gives the same logits.
 """
 import copy
-import importlib.util
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,21 +14,15 @@ from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 
 import lma_mmseg  # noqa: F401  (registers the split ERFNet)
+from helpers import ROOT
+from helpers.tools import run_tool
+from lma_mmseg.models.backbones import erfnet_convert as converter
 
 register_all_modules(init_default_scope=True)
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONVERTER = osp.join(ROOT, 'tools', 'convert', 'mmseg_erfnet_to_split.py')
+CONVERTER = 'convert/mmseg_erfnet_to_split.py'
 SPLIT_CFG = osp.join(ROOT, 'configs', '_base_', 'models', 'erfnet-split.py')
 NUM_CLASSES = 5
-
-
-def _load_converter():
-    spec = importlib.util.spec_from_file_location('mmseg_erfnet_to_split',
-                                                  CONVERTER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _mmseg_erfnet_cfg(tmp_path):
@@ -98,7 +89,6 @@ def test_decoder_head_shapes():
 
 
 def test_converted_checkpoint_matches_mmseg_erfnet(mmseg_erfnet):
-    converter = _load_converter()
     src = mmseg_erfnet.state_dict()
     converted = converter.convert_state_dict(src)
     assert any(k.startswith('decode_head.decoder.') for k in converted)
@@ -145,11 +135,7 @@ def test_converter_cli_writes_loadable_checkpoint(mmseg_erfnet, tmp_path):
             meta=dict(dataset_meta=dict(classes=list('abcde'))),
             optimizer=dict(state={}, param_groups=[])), src)
     dst = tmp_path / 'out' / 'split.pth'
-    proc = subprocess.run(
-        [sys.executable, CONVERTER, str(src), str(dst)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT)
+    proc = run_tool(CONVERTER, src, dst)
     assert proc.returncode == 0, proc.stderr
     assert dst.exists()
     # nothing but the result is left in the output folder
@@ -166,7 +152,6 @@ def test_converter_cli_writes_loadable_checkpoint(mmseg_erfnet, tmp_path):
 
 
 def test_converter_rejects_wrong_inputs(mmseg_erfnet):
-    converter = _load_converter()
     src = mmseg_erfnet.state_dict()
     converted = converter.convert_state_dict(src)
     with pytest.raises(ValueError, match='already in the split layout'):
@@ -182,10 +167,13 @@ def test_converter_rejects_wrong_inputs(mmseg_erfnet):
 
 
 def test_converter_reports_missing_file(tmp_path):
-    converter = _load_converter()
-    with pytest.raises(SystemExit, match='nope.pth'):
-        converter.main([str(tmp_path / 'nope.pth'), str(tmp_path / 'o.pth')])
+    proc = run_tool(CONVERTER, tmp_path / 'nope.pth', tmp_path / 'o.pth')
+    assert proc.returncode == 1
+    assert 'nope.pth' in proc.stderr and 'Traceback' not in proc.stderr
     assert not (tmp_path / 'o.pth').exists()
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        converter.convert_checkpoint(
+            str(tmp_path / 'nope.pth'), str(tmp_path / 'o.pth'))
 
 
 def test_bad_arguments_and_shapes_are_named():
@@ -210,8 +198,8 @@ def test_bad_arguments_and_shapes_are_named():
 
 
 def test_split_trains_one_step():
-    from mmseg.structures import SegDataSample
     from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
     torch.manual_seed(0)
     model = MODELS.build(_split_cfg())
     model.init_weights()

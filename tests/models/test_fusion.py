@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 
 import lma_mmseg  # noqa: F401  (registers the components)
+from helpers import tiny_models
 
 
 def build(kind: str, **kwargs):
@@ -15,14 +16,7 @@ def build(kind: str, **kwargs):
 
 
 def randomise_bn(module, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=gen) * 0.3)
-            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=gen) * 0.3)
+    tiny_models.randomise_bn(module, seed, scale=0.3)
 
 
 def bn(x, layer):

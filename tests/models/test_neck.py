@@ -222,3 +222,43 @@ def test_residual_is_identity_at_init():
     torch.testing.assert_close(neck(feat, memory=memory), feat + 0.5 * fused)
     with pytest.raises(ValueError, match='residual'):
         build(residual='yes')
+
+
+def test_position_bias():
+    from lma_mmseg.ops import local_attention_reference
+    torch.manual_seed(7)
+    neck = build(position_bias=True, memory_length=3).eval()
+    plain = build(memory_length=3).eval()
+    plain.load_state_dict(
+        {k: v
+         for k, v in neck.state_dict().items() if k != 'position_bias'})
+    assert neck.position_bias.shape == (3, 25) and not neck.position_bias.any()
+    feat = torch.randn(2, 8, 6, 6)
+    keys, values = neck.encode_memory(torch.randn(6, 8, 6, 6))
+    memory = neck.push_memory(None, keys.unflatten(0, (2, 3)),
+                              values.unflatten(0, (2, 3)))
+    # zero at init: the paper's attention
+    torch.testing.assert_close(neck(feat, memory=memory),
+                               plain(feat, memory=memory))
+    with torch.no_grad():
+        neck.position_bias.normal_(0, 2)
+    query = neck.query_key(feat)
+    for num in (3, 2, 1):  # a shorter memory uses the most recent rows
+        short = neck.push_memory(None, memory.keys[:, -num:],
+                                 memory.values[:, -num:])
+        expected = local_attention_reference(
+            query, short.keys, short.values, window=5,
+            bias=neck.position_bias[3 - num:])
+        torch.testing.assert_close(
+            neck.read_memory(query, short), expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(
+        neck.read_memory(query, memory), plain.read_memory(query, memory))
+    neck.train()
+    neck(feat, memory=memory).square().mean().backward()
+    assert neck.position_bias.grad.abs().sum() > 0
+    longer = neck.push_memory(memory, memory.keys[:, :1],
+                              memory.values[:, :1])
+    with pytest.raises(ValueError, match='memory_length=3 rows'):
+        neck.read_memory(query, longer)
+    with pytest.raises(ValueError, match='position_bias'):
+        build(position_bias=1)

@@ -12,9 +12,9 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import lma_mmseg  # noqa: F401  (registers the components)
+from helpers.tiny_models import (NUM_CLASSES, tiny_backbone, tiny_head,
+                                 tiny_neck)
 from lma_mmseg.models import FrameMemory
-
-NUM_CLASSES = 5
 
 
 @pytest.fixture(autouse=True)
@@ -22,31 +22,9 @@ def mmseg_scope():
     init_default_scope('mmseg')
 
 
-def backbone_cfg():
-    """ResNetV1c-18 with 8 base channels; outputs 32 (1/8) and 64 (1/8)."""
-    return dict(
-        type='ResNetV1c',
-        depth=18,
-        base_channels=8,
-        stem_channels=8,
-        out_indices=(2, 3),
-        strides=(1, 2, 1, 1),
-        dilations=(1, 1, 2, 4),
-        contract_dilation=True,
-        norm_cfg=dict(type='BN'))
-
-
 def heads_cfg():
     return dict(
-        decode_head=dict(
-            type='FCNHead',
-            in_channels=64,
-            channels=16,
-            in_index=1,
-            num_convs=1,
-            num_classes=NUM_CLASSES,
-            dropout_ratio=0.5,
-            loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+        decode_head=dict(tiny_head(), dropout_ratio=0.5),
         auxiliary_head=dict(
             type='FCNHead',
             in_channels=32,
@@ -60,14 +38,8 @@ def heads_cfg():
 def model_cfg(**kwargs):
     cfg = dict(
         type='VideoEncoderDecoder',
-        backbone=backbone_cfg(),
-        neck=dict(
-            type='LocalMemoryNeck',
-            in_channels=64,
-            key_channels=8,
-            value_channels=16,
-            window=5,
-            in_index=1),
+        backbone=tiny_backbone(),
+        neck=tiny_neck(),
         test_cfg=dict(mode='whole'),
         **heads_cfg())
     cfg.update(kwargs)
@@ -210,9 +182,15 @@ def test_predict_modes_and_single_frames():
         assert model(clip, mode='tensor').shape == out.shape
 
 
-def test_step_is_the_per_frame_clip_predict():
+@pytest.mark.parametrize('position_bias', [False, True])
+def test_step_is_the_per_frame_clip_predict(position_bias):
     torch.manual_seed(5)
-    model = build(neck=dict(model_cfg()['neck'], memory_length=2)).eval()
+    model = build(neck=dict(
+        model_cfg()['neck'], memory_length=2,
+        position_bias=position_bias)).eval()
+    if position_bias:
+        with torch.no_grad():
+            model.neck.position_bias.normal_(0, 1)
     frames = torch.randn(5, 2, 3, 48, 64)  # 5 steps, B=2 streams
     memory, calls = None, []
     handle = model.backbone.register_forward_hook(
@@ -301,7 +279,7 @@ def test_checkpoint_round_trip_and_single_frame_load(tmp_path):
 
     # load_from a single-frame model with the same backbone and heads
     single_cfg = dict(
-        type='EncoderDecoder', backbone=backbone_cfg(), **heads_cfg())
+        type='EncoderDecoder', backbone=tiny_backbone(), **heads_cfg())
     single = MODELS.build(single_cfg)
     with torch.no_grad():
         for p in single.parameters():
@@ -331,3 +309,24 @@ def test_bad_configs_and_inputs():
     model = build().eval()
     with pytest.raises(ValueError, match=r'\(B, T\+1, C, H, W\)'):
         model.predict(torch.randn(3, 48, 48))
+
+
+def test_train_freeze_mode_encodes_memory_frame_by_frame():
+    """freeze_mode='train': the frozen backbone runs in train mode, once per
+    frame time, so BN batch statistics are those of one frame (as the
+    authors' code); the memory is the same as encoding each frame alone."""
+    torch.manual_seed(8)
+    model = build(freeze=('backbone', ), freeze_mode='train').train()
+    assert model.backbone.training
+    clip = torch.randn(2, 4, 3, 48, 48)
+    seen, handle = backbone_calls(model)
+    model.loss(clip, samples(2))
+    handle.remove()
+    assert [n for n, _ in seen] == [2, 2, 2, 2]
+    with torch.no_grad():
+        memory = model.encode_memory(clip[:, :3])
+        for t in range(3):
+            keys, values = model.neck.encode_memory(
+                model.backbone(clip[:, t]))
+            torch.testing.assert_close(memory.keys[:, t], keys)
+            torch.testing.assert_close(memory.values[:, t], values)

@@ -8,7 +8,8 @@ from torch.autograd import gradcheck
 
 from lma_mmseg.ops import (local_aggregation, local_aggregation_reference,
                            local_attention, local_attention_reference,
-                           local_correlation, local_correlation_reference)
+                           local_attention_unfused, local_correlation,
+                           local_correlation_reference)
 
 PADDINGS = ('zeros', 'mask')
 
@@ -143,12 +144,17 @@ def test_correlation_and_aggregation_match_reference(shape):
 
 
 def test_erfnet_shape_matches_reference():
-    """The paper's ERFNet setting (1/8 of 512x1024) on a 16x32 crop."""
+    """The paper's ERFNet setting (1/8 of 512x1024) on a 16x32 crop.
+
+    The logits are unscaled (std ~4), so a float32 reference is itself
+    ~1e-4 off: the op is held to the float64 reference of the same inputs.
+    """
     q, k, v = make_inputs(1, 16, 64, 3, 16, 32, seed=3)
     for padding in PADDINGS:
         out = local_attention(q, k, v, 21, 1, 1.0, padding)
-        ref = local_attention_reference(q, k, v, 21, 1, 1.0, padding)
-        assert (out - ref).abs().max().item() <= 1e-5
+        ref = local_attention_reference(q.double(), k.double(), v.double(),
+                                        21, 1, 1.0, padding)
+        assert (out.double() - ref).abs().max().item() <= 1e-5
 
 
 def test_non_contiguous_inputs():
@@ -352,3 +358,111 @@ def test_cuda_tensor_with_cpu_only_build_raises_rebuild_hint():
                lambda: local_correlation(q, k, window=3)):
         with pytest.raises(RuntimeError, match='FORCE_CUDA=1'):
             fn()
+
+
+# ----------------------------------------------------------------------
+# position bias (T, window * window)
+# ----------------------------------------------------------------------
+BIAS_SHAPES = FIXED_SHAPES[1:] + random_shapes(10, seed=99)
+
+
+@pytest.mark.parametrize('shape', BIAS_SHAPES, ids=_ids(BIAS_SHAPES))
+def test_attention_with_bias_matches_reference(shape):
+    """Fused op and unfused path with a bias, float32, |err| <= 1e-5."""
+    B, C, Cv, T, H, W, window, dilation = shape
+    q, k, v = make_inputs(B, C, Cv, T, H, W, seed=sum(shape))
+    bias = torch.randn(T, window * window,
+                       generator=torch.Generator().manual_seed(len(shape)))
+    scale = 1.0 / max(C, 1)**0.5
+    for padding in PADDINGS:
+        ref = local_attention_reference(q.double(), k.double(), v.double(),
+                                        window, dilation, scale, padding,
+                                        bias=bias.double())
+        for fn in (local_attention, local_attention_unfused):
+            out = fn(q, k, v, window, dilation, scale, padding, bias=bias)
+            assert out.dtype == torch.float32
+            err = (out.double() - ref).abs().max().item()
+            assert err <= 1e-5, f'{fn.__name__} {padding}: error {err}'
+
+
+def test_bias_enters_every_slot_before_the_joint_softmax():
+    """Loop-by-loop check: outside slots take logit bias[t, s] under
+    padding='zeros' (value 0) and stay out under 'mask'."""
+    q, k, v = make_inputs(1, 2, 3, 2, 3, 4, dtype=torch.float64, seed=4)
+    bias = torch.randn(2, 9, dtype=torch.float64)
+    for padding in PADDINGS:
+        out = local_attention(q, k, v, 3, 1, 0.5, padding, bias=bias)
+        expected = torch.zeros_like(out)
+        for y, x in itertools.product(range(3), range(4)):
+            logits, values = [], []
+            for t, i, j in itertools.product(range(2), range(3), range(3)):
+                yy, xx = y + i - 1, x + j - 1
+                inside = 0 <= yy < 3 and 0 <= xx < 4
+                if not inside and padding == 'mask':
+                    continue
+                corr = (q[0, :, y, x] * k[0, t, :, yy, xx]).sum() \
+                    if inside else torch.zeros((), dtype=torch.float64)
+                logits.append(0.5 * corr + bias[t, i * 3 + j])
+                values.append(v[0, t, :, yy, xx] if inside else
+                              torch.zeros(3, dtype=torch.float64))
+            p = torch.stack(logits).softmax(0)
+            expected[0, :, y, x] = (p[:, None] * torch.stack(values)).sum(0)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('padding', PADDINGS)
+@pytest.mark.parametrize('shape', GRAD_SHAPES, ids=_ids(GRAD_SHAPES))
+def test_attention_with_bias_gradcheck(shape, padding):
+    B, C, Cv, T, H, W, window, dilation = shape
+    q, k, v = make_inputs(B, C, Cv, T, H, W, torch.float64,
+                          requires_grad=True)
+    bias = torch.randn(T, window * window, dtype=torch.float64,
+                       requires_grad=True)
+    assert gradcheck(
+        lambda q, k, v, b: local_attention(q, k, v, window, dilation, 0.7,
+                                           padding, bias=b), (q, k, v, bias))
+
+
+def test_bias_gradient_sums_over_batch_and_pixels():
+    q, k, v = make_inputs(2, 3, 4, 2, 5, 6, seed=8)
+    bias = torch.zeros(2, 9, requires_grad=True)
+    grad_out = torch.randn(2, 4, 5, 6)
+    local_attention(q, k, v, 3, 1, 1.0, 'zeros', bias=bias).backward(grad_out)
+    per_image = []
+    for b in range(2):
+        bb = bias.detach().clone().requires_grad_()
+        local_attention(q[b:b + 1], k[b:b + 1], v[b:b + 1], 3, 1, 1.0,
+                        'zeros', bias=bb).backward(grad_out[b:b + 1])
+        per_image.append(bb.grad)
+    torch.testing.assert_close(bias.grad, per_image[0] + per_image[1],
+                               rtol=0, atol=1e-5)
+
+
+def test_zero_bias_equals_no_bias_and_scale_zero_learns_the_bias():
+    q, k, v = make_inputs(1, 4, 5, 3, 6, 7, seed=9)
+    for padding in PADDINGS:
+        torch.testing.assert_close(
+            local_attention(q, k, v, 5, 1, 0.5, padding,
+                            bias=torch.zeros(3, 25)),
+            local_attention(q, k, v, 5, 1, 0.5, padding), rtol=0, atol=1e-6)
+    # scale 0: the logits are the bias alone, its gradient is still exact
+    q, k, v = make_inputs(1, 2, 3, 2, 4, 5, torch.float64)
+    bias = torch.randn(2, 9, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(
+        lambda b: local_attention(q, k, v, 3, 1, 0.0, 'zeros', bias=b),
+        (bias, ))
+
+
+def test_bad_bias():
+    q, k, v = _good()
+    with pytest.raises(ValueError, match=r'bias must have shape \(T, window'
+                       r' \* window\) = \(3, 9\)'):
+        local_attention(q, k, v, window=3, bias=torch.zeros(3, 25))
+    with pytest.raises(ValueError, match='q and bias must have the same '
+                       'dtype'):
+        local_attention(q, k, v, window=3,
+                        bias=torch.zeros(3, 9, dtype=torch.float64))
+    with pytest.raises(ValueError, match='bias must be a torch.Tensor'):
+        local_attention(q, k, v, window=3, bias=[0.0] * 27)
+    with pytest.raises(ValueError, match='bias must have shape'):
+        local_attention_reference(q, k, v, window=3, bias=torch.zeros(9))

@@ -17,7 +17,8 @@ import torch
 
 from lma_mmseg.ops import (local_aggregation, local_aggregation_reference,
                            local_attention, local_attention_reference,
-                           local_correlation, local_correlation_reference)
+                           local_attention_unfused, local_correlation,
+                           local_correlation_reference)
 
 
 def requires_cuda(fn):
@@ -334,6 +335,54 @@ def test_bad_input_names_the_argument():
         local_attention(q, k, v[:, :1], window=3)
 
 
+@requires_cuda
+@pytest.mark.parametrize('dtype,tol', [(torch.float16, 1e-2),
+                                       (torch.bfloat16, 4e-2)])
+@pytest.mark.parametrize('padding', PADDINGS)
+def test_autocast_mixed_dtypes(dtype, tol, padding):
+    """A half query with float32 memory under CUDA autocast: the op runs in
+    the autocast dtype (fused and unfused), backward included."""
+    case = CASES[8]
+    window, dilation = case[6], case[7]
+    q, k, v = _inputs(case, torch.float32)
+    grad_out = torch.randn(case[0], case[3], case[4], case[5], device='cuda')
+    kwargs = dict(window=window, dilation=dilation, scale=1.0,
+                  padding=padding)
+    ref = _attention_with_grads(local_attention_reference,
+                                q.to(dtype).float(), k.to(dtype).float(),
+                                v.to(dtype).float(), grad_out, **kwargs)
+    for fn in (local_attention, local_attention_unfused):
+        qh = q.to(dtype).requires_grad_()
+        kf, vf = (x.clone().requires_grad_() for x in (k, v))
+        with torch.autocast('cuda', dtype=dtype):
+            out = fn(qh, kf, vf, **kwargs)
+        assert out.dtype == dtype
+        out.backward(grad_out.to(dtype))
+        assert qh.grad.dtype == dtype and kf.grad.dtype == torch.float32
+        for name, a, r in zip(('out', 'grad_q', 'grad_k', 'grad_v'),
+                              (out, qh.grad, kf.grad, vf.grad), ref):
+            _close(a, r, tol, f'autocast {dtype} {fn.__name__} {name}')
+
+
+@requires_cuda
+def test_compiled_forward_backward_equals_eager():
+    torch._dynamo.reset()
+    case = CASES[8]
+    window, dilation = case[6], case[7]
+    q, k, v = _inputs(case, torch.float32)
+    grad_out = torch.randn(case[0], case[3], case[4], case[5], device='cuda')
+
+    def fn(q, k, v):
+        return local_attention(q, k, v, window, dilation, 0.5, 'mask')
+
+    eager = _attention_with_grads(fn, q, k, v, grad_out)
+    compiled = _attention_with_grads(
+        torch.compile(fn, fullgraph=True), q, k, v, grad_out)
+    for name, a, r in zip(('out', 'grad_q', 'grad_k', 'grad_v'), compiled,
+                          eager):
+        _close(a, r, 1e-5, f'compiled {name}')
+
+
 # ---------------------------------------------------------------------------
 # the CUDA kernels run on the host (no GPU needed)
 # ---------------------------------------------------------------------------
@@ -381,10 +430,11 @@ def _emulated_all_ops(emu, case, dtype, padding, seed=0):
     out, lse = emu.local_attention_forward(q, k, v, window, dilation, scale,
                                            padding == 'mask')
     got['out'] = out
-    (got['grad_q'], got['grad_k'],
-     got['grad_v']) = emu.local_attention_backward(grad_out, q, k, v, out,
-                                                   lse, window, dilation,
-                                                   scale, padding == 'mask')
+    (got['grad_q'], got['grad_k'], got['grad_v'],
+     grad_bias) = emu.local_attention_backward(grad_out, q, k, v, out, lse,
+                                               window, dilation, scale,
+                                               padding == 'mask')
+    assert grad_bias is None  # no bias
     (ref['out'], ref['grad_q'], ref['grad_k'],
      ref['grad_v']) = _attention_with_grads(
          local_attention_reference, q.double(), k.double(), v.double(),
@@ -471,3 +521,67 @@ def test_launch_plans_fit_shared_memory(emulated_kernels, acc_size):
                         assert ks * 4 * halo * acc_size <= 30 * 1024
                     if key:
                         assert cc * (64 + halo) * acc_size <= 30 * 1024
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('padding', PADDINGS)
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-11),
+                                       (torch.float32, 1e-4)])
+def test_emulated_kernels_with_bias(emulated_kernels, padding, dtype, tol):
+    """The fused CUDA kernels with a position bias, run on the host."""
+    emu = emulated_kernels
+    for seed, case in enumerate((EMU_CASES[1], EMU_CASES[3], EMU_CASES[4],
+                                 EMU_CASES[6])):
+        B, T, C, Cv, H, W, window, dilation = case
+        q, k, v = _inputs(case, dtype, seed=seed, device='cpu')
+        g = torch.Generator().manual_seed(seed + 7)
+        bias = torch.randn(T, window * window, generator=g).to(dtype)
+        grad_out = torch.randn(B, Cv, H, W, generator=g).to(dtype)
+        mask = padding == 'mask'
+        out, lse = emu.local_attention_forward(q, k, v, window, dilation, 0.7,
+                                               mask, bias)
+        grads = emu.local_attention_backward(grad_out, q, k, v, out, lse,
+                                             window, dilation, 0.7, mask,
+                                             bias)
+        assert grads[3].dtype == dtype and grads[3].shape == bias.shape
+        # the float64 reference, the bias a fourth differentiable input
+        qq, kk, vv, bb = (x.double().clone().requires_grad_()
+                          for x in (q, k, v, bias))
+        r = local_attention_reference(qq, kk, vv, window, dilation, 0.7,
+                                      padding, bias=bb)
+        r.backward(grad_out.double())
+        ref = (r.detach(), qq.grad, kk.grad, vv.grad, bb.grad)
+        for name, a, e in zip(('out', 'grad_q', 'grad_k', 'grad_v',
+                               'grad_bias'), (out, ) + tuple(grads), ref):
+            _close(a, e, tol, f'emulated {name} with bias for {_ids(case)} '
+                   f'({padding}, {dtype})')
+
+
+@requires_cuda
+@pytest.mark.parametrize('padding', PADDINGS)
+def test_attention_with_bias_matches_reference(padding):
+    for case in (CASES[1], CASES[3], CASES[4], CASES[8]):
+        B, T, C, Cv, H, W, window, dilation = case
+        q, k, v = _inputs(case, torch.float32)
+        bias = torch.randn(T, window * window, device='cuda')
+        grad_out = torch.randn(B, Cv, H, W, device='cuda')
+        results = []
+        for dt in (torch.float32, torch.float64):
+            qq, kk, vv, bb = (x.detach().to(dt).clone().requires_grad_()
+                              for x in (q, k, v, bias))
+            fn = local_attention if dt == torch.float32 else \
+                local_attention_reference
+            out = fn(qq, kk, vv, window, dilation, 0.7, padding, bias=bb)
+            out.backward(grad_out.to(dt))
+            results.append((out.detach(), qq.grad, kk.grad, vv.grad,
+                            bb.grad))
+        for name, a, r in zip(('out', 'grad_q', 'grad_k', 'grad_v',
+                               'grad_bias'), *results):
+            _close(a, r, 1e-4, f'{name} with bias for {_ids(case)}')
+    q, k, v = _inputs(CASES[0], torch.float64)
+    q, k, v = [x.requires_grad_() for x in (q, k, v)]
+    bias = torch.randn(1, 9, device='cuda', dtype=torch.float64,
+                       requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, b: local_attention(q, k, v, 3, 1, 0.8, padding,
+                                           bias=b), (q, k, v, bias))

@@ -54,6 +54,21 @@ def test_opcheck_attention(mask_padding):
                           (q32, k32, v32, 5, 1, 1.0, mask_padding))
 
 
+@pytest.mark.parametrize('mask_padding', [False, True])
+def test_opcheck_attention_with_bias(mask_padding):
+    q, k, v = make_inputs(1, 3, 4, 2, 4, 5, dtype=torch.float64)
+    bias = torch.randn(2, 9, dtype=torch.float64, requires_grad=True)
+    args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), 3, 1,
+            0.7, mask_padding, bias)
+    torch.library.opcheck(torch.ops.lma.local_attention_forward.default,
+                          args)
+    out, lse = torch.ops.lma.local_attention_forward(*args)
+    torch.library.opcheck(
+        torch.ops.lma.local_attention_backward.default,
+        (torch.randn_like(out), q.detach(), k.detach(), v.detach(),
+         out.detach(), lse, 3, 1, 0.7, mask_padding, bias.detach()))
+
+
 def test_opcheck_correlation_and_aggregation():
     q, k, v = make_inputs(1, 3, 5, 3, 4, 7, dtype=torch.float64)
     q.requires_grad_()
@@ -94,26 +109,30 @@ def test_ops_check_shapes_when_called_directly():
 class TinyAttention(nn.Module):
     """A projection, the local attention and a projection."""
 
-    def __init__(self, channels=4, window=3, padding='zeros', fn=None):
+    def __init__(self, channels=4, window=3, padding='zeros', fn=None,
+                 frames=None):
         super().__init__()
         self.proj = nn.Conv2d(channels, channels, 1)
         self.out = nn.Conv2d(channels, channels, 1)
         self.window = window
         self.padding = padding
         self.fn = fn or local_attention
+        # a learnt position bias (T, window * window) when frames is given
+        self.bias = None if frames is None else nn.Parameter(
+            0.1 * torch.randn(frames, window * window))
 
     def forward(self, x, keys, values):
         q = self.proj(x)
         read = self.fn(q, keys, values, window=self.window, dilation=1,
-                       scale=0.5, padding=self.padding)
+                       scale=0.5, padding=self.padding, bias=self.bias)
         return self.out(read + x)
 
 
-@pytest.mark.parametrize('padding', PADDINGS)
-def test_compiled_forward_backward_equals_eager(padding):
+@pytest.mark.parametrize('padding,frames', [('zeros', None), ('mask', 3)])
+def test_compiled_forward_backward_equals_eager(padding, frames):
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = TinyAttention(padding=padding)
+    model = TinyAttention(padding=padding, frames=frames)
     x, k, v = make_inputs(2, 4, 4, 3, 6, 7, seed=1)
     grad = torch.randn(2, 4, 6, 7)
 
@@ -152,7 +171,7 @@ def test_compiled_unfused_ops_have_no_graph_break():
 # ----------------------------------------------------------------------
 def test_export_save_load(tmp_path):
     torch.manual_seed(0)
-    model = TinyAttention(padding='mask').eval()
+    model = TinyAttention(padding='mask', frames=2).eval()
     inputs = make_inputs(1, 4, 4, 2, 5, 8, seed=3)
     with torch.no_grad():
         expected = model(*inputs)

@@ -4,7 +4,6 @@ Each bad input must give a clear error that names the file, argument or
 shape at fault (or a documented, logged policy), never a traceback from deep
 inside a kernel, and must not destroy results written before it.
 """
-import importlib.util
 import logging
 import os.path as osp
 import pickle
@@ -20,21 +19,15 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS, MODELS
 
 import lma_mmseg  # noqa: F401
+from helpers import ROOT
+from helpers.tools import run_tool
 from lma_mmseg.apis import init_model
+from lma_mmseg.datasets.synthetic import make_demo_data
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DATASET_CFG = osp.join(ROOT, 'configs/_base_/datasets/demo-seq.py')
 LMA_MODEL_CFG = osp.join(ROOT, 'configs/_base_/models/lma-erfnet.py')
 SEQ = 'leftImg8bit_sequence/train/aachen'
 KEY = 'aachen_000000_000019'
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        name, osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class UnrelatedObject:
@@ -47,12 +40,9 @@ class UnrelatedObject:
 @pytest.fixture(scope='module')
 def demo_master(tmp_path_factory):
     root = tmp_path_factory.mktemp('demo_master') / 'demo'
-    _load_tool('make_demo_data').main(
-        [
-            '--out',
-            str(root), '--size', '64', '128', '--num-train', '2', '--num-val',
-            '1', '--num-test', '1', '--frames', 'memory'
-        ])
+    make_demo_data(
+        str(root), size=(64, 128), num_train=2, num_val=1, num_test=1,
+        frames='memory')
     return root
 
 
@@ -214,21 +204,16 @@ def test_refused_checkpoint_error_names_the_file(tmp_path):
 
 
 # ---------------------------------------------------------------- video
-def test_empty_video_folder(tmp_path, capsys):
-    infer_video = _load_tool('infer_video')
+def test_empty_video_folder(tmp_path):
     empty = tmp_path / 'frames'
     empty.mkdir()
     out = tmp_path / 'out'
     out.mkdir()
     (out / 'earlier_result.png').write_bytes(b'kept')
-    rc = infer_video.main(
-        [
-            _small_lma_config(tmp_path), 'unused.pth',
-            str(empty), '--out',
-            str(out)
-        ])
-    assert rc == 2
-    err = capsys.readouterr().err
+    proc = run_tool('infer_video.py', _small_lma_config(tmp_path),
+                    'unused.pth', empty, '--out', out, timeout=300)
+    assert proc.returncode == 2
+    err = proc.stderr
     assert f'input folder {str(empty)!r} holds no frames' in err
     assert 'Traceback' not in err
     assert (out / 'earlier_result.png').read_bytes() == b'kept'

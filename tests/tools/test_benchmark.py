@@ -1,28 +1,31 @@
-"""tools/benchmark.py: JSON fields, interleaved baseline, overhead."""
+"""The benchmark runner (lma_mmseg.evaluation.benchmark) and its command
+line tools/benchmark.py: JSON fields, interleaved baseline, overhead."""
 import json
 import os.path as osp
 
 import pytest
 
 import lma_mmseg  # noqa: F401
-from tool_loader import load_tool
+from helpers import ROOT
+from helpers.tools import run_tool
+from lma_mmseg.evaluation.benchmark import run_benchmark
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 LMA = osp.join(ROOT, 'configs', '_base_', 'models', 'lma-erfnet.py')
 ERFNET = osp.join(ROOT, 'configs', '_base_', 'models', 'erfnet-split.py')
 
 
 def test_benchmark_lma_against_baseline_json(tmp_path):
-    tool = load_tool('benchmark')
     out = tmp_path / 'bench' / 'benchmark.json'
-    res = tool.main([
-        LMA, '--baseline', ERFNET, '--device', 'cpu',
+    proc = run_tool(
+        'benchmark.py', LMA, '--baseline', ERFNET, '--device', 'cpu',
         '--shape', '32', '64', '--frames', '3', '--warmup', '1',
-        '--threads', '1', '--no-progress', '--out', str(out),
-        '--baseline-out', str(tmp_path / 'bench' / 'baseline.json')
-    ])
+        '--threads', '1', '--no-progress', '--out', out,
+        '--baseline-out', tmp_path / 'bench' / 'baseline.json', check=True)
     data = json.loads(out.read_text())
-    assert data == json.loads(json.dumps(res))
+    # the printed table holds the JSON's medians
+    for r in data['results']:
+        assert f' {r["median_ms"]} ' in proc.stdout
+    assert f'results written to {out}' in proc.stdout
     assert data['kind'] == 'lma_mmseg.benchmark'
     assert data['device'] == 'cpu' and data['cpu_threads'] == 1
     assert data['shape'] == [32, 64]
@@ -78,18 +81,17 @@ def test_benchmark_lma_against_baseline_json(tmp_path):
 
 
 def test_baseline_out_needs_a_baseline(tmp_path):
-    tool = load_tool('benchmark')
-    with pytest.raises(SystemExit):
-        tool.parse_args([LMA, '--baseline-out', str(tmp_path / 'b.json')])
+    proc = run_tool('benchmark.py', LMA, '--baseline-out', tmp_path / 'b.json')
+    assert proc.returncode == 2
+    assert '--baseline-out needs --baseline' in proc.stderr
+    assert not (tmp_path / 'b.json').exists()
 
 
 def test_benchmark_mmseg_config_single_frame(tmp_path):
-    tool = load_tool('benchmark')
-    res = tool.main([
+    res = run_benchmark(
         'mmseg::erfnet/erfnet_fcn_4xb4-160k_cityscapes-512x1024.py',
-        '--shape', '32', '64', '--frames', '2', '--warmup', '0', '--threads',
-        '1', '--no-progress', '--no-flops'
-    ])
+        shape=(32, 64), frames=2, warmup=0, threads=1, progress=False,
+        flops=False)
     (r, ) = res['results']
     assert (r['role'], r['mode']) == ('model', 'single')
     assert r['gflops'] is None and res['baseline'] is None
@@ -99,38 +101,51 @@ def test_benchmark_mmseg_config_single_frame(tmp_path):
 
 
 def test_benchmark_argument_errors(tmp_path):
-    tool = load_tool('benchmark')
+    small = dict(shape=(32, 64), frames=1, progress=False)
     with pytest.raises(FileNotFoundError, match='nope.py'):
-        tool.main(['nope.py', '--no-progress'])
+        run_benchmark('nope.py', progress=False)
     with pytest.raises(ValueError, match='needs a memory model'):
-        tool.main([
-            ERFNET, '--modes', 'reencode', '--shape', '32', '64',
-            '--frames', '1', '--no-progress'
-        ])
+        run_benchmark(ERFNET, modes=['reencode'], **small)
     with pytest.raises(ValueError, match='expected a single-frame model'):
-        tool.main([
-            ERFNET, '--baseline', LMA, '--shape', '32', '64', '--frames',
-            '1', '--no-progress'
-        ])
+        run_benchmark(ERFNET, baseline=LMA, **small)
     with pytest.raises(FileNotFoundError, match='no image'):
-        tool.main([
-            ERFNET, '--frames-dir', str(tmp_path), '--shape', '32', '64',
-            '--frames', '1', '--no-progress'
-        ])
+        run_benchmark(ERFNET, frames_dir=str(tmp_path), **small)
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(
     not __import__('torch').cuda.is_available(), reason='needs CUDA')
 def test_benchmark_on_cuda(tmp_path):
-    tool = load_tool('benchmark')
-    res = tool.main([
-        LMA, '--baseline', ERFNET, '--device', 'cuda', '--shape', '64', '128',
-        '--frames', '5', '--warmup', '2', '--no-progress', '--out',
-        str(tmp_path / 'b.json')
-    ])
+    res = run_benchmark(
+        LMA, baseline=ERFNET, device='cuda', shape=(64, 128), frames=5,
+        warmup=2, progress=False)
     assert res['device'].startswith('cuda')
     assert 'max_memory_allocated' in res['memory_measure']
     for r in res['results']:
         assert r['peak_memory_mb'] > 0 and r['gflops'] > 0
     assert [o['mode'] for o in res['overhead']] == ['streaming', 'reencode']
+
+
+@pytest.mark.slow
+def test_benchmark_compiled_and_bfloat16():
+    """--compile times compiled twins interleaved with eager; --dtype runs
+    the networks under autocast."""
+    res = run_benchmark(
+        LMA, baseline=ERFNET, shape=(32, 64), frames=2, warmup=5,
+        modes=['streaming'], progress=False, flops=False, compile=True,
+        dtype='bfloat16')
+    assert res['dtype'] == 'bfloat16'
+    runs = [(r['role'], r['mode'], r['compiled']) for r in res['results']]
+    assert runs == [('model', 'streaming', False),
+                    ('model', 'streaming', True),
+                    ('baseline', 'single', False),
+                    ('baseline', 'single', True)]
+    assert [(o['mode'], o['compiled']) for o in res['overhead']] == [
+        ('streaming', False), ('streaming', True)]
+    speedups = {(c['role'], c['mode']): c for c in res['compile_speedup']}
+    assert set(speedups) == {('model', 'streaming'), ('baseline', 'single')}
+    for c in speedups.values():
+        assert c['speedup'] == round(c['eager_ms'] / c['compiled_ms'], 4)
+    assert res['primary']['mode'] == 'streaming'
+    with pytest.raises(ValueError, match='--dtype'):
+        run_benchmark(ERFNET, shape=(32, 64), frames=1, dtype='int8')

@@ -1,5 +1,4 @@
 """tools/infer_video.py: streaming overlays, MP4, timings and bad input."""
-import importlib.util
 import json
 import os.path as osp
 
@@ -9,13 +8,11 @@ import pytest
 import torch
 
 import lma_mmseg  # noqa: F401
-from lma_mmseg.apis import init_model
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-spec = importlib.util.spec_from_file_location(
-    'infer_video', osp.join(ROOT, 'tools', 'infer_video.py'))
-infer_video = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(infer_video)
+from helpers import ROOT
+from helpers.tools import run_tool
+from lma_mmseg.apis import StreamingSegmenter, init_model
+from lma_mmseg.apis.video_io import colourise
+from lma_mmseg.fileio import stale_temp_files
 
 NUM_CLASSES = 4
 # distinct colours that no blend of a random frame is likely to hit
@@ -48,7 +45,10 @@ def model_files(tmp_path_factory):
     root = tmp_path_factory.mktemp('infer_model')
     config = root / 'lma_small.py'
     config.write_text(CONFIG)
+    torch.manual_seed(0)
     model = init_model(str(config))
+    with torch.no_grad():  # several classes predicted
+        model.decode_head.conv_seg.weight.normal_(0, 5)
     ckpt = root / 'model.pth'
     torch.save(
         dict(
@@ -57,6 +57,10 @@ def model_files(tmp_path_factory):
                 dataset_meta=dict(classes=tuple('abcd'), palette=PALETTE))),
         ckpt)
     return str(config), str(ckpt)
+
+
+def infer_video(*args):
+    return run_tool('infer_video.py', *args, timeout=300)
 
 
 def _frames(folder, num=4, size=(48, 64), seed=0):
@@ -68,24 +72,31 @@ def _frames(folder, num=4, size=(48, 64), seed=0):
     return folder
 
 
-def test_folder_of_frames(tmp_path, model_files, capsys):
+def test_folder_of_frames(tmp_path, model_files):
     config, ckpt = model_files
     frames = _frames(tmp_path / 'clip')
     out = tmp_path / 'out'
-    assert infer_video.main(
-        [config, ckpt,
-         str(frames), '--out',
-         str(out), '--opacity', '1.0']) == 0
-    printed = capsys.readouterr().out
+    proc = infer_video(config, ckpt, frames, '--out', out, '--opacity', '1.0')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = proc.stdout
     assert 'ms/frame' in printed
     palette_bgr = {tuple(c[::-1]) for c in PALETTE}
     names = sorted(p.name for p in (out / 'overlays').iterdir())
     assert names == [f'f_{i:03d}.png' for i in range(4)]
+    # the segmenter streamed over the same frames, in this process
+    segmenter = StreamingSegmenter(init_model(config, ckpt))
+    classes = set()
     for name in names:
         overlay = cv2.imread(str(out / 'overlays' / name))
         assert overlay.shape == (48, 64, 3)
         colours = {tuple(c) for c in overlay.reshape(-1, 3).tolist()}
         assert colours <= palette_bgr, colours - palette_bgr
+        pred = segmenter(cv2.imread(str(frames / name)))
+        labels = pred.pred_sem_seg.data[0].numpy()
+        expected = np.array(PALETTE, np.uint8)[labels][..., ::-1]
+        assert np.array_equal(overlay, expected), name
+        classes |= set(np.unique(labels).tolist())
+    assert len(classes) >= 2  # not one flat colour
     cap = cv2.VideoCapture(str(out / 'clip.mp4'))
     count = 0
     while cap.read()[0]:
@@ -95,20 +106,19 @@ def test_folder_of_frames(tmp_path, model_files, capsys):
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['num_frames'] == 4
     assert summary['ms_per_frame']['mean'] > 0
-    assert not list(out.glob('.*part*'))  # no temporary file left
+    assert not stale_temp_files(out)  # no temporary file left
 
 
 def test_overlay_blends_with_opacity():
     img = np.full((2, 2, 3), 100, np.uint8)
     labels = np.array([[0, 1], [2, 3]])
     palette = np.array(PALETTE, np.uint8)
-    out = infer_video.colourise(img, labels, palette, 0.5)
+    out = colourise(img, labels, palette, 0.5)
     # class 0 is RGB (255, 0, 0), BGR (0, 0, 255)
     assert out[0, 0].tolist() == [50, 50, 178]
-    assert infer_video.colourise(img, labels, palette, 0.0).tolist() == \
-        img.tolist()
+    assert colourise(img, labels, palette, 0.0).tolist() == img.tolist()
     with pytest.raises(ValueError, match='no palette colour'):
-        infer_video.colourise(img, labels + 1, palette, 0.5)
+        colourise(img, labels + 1, palette, 0.5)
 
 
 def test_video_file_input(tmp_path, model_files):
@@ -122,7 +132,8 @@ def test_video_file_input(tmp_path, model_files):
         writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
     writer.release()
     out = tmp_path / 'out'
-    assert infer_video.main([config, ckpt, str(video), '--out', str(out)]) == 0
+    proc = infer_video(config, ckpt, video, '--out', out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in (out / 'overlays').iterdir()) == [
         f'frame_{i:06d}.png' for i in range(3)
     ]
@@ -131,7 +142,7 @@ def test_video_file_input(tmp_path, model_files):
 
 
 @pytest.mark.parametrize('case', ['missing', 'empty', 'extension', 'image'])
-def test_bad_input_paths(tmp_path, model_files, capsys, case):
+def test_bad_input_paths(tmp_path, model_files, case):
     config, ckpt = model_files
     if case == 'missing':
         path, expected = tmp_path / 'nope', 'does not exist'
@@ -146,45 +157,38 @@ def test_bad_input_paths(tmp_path, model_files, capsys, case):
         path, expected = tmp_path / 'one.png', 'is a single image'
         cv2.imwrite(str(path), np.zeros((4, 4, 3), np.uint8))
     out = tmp_path / 'out'
-    assert infer_video.main([config, ckpt, str(path), '--out', str(out)]) == 2
-    err = capsys.readouterr().err
+    proc = infer_video(config, ckpt, path, '--out', out)
+    assert proc.returncode == 2
+    err = proc.stderr
     assert expected in err and str(path) in err
     assert 'Traceback' not in err
     assert not out.exists()  # nothing was started
 
 
-def test_bad_options(tmp_path, model_files, capsys):
+def test_bad_options(tmp_path, model_files):
     config, ckpt = model_files
     frames = _frames(tmp_path / 'clip', num=1)
-    assert infer_video.main(
-        [
-            config, ckpt,
-            str(frames), '--out',
-            str(tmp_path / 'o'), '--opacity', '1.5'
-        ]) == 2
-    assert '--opacity must be in [0, 1]' in capsys.readouterr().err
-    assert infer_video.main(
-        [
-            config,
-            str(tmp_path / 'no.pth'),
-            str(frames), '--out',
-            str(tmp_path / 'o')
-        ]) == 2
-    assert 'checkpoint file' in capsys.readouterr().err
+    proc = infer_video(config, ckpt, frames, '--out', tmp_path / 'o',
+                       '--opacity', '1.5')
+    assert proc.returncode == 2
+    assert '--opacity must be in [0, 1]' in proc.stderr
+    proc = infer_video(config, tmp_path / 'no.pth', frames, '--out',
+                       tmp_path / 'o')
+    assert proc.returncode == 2
+    assert 'checkpoint file' in proc.stderr
 
 
-def test_unreadable_frame_keeps_earlier_results(tmp_path, model_files, capsys):
+def test_unreadable_frame_keeps_earlier_results(tmp_path, model_files):
     config, ckpt = model_files
     frames = _frames(tmp_path / 'clip', num=3)
     bad = frames / 'f_001.png'
     bad.write_bytes(bad.read_bytes()[:40])  # truncated PNG
     out = tmp_path / 'out'
-    assert infer_video.main(
-        [config, ckpt, str(frames), '--out',
-         str(out)]) == 2
-    err = capsys.readouterr().err
+    proc = infer_video(config, ckpt, frames, '--out', out)
+    assert proc.returncode == 2
+    err = proc.stderr
     assert f'cannot read frame {str(bad)!r}' in err
     # the frame before it is kept, as is the video of that frame
     assert [p.name for p in (out / 'overlays').iterdir()] == ['f_000.png']
     assert (out / 'clip.mp4').is_file()
-    assert not list(out.glob('.*part*'))
+    assert not stale_temp_files(out)

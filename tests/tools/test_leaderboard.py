@@ -13,11 +13,14 @@ from mmseg.structures import SegDataSample
 from PIL import Image
 
 import lma_mmseg  # noqa: F401
-from tool_loader import load_tool
+from helpers import ROOT
+from helpers.tools import run_tool
 from lma_mmseg.evaluation import CityscapesLeaderboardMetric
+from lma_mmseg.evaluation.benchmark import run_benchmark
+from lma_mmseg.evaluation.leaderboard import collect_runs
 from lma_mmseg.evaluation.model_info import describe_model
+from lma_mmseg.fileio import atomic_write_json
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 LMA = osp.join(ROOT, 'configs', '_base_', 'models', 'lma-erfnet.py')
 ERFNET = osp.join(ROOT, 'configs', '_base_', 'models', 'erfnet-split.py')
 
@@ -45,7 +48,6 @@ def write_test_json(path, config, accuracy, seed):
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('leaderboard')
-    bench = load_tool('benchmark')
     out = {}
     for name, config, modes, acc in (('erfnet', ERFNET, 'single', 0.5),
                                      ('lma-erfnet', LMA, 'reencode', 0.7)):
@@ -53,25 +55,22 @@ def runs(tmp_path_factory):
         folder.mkdir()
         metrics = write_test_json(folder / 'cityscapes_metrics.json', config,
                                   acc, seed=len(name))
-        res = bench.main([
-            config, '--modes', modes, '--shape', '32', '64', '--frames', '2',
-            '--warmup', '0', '--threads', '1', '--no-progress', '--out',
-            str(folder / 'benchmark.json')
-        ])
+        res = run_benchmark(
+            config, modes=[modes], shape=(32, 64), frames=2, warmup=0,
+            threads=1, progress=False)
+        atomic_write_json(folder / 'benchmark.json', res)
         (folder / 'notes.json').write_text('{"unrelated": true}')
         out[name] = dict(folder=folder, metrics=metrics, bench=res)
     return tmp, out
 
 
-def test_leaderboard_from_run_folders(runs, capsys):
+def test_leaderboard_from_run_folders(runs):
     tmp, out = runs
-    tool = load_tool('leaderboard')
-    rows = tool.main([
-        str(out['erfnet']['folder']), str(out['lma-erfnet']['folder']),
-        '--out-dir', str(tmp / 'board'), '--md', str(tmp / 'board' / 'b.md'),
-        '--sort', 'mIoU'
-    ])
-    printed = capsys.readouterr().out
+    folders = [str(out['erfnet']['folder']), str(out['lma-erfnet']['folder'])]
+    printed = run_tool(
+        'leaderboard.py', *folders, '--out-dir', tmp / 'board', '--md',
+        tmp / 'board' / 'b.md', '--sort', 'mIoU', check=True).stdout
+    rows = collect_runs(folders, sort='mIoU')
     assert [r['method'] for r in rows] == ['lma-erfnet', 'erfnet']
     lma, erf = rows
     assert lma['mIoU'] == out['lma-erfnet']['metrics']['mIoU']
@@ -108,16 +107,18 @@ def test_leaderboard_from_run_folders(runs, capsys):
                          axis=0)) > 10
 
 
-def test_leaderboard_explicit_runs_and_missing_parts(runs, capsys):
+def test_leaderboard_explicit_runs_and_missing_parts(runs):
     tmp, out = runs
-    tool = load_tool('leaderboard')
     erf = out['erfnet']['folder']
-    rows = tool.main([
-        '--run', 'erf-acc-only', str(erf / 'cityscapes_metrics.json'), '-',
-        '--run', 'erf', str(erf / 'cityscapes_metrics.json'),
-        str(erf / 'benchmark.json'), '--out-dir', str(tmp / 'board2')
-    ])
-    printed = capsys.readouterr().out
+    explicit = [
+        ('erf-acc-only', str(erf / 'cityscapes_metrics.json'), '-'),
+        ('erf', str(erf / 'cityscapes_metrics.json'),
+         str(erf / 'benchmark.json'))
+    ]
+    printed = run_tool(
+        'leaderboard.py', '--run', *explicit[0], '--run', *explicit[1],
+        '--out-dir', tmp / 'board2', check=True).stdout
+    rows = collect_runs(runs=explicit)
     assert rows[0]['ms_per_frame'] is None and rows[0]['mIoU'] is not None
     assert '| erf-acc-only | ERFNetEncoder | 0 |' in printed
     assert 'not in the plot (no mIoU or no speed): erf-acc-only' in printed
@@ -126,9 +127,8 @@ def test_leaderboard_explicit_runs_and_missing_parts(runs, capsys):
 
 def test_leaderboard_errors(runs, tmp_path):
     _, out = runs
-    tool = load_tool('leaderboard')
     with pytest.raises(ValueError, match='no run given'):
-        tool.main(['--out-dir', str(tmp_path)])
+        collect_runs()
     # two test results in one folder
     twice = tmp_path / 'twice'
     twice.mkdir()
@@ -136,29 +136,24 @@ def test_leaderboard_errors(runs, tmp_path):
     (twice / 'a.json').write_text(text)
     (twice / 'b.json').write_text(text)
     with pytest.raises(ValueError, match='several lma_mmseg.test'):
-        tool.main([str(twice), '--out-dir', str(tmp_path)])
+        collect_runs([str(twice)])
     # accuracy and speed of different models
     with pytest.raises(ValueError, match='backbone differs'):
-        tool.main([
-            '--run', 'mixed',
+        collect_runs(runs=[(
+            'mixed',
             str(out['erfnet']['folder'] / 'cityscapes_metrics.json'),
             str(_with_backbone(out['erfnet']['folder'] / 'benchmark.json',
-                               tmp_path / 'b.json', 'ERFNet')),
-            '--out-dir', str(tmp_path)
-        ])
+                               tmp_path / 'b.json', 'ERFNet')))])
     with pytest.raises(ValueError, match='expected'):
-        tool.main([
-            '--run', 'swapped',
-            str(out['erfnet']['folder'] / 'benchmark.json'), '-',
-            '--out-dir', str(tmp_path)
-        ])
+        collect_runs(runs=[(
+            'swapped', str(out['erfnet']['folder'] / 'benchmark.json'), '-')])
     fmt = tmp_path / 'fmt.json'
     fmt.write_text(json.dumps(dict(kind='lma_mmseg.test', format_only=True)))
     with pytest.raises(ValueError, match='format-only'):
-        tool.main(['--run', 'f', str(fmt), '-', '--out-dir', str(tmp_path)])
+        collect_runs(runs=[('f', str(fmt), '-')])
     with pytest.raises(ValueError, match='several runs are named'):
         folder = str(out['erfnet']['folder'])
-        tool.main([folder, folder, '--out-dir', str(tmp_path)])
+        collect_runs([folder, folder])
 
 
 def _with_backbone(src, dst, backbone):

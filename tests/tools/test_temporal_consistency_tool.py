@@ -2,18 +2,16 @@
 and its TC column in tools/leaderboard.py."""
 import glob
 import json
-import os
 import os.path as osp
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
-from tool_loader import load_tool
 
-import lma_mmseg  # noqa: F401
+from helpers.tools import run_tool
+from lma_mmseg.datasets.synthetic import make_demo_data
+from lma_mmseg.evaluation.leaderboard import collect_runs
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO_SEQ = osp.join(ROOT, 'configs', '_base_', 'datasets', 'demo-seq.py')
@@ -44,7 +42,7 @@ def _checkpoint(config, path):
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('tc_tool')
     moving = tmp / 'demo'
-    load_tool('make_demo_data').make_demo_data(
+    make_demo_data(
         str(moving), size=(32, 64), seed=2, num_train=1, num_val=2,
         num_test=1, frames='memory')
     # a static copy: frames 16..18 of every val snippet = its key frame 19
@@ -71,11 +69,8 @@ def setup(tmp_path_factory):
 
 
 def _run(*args):
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'analysis',
-                                  'temporal_consistency.py'), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_tool('analysis/temporal_consistency.py', *args,
+                    env=dict(OMP_NUM_THREADS='1'))
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -94,10 +89,9 @@ def test_static_video_gives_100_and_leaderboard_column(setup):
     assert data['meta']['method'] == 'single-frame'
     assert 'TC: 100.0 (6 frame pairs of 2 snippets' in log
 
-    board = load_tool('leaderboard')
-    rows = board.main([str(run_dir), '--out-dir',
-                       str(setup['tmp'] / 'board')])
-    assert rows[0]['TC'] == 100.0
+    assert collect_runs([str(run_dir)])[0]['TC'] == 100.0
+    run_tool('leaderboard.py', str(run_dir), '--out-dir',
+             str(setup['tmp'] / 'board'), check=True)
     table = (setup['tmp'] / 'board' / 'leaderboard.csv').read_text()
     assert table.splitlines()[0].split(',')[:6] == [
         'method', 'backbone', 'memory_length', 'mIoU', 'mIoU_category', 'TC'

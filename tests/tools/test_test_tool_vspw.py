@@ -1,5 +1,4 @@
 """tools/test.py on a tiny synthetic VSPW-layout tree: mIoU, VC_8, VC_16."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -10,6 +9,7 @@ import torch
 from mmengine.config import Config
 
 import lma_mmseg  # noqa: F401
+from helpers.vspw_tree import make_vspw_tree
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 VSPW_BASE = osp.join(ROOT, 'configs', '_base_', 'datasets', 'vspw.py')
@@ -37,18 +37,10 @@ test_cfg = dict(type='TestLoop')
 """
 
 
-def _make_tree(root):
-    path = osp.join(ROOT, 'tests', 'datasets', 'vspw_tree.py')
-    spec = importlib.util.spec_from_file_location('vspw_tree', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_vspw_tree(root)
-
-
 def test_vspw_test_prints_miou_and_video_consistency(tmp_path):
     data_root = tmp_path / 'VSPW_480p'
     os.makedirs(data_root)
-    _make_tree(str(data_root))
+    make_vspw_tree(str(data_root))
     config = tmp_path / 'lma_vspw_tiny.py'
     config.write_text(
         CONFIG.format(data=VSPW_BASE, model=LMA_BASE,

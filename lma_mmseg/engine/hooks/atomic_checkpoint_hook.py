@@ -42,6 +42,28 @@ def _set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state_all(cuda)
 
 
+class _RestoreBeforeBatch:
+    """Wraps a dataloader iterator: calls ``restore`` right before batch
+    number ``skip`` (0-based) is drawn, i.e. after ``skip`` skipped ones."""
+
+    def __init__(self, iterator, skip: int, restore) -> None:
+        self.iterator = iterator
+        self.remaining = skip
+        self.restore = restore
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.remaining == 0:
+            self.restore()
+        self.remaining -= 1
+        return next(self.iterator)
+
+    def __getattr__(self, name):
+        return getattr(self.iterator, name)
+
+
 @HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
     """:class:`~mmengine.hooks.CheckpointHook` that never leaves a broken or
@@ -68,10 +90,12 @@ class AtomicCheckpointHook(CheckpointHook):
     * with ``save_rng_state=True`` (default) stores the random states of
       Python, numpy and torch (CPU and CUDA) in the checkpoint's message hub
       and, after ``resume``, restores them right before the first resumed
-      iteration, so random layers (dropout) continue as in an uninterrupted
-      run. Random data augmentation does not: mmengine restarts dataloader
-      workers from the seed, and without workers the skipped batches are
-      drawn before the restore. The states are restored on every rank only
+      batch is drawn (after mmengine's iteration-based loop has skipped the
+      batches already trained; at the start of the first resumed epoch for
+      epoch-based loops), so random data augmentation run in the main process
+      (``num_workers=0``) and random layers (dropout) continue as in an
+      uninterrupted run. Dataloader workers restart from the seed, as in
+      mmengine. The states are restored on every rank only
       when ranks share their seed (``randomness.diff_rank_seed=False``, the
       default) or there is one rank; otherwise a warning says they are not.
 
@@ -136,15 +160,28 @@ class AtomicCheckpointHook(CheckpointHook):
                 '(randomness.diff_rank_seed=True); not restoring them.')
             return
         self._pending_rng_state = state
+        loop = runner.train_loop
+        iterator = getattr(loop, 'dataloader_iterator', None)
+        if iterator is not None:
+            # iteration-based: the loop skips runner.iter batches, then draws
+            # the first resumed one
+            loop.dataloader_iterator = _RestoreBeforeBatch(
+                iterator, runner.iter, lambda: self._restore(runner))
 
-    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
-        super().before_train_iter(runner, batch_idx, data_batch)
-        if self._pending_rng_state is not None:
-            _set_rng_state(self._pending_rng_state)
-            self._pending_rng_state = None
-            runner.logger.info(
-                'AtomicCheckpointHook: restored the random '
-                f'states saved at iteration {runner.iter}.')
+    def before_train_epoch(self, runner) -> None:
+        super().before_train_epoch(runner)
+        # epoch-based: before the epoch's dataloader iterator is created
+        if not hasattr(runner.train_loop, 'dataloader_iterator'):
+            self._restore(runner)
+
+    def _restore(self, runner) -> None:
+        if self._pending_rng_state is None:
+            return
+        _set_rng_state(self._pending_rng_state)
+        self._pending_rng_state = None
+        runner.logger.info(
+            'AtomicCheckpointHook: restored the random '
+            f'states saved at iteration {runner.iter}.')
 
     # mmengine's CheckpointHook saves through its private
     # ``_save_checkpoint_with_step``, which deletes the oldest checkpoint

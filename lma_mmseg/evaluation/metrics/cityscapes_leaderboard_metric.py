@@ -14,6 +14,9 @@ from prettytable import PrettyTable
 
 from ...fileio import atomic_write_json, atomic_write_png, atomic_write_zip
 
+#: ``kind`` of the results JSON (``results_file``).
+TEST_KIND = 'lma_mmseg.test'
+
 try:
     import cityscapesscripts.helpers.labels as CSLabels
 except ImportError:  # pragma: no cover - listed in install_requires
@@ -300,6 +303,19 @@ class CityscapesLeaderboardMetric(IoUMetric):
             return osp.join(osp.dirname(log_file), 'cityscapes_metrics.json')
         return None
 
+    def _write_results(self, json_file: str, num_images: int,
+                       format_only: bool, **fields) -> None:
+        """Write the results JSON (``kind`` :data:`TEST_KIND`, ``meta``,
+        ``num_images``, then ``fields``) atomically."""
+        atomic_write_json(
+            json_file, {
+                'kind': TEST_KIND,
+                'format_only': format_only,
+                'meta': self.meta,
+                'num_images': num_images,
+                **fields
+            })
+
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """Compute, print and save the metrics (or zip the exported PNGs).
 
@@ -321,16 +337,11 @@ class CityscapesLeaderboardMetric(IoUMetric):
                     f'{len(members)} labelIds PNGs under {self.output_dir}, '
                     f'zipped into {self.submission_zip}', logger)
             if json_file:
-                atomic_write_json(
-                    json_file,
-                    dict(
-                        kind='lma_mmseg.test',
-                        format_only=True,
-                        meta=self.meta,
-                        num_images=len(members),
-                        output_dir=osp.abspath(self.output_dir),
-                        submission_zip=self.submission_zip and osp.abspath(
-                            self.submission_zip)))
+                self._write_results(
+                    json_file, len(members), format_only=True,
+                    output_dir=osp.abspath(self.output_dir),
+                    submission_zip=self.submission_zip and osp.abspath(
+                        self.submission_zip))
             return OrderedDict()
 
         if not results:
@@ -359,20 +370,14 @@ class CityscapesLeaderboardMetric(IoUMetric):
         print_log('\n' + table.get_string(), logger=logger)
 
         if json_file and is_main_process():
-            atomic_write_json(
-                json_file,
-                dict(
-                    kind='lma_mmseg.test',
-                    format_only=False,
-                    meta=self.meta,
-                    num_images=len(results),
-                    **summary,
-                    classes={
-                        name: dict(IoU=r['IoU'], Acc=r['Acc'])
-                        for name, r in zip(class_names, class_rows)
-                    },
-                    categories=dict(zip(categories, cat_rows)),
-                    confusion_matrix=conf.tolist()))
+            self._write_results(
+                json_file, len(results), format_only=False, **summary,
+                classes={
+                    name: dict(IoU=r['IoU'], Acc=r['Acc'])
+                    for name, r in zip(class_names, class_rows)
+                },
+                categories=dict(zip(categories, cat_rows)),
+                confusion_matrix=conf.tolist())
             print_log(f'metrics written to {json_file}', logger)
         elif not json_file:
             print_log(

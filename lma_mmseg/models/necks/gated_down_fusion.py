@@ -4,16 +4,15 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_norm_layer
-from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptMultiConfig
 from torch import Tensor
 
-from .utils import check_fusion_inputs, check_positive_int
+from .utils import FusionBase, check_fusion_inputs, check_positive_int
 
 
 @MODELS.register_module()
-class GatedDownFusion(BaseModule):
+class GatedDownFusion(FusionBase):
     """Gated fusion through a ``channels``-wide bottleneck (PSPNet).
 
     The "second attention" of Local Memory Attention for wide features such
@@ -35,28 +34,21 @@ class GatedDownFusion(BaseModule):
             ``query_channels``).
         out_channels (int): Channels ``Cout`` of the fused output.
         channels (int): Bottleneck width ``C``. Defaults to 256.
-        norm_cfg (dict): Normalisation layers. Defaults to ``dict(type='BN',
-            requires_grad=True)``.
-        act_cfg (dict): Activation layers. Defaults to ``dict(type='ReLU')``.
+        norm_cfg (dict): Normalisation of the bottleneck and of the output
+            (default: BN with learnable affine parameters).
+        act_cfg (dict): Activation of the bottleneck and of the output
+            (default: ReLU).
         init_cfg (dict or list[dict], optional): Initialisation config.
     """
 
-    def __init__(self,
-                 query_channels: int,
-                 memory_channels: int,
-                 out_channels: int,
-                 channels: int = 256,
+    def __init__(self, query_channels: int, memory_channels: int,
+                 out_channels: int, channels: int = 256,
                  norm_cfg: ConfigType = dict(type='BN', requires_grad=True),
                  act_cfg: ConfigType = dict(type='ReLU'),
                  init_cfg: OptMultiConfig = None):
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(query_channels, memory_channels, out_channels,
+                         init_cfg)
         name = type(self).__name__
-        self.query_channels = check_positive_int(query_channels,
-                                                 'query_channels', name)
-        self.memory_channels = check_positive_int(memory_channels,
-                                                  'memory_channels', name)
-        self.out_channels = check_positive_int(out_channels, 'out_channels',
-                                               name)
         self.channels = check_positive_int(channels, 'channels', name)
         if query_channels != memory_channels:
             raise ValueError(
@@ -79,12 +71,13 @@ class GatedDownFusion(BaseModule):
         self.out_act = build_activation_layer(act_cfg)
 
     def forward(self, query: Tensor, memory: Optional[Tensor]) -> Tensor:
-        """Fuse the current frame with the memory read-out.
+        """``d = act(norm(down(query) + down'(memory)))``, then
+        ``act(norm(query * sigmoid(up(d)) + memory * sigmoid(up'(d))))``.
 
         Args:
             query (Tensor): Value of the current frame, (B, Cq, H, W).
-            memory (Tensor, optional): Memory read-out, (B, Cm, H, W).
-                None means an empty memory: a zero read-out is used.
+            memory (Tensor, optional): Memory read-out, (B, Cm, H, W) with
+                Cm == Cq; None (empty memory) reads as zeros.
 
         Returns:
             Tensor: Fused features, (B, Cout, H, W).

@@ -4,16 +4,15 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_norm_layer
-from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptMultiConfig
 from torch import Tensor
 
-from .utils import check_fusion_inputs, check_positive_int
+from .utils import FusionBase, check_fusion_inputs, check_positive_int
 
 
 @MODELS.register_module()
-class GatedFusion(BaseModule):
+class GatedFusion(FusionBase):
     """Gated fusion of the query value and the memory read-out (ERFNet).
 
     The "second attention" of Local Memory Attention for ERFNet::
@@ -50,9 +49,11 @@ class GatedFusion(BaseModule):
             and ``conv_m`` (odd). Defaults to 1.
         proj_bias (bool): Give ``conv_q`` and ``conv_m`` a bias. Defaults
             to False.
-        norm_cfg (dict): Normalisation layers. Defaults to ``dict(type='BN',
+        norm_cfg (dict): Normalisation of the two inputs (before dropout)
+            and of the output. Defaults to ``dict(type='BN',
             requires_grad=True)``.
-        act_cfg (dict): Activation layers. Defaults to ``dict(type='ReLU')``.
+        act_cfg (dict): Activation of the two inputs and of the output.
+            Defaults to ``dict(type='ReLU')``.
         init_cfg (dict or list[dict], optional): Initialisation config.
     """
 
@@ -68,14 +69,9 @@ class GatedFusion(BaseModule):
                  norm_cfg: ConfigType = dict(type='BN', requires_grad=True),
                  act_cfg: ConfigType = dict(type='ReLU'),
                  init_cfg: OptMultiConfig = None):
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(
+            query_channels, memory_channels, out_channels, init_cfg=init_cfg)
         name = type(self).__name__
-        self.query_channels = check_positive_int(query_channels,
-                                                 'query_channels', name)
-        self.memory_channels = check_positive_int(memory_channels,
-                                                  'memory_channels', name)
-        self.out_channels = check_positive_int(out_channels, 'out_channels',
-                                               name)
         check_positive_int(gate_kernel_size, 'gate_kernel_size', name)
         check_positive_int(proj_kernel_size, 'proj_kernel_size', name)
         if gate_kernel_size % 2 == 0 or proj_kernel_size % 2 == 0:
@@ -128,12 +124,14 @@ class GatedFusion(BaseModule):
         self.out_act = build_activation_layer(act_cfg)
 
     def forward(self, query: Tensor, memory: Optional[Tensor]) -> Tensor:
-        """Fuse the current frame with the memory read-out.
+        """Gate the pre-activated query and read-out with two per-channel
+        gates from their concatenation, sum their projections, then norm and
+        activation.
 
         Args:
             query (Tensor): Value of the current frame, (B, Cq, H, W).
-            memory (Tensor, optional): Memory read-out, (B, Cm, H, W).
-                None means an empty memory: a zero read-out is used.
+            memory (Tensor, optional): Memory read-out, (B, Cm, H, W); None
+                (empty memory) reads as zeros.
 
         Returns:
             Tensor: Fused features, (B, Cout, H, W).

@@ -109,6 +109,17 @@ class LocalMemoryNeck(BaseModule):
             frame of the clip but the last. Defaults to 3.
         in_index (int): Which backbone output to read (negative counts from
             the end). Defaults to -1.
+        position_bias (bool): Learn a position prior: one logit per memory
+            frame and window offset, ``position_bias`` of shape
+            ``(memory_length, window * window)``, added to the scaled dot
+            products before the joint softmax (as Swin's and NATTEN's
+            relative position bias), initialised to 0 so the neck starts as
+            the paper's. Row ``t`` belongs to the ``t``-th of the
+            ``memory_length`` frames, oldest first; a memory of fewer frames
+            uses the rows of the most recent ones. It competes with raw dot
+            products, so give it a larger learning rate, e.g.
+            ``paramwise_cfg=dict(custom_keys={'neck.position_bias':
+            dict(lr_mult=100)})``. Defaults to False.
         residual (bool): Residual, identity-at-init fusion: the output is
             ``feat + alpha * fusion(...)`` with one learnable ``alpha`` per
             channel (``residual_scale``), initialised to 0, so the untrained
@@ -137,6 +148,7 @@ class LocalMemoryNeck(BaseModule):
                  in_index: int = -1,
                  empty_memory: str = 'skip',
                  residual: bool = False,
+                 position_bias: bool = False,
                  fusion: ConfigType = dict(type='GatedFusion'),
                  init_cfg: OptMultiConfig = None):
         super().__init__(init_cfg=init_cfg)
@@ -177,6 +189,9 @@ class LocalMemoryNeck(BaseModule):
             raise ValueError(f'{name}: `residual` must be a bool, got '
                              f'{residual!r}')
         self.residual = residual
+        if not isinstance(position_bias, bool):
+            raise ValueError(f'{name}: `position_bias` must be a bool, got '
+                             f'{position_bias!r}')
         if not isinstance(fusion, dict) or 'type' not in fusion:
             raise ValueError(f'{name}: `fusion` must be a config dict with '
                              f'a `type`, got {fusion!r}')
@@ -200,6 +215,10 @@ class LocalMemoryNeck(BaseModule):
         if residual:
             # identity at init: the neck starts as the single-frame model
             self.residual_scale = nn.Parameter(torch.zeros(in_channels))
+        # zero at init: the attention starts as the paper's
+        self.position_bias = nn.Parameter(
+            torch.zeros(self.memory_length, window * window)
+        ) if position_bias else None
         self.copy_key_head()
 
     @property
@@ -359,7 +378,21 @@ class LocalMemoryNeck(BaseModule):
             window=self.window,
             dilation=self.dilation,
             scale=self.scale,
-            padding=self.padding)
+            padding=self.padding,
+            bias=self._bias_for(keys.shape[1]))
+
+    def _bias_for(self, num_frames: int) -> Optional[Tensor]:
+        """The position bias rows of a memory of ``num_frames`` frames
+        (the most recent ones), or None without a position bias."""
+        if self.position_bias is None:
+            return None
+        if num_frames > self.memory_length:
+            raise ValueError(
+                f'{type(self).__name__}: the position bias has '
+                f'memory_length={self.memory_length} rows, but the memory '
+                f'holds {num_frames} frames; set memory_length to the '
+                f'number of memory frames of the clips')
+        return self.position_bias[self.memory_length - num_frames:]
 
     def forward(self,
                 inputs: Features,

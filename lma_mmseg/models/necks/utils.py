@@ -1,4 +1,5 @@
 """Argument and shape checks shared by the memory neck and fusions."""
+from mmengine.model import BaseModule
 from torch import Tensor
 
 
@@ -8,6 +9,28 @@ def check_positive_int(value, name: str, owner: str) -> int:
         raise ValueError(f'{owner}: `{name}` must be a positive int, '
                          f'got {value!r}')
     return value
+
+
+class FusionBase(BaseModule):
+    """Base of the fusion modules: checks and stores their channels.
+
+    Args:
+        query_channels (int): Channels ``Cq`` of the current frame's value.
+        memory_channels (int): Channels ``Cm`` of the memory read-out.
+        out_channels (int): Channels ``Cout`` of the fused output.
+        init_cfg (dict or list[dict], optional): Initialisation config.
+    """
+
+    def __init__(self, query_channels: int, memory_channels: int,
+                 out_channels: int, init_cfg=None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        owner = type(self).__name__
+        self.query_channels = check_positive_int(query_channels,
+                                                 'query_channels', owner)
+        self.memory_channels = check_positive_int(memory_channels,
+                                                  'memory_channels', owner)
+        self.out_channels = check_positive_int(out_channels, 'out_channels',
+                                               owner)
 
 
 def check_fusion_inputs(owner: str, query: Tensor, memory: Tensor,

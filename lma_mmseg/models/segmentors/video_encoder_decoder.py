@@ -208,12 +208,23 @@ class VideoEncoderDecoder(EncoderDecoder):
         Returns:
             FrameMemory: Keys (B, T, Ck, h, w) and values (B, T, Cv, h, w).
             The backbone runs once on all B*T frames, under
-            ``torch.no_grad()`` when ``freeze_memory_encoder``.
+            ``torch.no_grad()`` when ``freeze_memory_encoder``; with
+            ``freeze_mode='train'`` and a backbone in train mode it runs
+            once per frame time (B frames each), as the authors' code does,
+            so that BN batch statistics are those of one frame.
         """
         batch, num = frames.shape[:2]
         with torch.set_grad_enabled(torch.is_grad_enabled()
                                     and not self.freeze_memory_encoder):
-            feats = self.encode_frames(frames.flatten(0, 1))
+            if self.freeze_mode == 'train' and self.backbone.training:
+                # As the authors' code: one backbone call per memory frame,
+                # so train-mode BN sees the statistics of one frame time.
+                per_frame = [
+                    self.encode_frames(frames[:, t]) for t in range(num)
+                ]
+                feats = _stack_frames(per_frame)
+            else:
+                feats = self.encode_frames(frames.flatten(0, 1))
         return self._memory_of(feats, batch, num)
 
     def extract_feat(self, inputs: Tensor) -> Features:
@@ -441,6 +452,15 @@ class VideoEncoderDecoder(EncoderDecoder):
             Tensor: Decode head output for the key frames.
         """
         return self.decode_head.forward(self.extract_feat(inputs))
+
+
+def _stack_frames(per_frame: List[Features]) -> Features:
+    """Backbone outputs of T calls on (B, ...) frames -> one output of
+    B*T frames, clip-major (as a call on ``frames.flatten(0, 1)``)."""
+    if isinstance(per_frame[0], Tensor):
+        return torch.stack(per_frame, dim=1).flatten(0, 1)
+    return type(per_frame[0])(
+        torch.stack(maps, dim=1).flatten(0, 1) for maps in zip(*per_frame))
 
 
 def is_memory_model(model) -> bool:

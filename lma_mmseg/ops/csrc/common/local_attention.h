@@ -7,7 +7,9 @@
 //   v    (B, T, Cv, H, W)      memory values
 //   attn (B, T, S, H, W)       S = window * window, slot s = i * window + j
 //   out  (B, Cv, H, W)
-//   lse  (B, H, W) float32     log-sum-exp of the scaled logits per query pixel
+//   lse  (B, H, W) float32     log-sum-exp of the logits per query pixel
+//   bias (T, S) or undefined   position bias added to the scaled logits:
+//                              logit = scale * corr + bias[t, s]
 // Slot s looks at offset ((i - window / 2) * dilation, (j - window / 2) *
 // dilation). `mask_padding` selects padding='mask' (outside slots excluded
 // from the softmax) instead of padding='zeros' (outside slots take logit 0
@@ -31,12 +33,15 @@ std::string cpu_isa();
 // Fused attention forward: returns {out, lse}.
 std::vector<at::Tensor> local_attention_forward_cpu(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-    int64_t window, int64_t dilation, double scale, bool mask_padding);
-// Fused attention backward: returns {grad_q, grad_k, grad_v}.
+    int64_t window, int64_t dilation, double scale, bool mask_padding,
+    const at::Tensor& bias);
+// Fused attention backward: returns {grad_q, grad_k, grad_v, grad_bias}
+// (grad_bias undefined without a bias).
 std::vector<at::Tensor> local_attention_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
     const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-    int64_t window, int64_t dilation, double scale, bool mask_padding);
+    int64_t window, int64_t dilation, double scale, bool mask_padding,
+    const at::Tensor& bias);
 // corr (B, T, S, H, W).
 at::Tensor local_correlation_forward_cpu(const at::Tensor& q,
                                          const at::Tensor& k, int64_t window,
@@ -58,11 +63,13 @@ std::vector<at::Tensor> local_aggregation_backward_cpu(
 // ---- CUDA kernels (cuda/), same contracts as the CPU ones ----
 std::vector<at::Tensor> local_attention_forward_cuda(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-    int64_t window, int64_t dilation, double scale, bool mask_padding);
+    int64_t window, int64_t dilation, double scale, bool mask_padding,
+    const at::Tensor& bias);
 std::vector<at::Tensor> local_attention_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
     const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-    int64_t window, int64_t dilation, double scale, bool mask_padding);
+    int64_t window, int64_t dilation, double scale, bool mask_padding,
+    const at::Tensor& bias);
 at::Tensor local_correlation_forward_cuda(const at::Tensor& q,
                                           const at::Tensor& k, int64_t window,
                                           int64_t dilation);

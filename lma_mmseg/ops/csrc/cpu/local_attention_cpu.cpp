@@ -109,13 +109,16 @@ void check_cpu(const at::Tensor& t, const char* name, const char* op) {
               t.scalar_type());
 }
 
-// (..., C, H, W) -> (..., C, H, Wp) with pad_l zeros on the left of each row
-// and the rest of the padding on the right.
+// (..., C, H, W) -> (..., H, C, Wp): the rows of every channel, pad_l zeros
+// on the left of each row and the rest of the padding on the right; the C
+// channel rows of one image row are adjacent.
 at::Tensor pad_rows(const at::Tensor& x, const Geom& g) {
   auto sizes = x.sizes().vec();
+  const size_t nd = sizes.size();
+  std::swap(sizes[nd - 3], sizes[nd - 2]);
   sizes.back() = g.Wp;
   at::Tensor out = at::zeros(sizes, x.options());
-  out.narrow(-1, g.pad_l, g.W).copy_(x);
+  out.narrow(-1, g.pad_l, g.W).copy_(x.transpose(-3, -2));
   return out;
 }
 
@@ -227,12 +230,15 @@ std::string cpu_isa() { return use_avx2() ? "avx2" : "baseline"; }
 // ---------------------------------------------------------------------------
 std::vector<at::Tensor> local_attention_forward_cpu(
     const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-    int64_t window, int64_t dilation, double scale, bool mask_padding) {
+    int64_t window, int64_t dilation, double scale, bool mask_padding,
+    const at::Tensor& bias_in) {
   const char* op = "local_attention_forward_cpu";
   check_args(window, dilation, op);
   check_cpu(q_in, "q", op);
   at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
              v = v_in.contiguous();
+  const at::Tensor bias =
+      bias_in.defined() ? bias_in.to(q.scalar_type()).contiguous() : bias_in;
   const Geom g = make_geom(q.size(0), k.size(1), q.size(1), v.size(2),
                            q.size(2), q.size(3), window, dilation);
   at::Tensor kp = pad_rows(k, g);
@@ -243,16 +249,17 @@ std::vector<at::Tensor> local_attention_forward_cpu(
     const scalar_t* qp = q.data_ptr<scalar_t>();
     const scalar_t* kpp = kp.data_ptr<scalar_t>();
     const scalar_t* vp = v_cl.data_ptr<scalar_t>();
+    const scalar_t* bp =
+        bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
     scalar_t* op_ = out_cl.data_ptr<scalar_t>();
     scalar_t* lp = lse.data_ptr<scalar_t>();
     const scalar_t sc = static_cast<scalar_t>(scale);
     at::parallel_for(0, g.B * g.H, grain(g, g.T, g.C + g.Cv),
                      [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> scratch(g.C * kTile + g.T * g.S * kTile +
-                                    2 * kTile + g.T * g.window * wg_row(g));
-      std::vector<int64_t> offs(g.T * g.window);
+      std::vector<scalar_t> scratch(cpu_base::fwd_scratch_size(g));
+      std::vector<int64_t> offs(3 * g.T * g.window);
       for (int64_t idx = begin; idx < end; ++idx)
-        LMA_CALL(attn_fwd_row<scalar_t>, qp, kpp, vp, op_, lp, g, sc,
+        LMA_CALL(attn_fwd_row<scalar_t>, qp, kpp, vp, bp, op_, lp, g, sc,
                  mask_padding, idx / g.H, idx % g.H, scratch.data(),
                  offs.data());
     });
@@ -264,19 +271,22 @@ std::vector<at::Tensor> local_attention_backward_cpu(
     const at::Tensor& grad_out_in, const at::Tensor& q_in,
     const at::Tensor& k_in, const at::Tensor& v_in, const at::Tensor& out,
     const at::Tensor& lse_in, int64_t window, int64_t dilation, double scale,
-    bool mask_padding) {
+    bool mask_padding, const at::Tensor& bias_in) {
   const char* op = "local_attention_backward_cpu";
   check_args(window, dilation, op);
   check_cpu(q_in, "q", op);
   at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
              v = v_in.contiguous();
+  const bool has_bias = bias_in.defined();
+  const at::Tensor bias =
+      has_bias ? bias_in.to(q.scalar_type()).contiguous() : bias_in;
   at::Tensor go = grad_out_in.to(q.scalar_type()).contiguous();
   at::Tensor lse = lse_in.to(q.scalar_type()).contiguous();
   const Geom g = make_geom(q.size(0), k.size(1), q.size(1), v.size(2),
                            q.size(2), q.size(3), window, dilation);
   at::Tensor P = at::empty({g.B, g.T, g.S, g.H, g.W}, q.options());
   at::Tensor G = at::empty({g.B, g.T, g.S, g.H, g.W}, q.options());
-  at::Tensor grad_q, grad_k, grad_v, grad_q_cl;
+  at::Tensor grad_q, grad_k, grad_v, grad_q_cl, grad_bias;
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "local_attention_cpu", [&] {
     {
       at::Tensor kp = pad_rows(k, g);
@@ -292,7 +302,11 @@ std::vector<at::Tensor> local_attention_backward_cpu(
       const scalar_t* lp = lse.data_ptr<scalar_t>();
       scalar_t* Pp = P.data_ptr<scalar_t>();
       scalar_t* Gp = G.data_ptr<scalar_t>();
+      const scalar_t* bp = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
       const scalar_t sc = static_cast<scalar_t>(scale);
+      // with a bias, G is first the gradient of the logits (its sum over
+      // the batch and the pixels is grad_bias), then scaled
+      const scalar_t gsc = has_bias ? scalar_t(1) : sc;
       at::parallel_for(0, g.B * g.H, grain(g, g.T, g.C + g.Cv),
                        [&](int64_t begin, int64_t end) {
         std::vector<scalar_t> scratch(std::max(g.C, g.Cv) * kTile +
@@ -300,17 +314,22 @@ std::vector<at::Tensor> local_attention_backward_cpu(
                                       g.T * g.window * wg_row(g));
         std::vector<int64_t> rowbase(g.T * g.window);
         for (int64_t idx = begin; idx < end; ++idx)
-          LMA_CALL(attn_bwd_row<scalar_t>, qp, kpp, kclp, gop, vpp, lp, Pp,
-                   Gp, gqp, g, sc, mask_padding, idx / g.H, idx % g.H,
-                   scratch.data(), rowbase.data());
+          LMA_CALL(attn_bwd_row<scalar_t>, qp, kpp, kclp, gop, vpp, lp, bp,
+                   Pp, Gp, gqp, g, sc, gsc, mask_padding, idx / g.H,
+                   idx % g.H, scratch.data(), rowbase.data());
       });
+    }
+    if (has_bias) {
+      grad_bias = G.sum({0, 3, 4});
+      G.mul_(scale);
+      grad_q_cl.mul_(scale);
     }
     grad_q = channels_first(grad_q_cl);
     grad_k = channels_first(gather<scalar_t>(G, channels_last(q), g));
     G.reset();
     grad_v = channels_first(gather<scalar_t>(P, channels_last(go), g));
   });
-  return {grad_q, grad_k, grad_v};
+  return {grad_q, grad_k, grad_v, grad_bias};
 }
 
 // ---------------------------------------------------------------------------

@@ -9,8 +9,10 @@
 // Every kernel processes one row of output pixels of one image, in tiles of
 // kTile pixels along x (the work unit of at::parallel_for is a row), with
 // only per-thread scratch (no per-slot allocation). Layouts:
-//   * "channels-first padded" (B, T, C, H, Wp): the memory keys/values padded
-//     with zeros along x: element x of a row lives at x + pad_l, with
+//   * "row-major padded" (B, T, H, C, Wp): the memory keys/values padded
+//     with zeros along x, the C channel rows of one image row adjacent
+//     (so a block of channels of one row is one contiguous piece of
+//     memory): element x of a row lives at x + pad_l, with
 //     pad_l = (window / 2) * dilation and Wp = W + 2 * pad_l + kTile. A
 //     window slot j of query x then reads position x + j * dilation, always
 //     in range, and vector loops over the kTile queries of a tile read
@@ -32,6 +34,7 @@ namespace lma {
 namespace cpu {
 constexpr int64_t kTile = 16;    // query pixels per tile (vector lanes)
 constexpr int64_t kGroup = 4;    // output pixels of one weighted-sum group
+constexpr int64_t kCorrBlock = 64;  // channels per block of the dot products
 
 struct Geom {
   int64_t B, T, C, Cv, H, W;
@@ -46,6 +49,7 @@ namespace lma {
 namespace LMA_CPU_NS {
 
 using cpu::Geom;
+using cpu::kCorrBlock;
 using cpu::kGroup;
 using cpu::kTile;
 
@@ -55,7 +59,6 @@ using cpu::kTile;
 // exp of n values in place. float: Cephes' expf polynomial on 32-byte
 // vectors (relative error ~2e-7); values below -87 (and -inf) give exactly
 // 0. double: std::exp.
-inline void exp_inplace(float* a, int64_t n);
 inline void exp_inplace(double* a, int64_t n) {
   for (int64_t i = 0; i < n; ++i) a[i] = std::exp(a[i]);
 }
@@ -80,36 +83,76 @@ inline void vstore(scalar_t* p, const V& v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
-inline void exp_inplace(float* a, int64_t n) {
+// exp of one 32-byte vector of floats (see exp_inplace).
+inline Vec<float>::type vexp(Vec<float>::type x) {
   typedef Vec<float>::type V;
   typedef int32_t Vi __attribute__((vector_size(32)));
-  constexpr int64_t L = Vec<float>::kLanes;
   const float kRound = 12582912.0f;  // 1.5 * 2^23: rounds to nearest int
+  const Vi tiny = x < -87.0f;
+  x = x < -87.0f ? V{} - 87.0f : x;
+  x = x > 88.0f ? V{} + 88.0f : x;
+  const V fx = (x * 1.44269504088896341f + kRound) - kRound;
+  V z = x - fx * 0.693359375f;
+  z = z - fx * -2.12194440e-4f;
+  const V zz = z * z;
+  V p = V{} + 1.9875691500E-4f;
+  p = p * z + 1.3981999507E-3f;
+  p = p * z + 8.3334519073E-3f;
+  p = p * z + 4.1665795894E-2f;
+  p = p * z + 1.6666665459E-1f;
+  p = p * z + 5.0000001201E-1f;
+  p = p * zz + z + 1.0f;
+  const Vi e = (__builtin_convertvector(fx, Vi) + 127) << 23;
+  V pow2n;
+  std::memcpy(&pow2n, &e, sizeof(V));
+  V r = p * pow2n;
+  return tiny ? V{} : r;
+}
+
+inline void exp_inplace(float* a, int64_t n) {
+  typedef Vec<float>::type V;
+  constexpr int64_t L = Vec<float>::kLanes;
   int64_t i = 0;
-  for (; i + L <= n; i += L) {
-    V x = vload<V>(a + i);
-    const Vi tiny = x < -87.0f;
-    x = x < -87.0f ? V{} - 87.0f : x;
-    x = x > 88.0f ? V{} + 88.0f : x;
-    const V fx = (x * 1.44269504088896341f + kRound) - kRound;
-    V z = x - fx * 0.693359375f;
-    z = z - fx * -2.12194440e-4f;
-    const V zz = z * z;
-    V p = V{} + 1.9875691500E-4f;
-    p = p * z + 1.3981999507E-3f;
-    p = p * z + 8.3334519073E-3f;
-    p = p * z + 4.1665795894E-2f;
-    p = p * z + 1.6666665459E-1f;
-    p = p * z + 5.0000001201E-1f;
-    p = p * zz + z + 1.0f;
-    const Vi e = (__builtin_convertvector(fx, Vi) + 127) << 23;
-    V pow2n;
-    std::memcpy(&pow2n, &e, sizeof(V));
-    V r = p * pow2n;
-    r = tiny ? V{} : r;
-    vstore(a + i, r);
-  }
+  for (; i + L <= n; i += L) vstore(a + i, vexp(vload<V>(a + i)));
   for (; i < n; ++i) a[i] = a[i] < -87.0f ? 0.0f : std::exp(a[i]);
+}
+
+// For `rows` rows of kTile values a[row][xx]: a = exp(a - m[xx]) in place,
+// and l[xx] += the sum over the rows (summed apart first: called once per
+// window row, the rounding error grows with window, not T * window**2).
+inline void exp_sub_sum(float* a, int64_t rows, const float* m, float* l) {
+  typedef Vec<float>::type V;
+  constexpr int64_t L = Vec<float>::kLanes;
+  constexpr int64_t NV = kTile / L;
+  V mv[NV], lv[NV];  // the sum of these rows, then added to l
+  for (int64_t u = 0; u < NV; ++u) {
+    mv[u] = vload<V>(m + u * L);
+    lv[u] = V{};
+  }
+  for (int64_t row = 0; row < rows; ++row) {
+    float* ar = a + row * kTile;
+#pragma GCC unroll 4
+    for (int64_t u = 0; u < NV; ++u) {
+      const V e = vexp(vload<V>(ar + u * L) - mv[u]);
+      vstore(ar + u * L, e);
+      lv[u] += e;
+    }
+  }
+  for (int64_t u = 0; u < NV; ++u)
+    vstore(l + u * L, vload<V>(l + u * L) + lv[u]);
+}
+
+inline void exp_sub_sum(double* a, int64_t rows, const double* m,
+                        double* l) {
+  double part[kTile] = {};
+  for (int64_t row = 0; row < rows; ++row) {
+    double* ar = a + row * kTile;
+    for (int64_t xx = 0; xx < kTile; ++xx) {
+      ar[xx] = std::exp(ar[xx] - m[xx]);
+      part[xx] += ar[xx];
+    }
+  }
+  for (int64_t xx = 0; xx < kTile; ++xx) l[xx] += part[xx];
 }
 
 // ---------------------------------------------------------------------
@@ -222,57 +265,132 @@ inline void load_tile_cf(const scalar_t* src, int64_t C, int64_t H,
   }
 }
 
+// Dot products of the kTile queries qt[Cq][kTile] with J consecutive
+// window columns of one key row: kj points at column x0 + j * d of channel
+// 0, cstride separates channels. Lj[jj * kTile + xx] = mul * <qt[:, xx],
+// k[:, x0 + xx + (j + jj) * d]> (+ bj[jj] when bj is given and the
+// values are not accumulated onto L). The J * kTile / lanes accumulators hide
+// the FMA latency; each query vector is loaded once for J columns.
+template <typename scalar_t, int J>
+inline void corr_columns(const scalar_t* qt, int64_t Cq, const scalar_t* kj,
+                         int64_t d, int64_t cstride, scalar_t mul,
+                         scalar_t* Lj, bool accumulate,
+                         const scalar_t* bj) {
+  typedef typename Vec<scalar_t>::type V;
+  constexpr int64_t NL = Vec<scalar_t>::kLanes;
+  constexpr int64_t NV = kTile / NL;
+  V acc[J][NV];
+#pragma GCC unroll 4
+  for (int jj = 0; jj < J; ++jj)
+#pragma GCC unroll 4
+    for (int64_t u = 0; u < NV; ++u) acc[jj][u] = V{};
+  for (int64_t c = 0; c < Cq; ++c) {
+    const scalar_t* kc = kj + c * cstride;
+    const scalar_t* qc = qt + c * kTile;
+    V qv[NV];
+#pragma GCC unroll 4
+    for (int64_t u = 0; u < NV; ++u) qv[u] = vload<V>(qc + u * NL);
+#pragma GCC unroll 4
+    for (int jj = 0; jj < J; ++jj)
+#pragma GCC unroll 4
+      for (int64_t u = 0; u < NV; ++u)
+        acc[jj][u] += qv[u] * vload<V>(kc + jj * d + u * NL);
+  }
+#pragma GCC unroll 4
+  for (int jj = 0; jj < J; ++jj)
+#pragma GCC unroll 4
+    for (int64_t u = 0; u < NV; ++u) {
+      scalar_t* dst = Lj + jj * kTile + u * NL;
+      const V val = acc[jj][u] * mul;
+      if (accumulate)
+        vstore(dst, vload<V>(dst) + val);
+      else
+        vstore(dst, bj != nullptr ? val + bj[jj] : val);
+    }
+}
+
 // Dot products of the kTile queries qt[Cq][kTile] of row y with every slot
-// of one memory frame kp (Cq, H, Wp) (channels-first padded):
-//   L[s][xx] = mul * <qt[:, xx], k[:, y + dy_s, x0 + xx + dx_s]>
-// Slots whose row is outside the map get `fill`; with mask_cols, slots whose
-// column is outside the map get -inf too (else the zero padding gives 0).
+// of one memory frame kp (H, Cq, Wp) (row-major padded):
+//   L[i * row_stride + j * kTile + xx]
+//       = mul * <qt[:, xx], k[:, y + dy_s, x0 + xx + dx_s]>
+// With bias (the window * window biases of this frame), bias[i * window +
+// j] is added to slot (i, j). Rows i whose key row is outside the map get
+// `fill` (+ the bias) or are left untouched with skip_outside; with
+// mask_cols, slots whose column is outside the map get -inf (else the zero
+// padding gives 0). With vmax, the written values are also folded into
+// vmax[xx] = max(vmax[xx], ...).
 template <typename scalar_t>
 inline void tile_corr(const scalar_t* qt, int64_t Cq, const scalar_t* kp,
                       const Geom& g, int64_t y, int64_t x0, scalar_t mul,
-                      scalar_t fill, bool mask_cols, scalar_t* L) {
+                      scalar_t fill, bool mask_cols, scalar_t* L,
+                      int64_t row_stride = -1, bool skip_outside = false,
+                      scalar_t* vmax = nullptr,
+                      const scalar_t* bias = nullptr) {
+  typedef typename Vec<scalar_t>::type V;
+  constexpr int64_t NL = Vec<scalar_t>::kLanes;
+  constexpr int64_t NV = kTile / NL;
+  constexpr int J = NV >= 4 ? 2 : 4;  // 8 accumulators
   const int64_t win = g.window, d = g.dilation, r = g.r;
+  if (row_stride < 0) row_stride = win * kTile;
   const scalar_t ninf = -std::numeric_limits<scalar_t>::infinity();
+  const int64_t cstride = g.Wp;  // (H, C, Wp) rows: channels adjacent
+  V mx[NV];
+  if (vmax != nullptr)
+    for (int64_t u = 0; u < NV; ++u) mx[u] = vload<V>(vmax + u * NL);
   for (int64_t i = 0; i < win; ++i) {
     const int64_t yk = y + (i - r) * d;
-    scalar_t* Li = L + i * win * kTile;
+    scalar_t* Li = L + i * row_stride;
+    const scalar_t* bi = bias != nullptr ? bias + i * win : nullptr;
     if (yk < 0 || yk >= g.H) {
-      for (int64_t e = 0; e < win * kTile; ++e) Li[e] = fill;
-      continue;
-    }
-    const scalar_t* krow = kp + yk * g.Wp + x0;
-    typedef typename Vec<scalar_t>::type V;
-    constexpr int64_t NL = Vec<scalar_t>::kLanes;
-    constexpr int64_t NV = kTile / NL;
-    const int64_t cstride = g.H * g.Wp;
-    for (int64_t j = 0; j < win; ++j) {
-      V acc[NV];
-#pragma GCC unroll 4
-      for (int64_t u = 0; u < NV; ++u) acc[u] = V{};
-      const scalar_t* kj = krow + j * d;
-      for (int64_t c = 0; c < Cq; ++c) {
-        const scalar_t* kc = kj + c * cstride;
-        const scalar_t* qc = qt + c * kTile;
-#pragma GCC unroll 4
-        for (int64_t u = 0; u < NV; ++u)
-          acc[u] += vload<V>(qc + u * NL) * vload<V>(kc + u * NL);
+      if (skip_outside) continue;
+      for (int64_t jc = 0; jc < win; ++jc) {
+        const scalar_t val = bi != nullptr ? fill + bi[jc] : fill;
+        for (int64_t xx = 0; xx < kTile; ++xx) Li[jc * kTile + xx] = val;
       }
-      scalar_t* Lij = Li + j * kTile;
-#pragma GCC unroll 4
-      for (int64_t u = 0; u < NV; ++u) vstore(Lij + u * NL, acc[u] * mul);
+    } else {
+      // blocks of kCorrBlock channels, so that the query block and the key
+      // rows it meets stay in L1 for all window columns
+      for (int64_t c0 = 0; c0 < Cq; c0 += kCorrBlock) {
+        const int64_t nc = std::min(kCorrBlock, Cq - c0);
+        const scalar_t* qc = qt + c0 * kTile;
+        const scalar_t* krow = kp + (yk * Cq + c0) * g.Wp + x0;
+        const bool add = c0 > 0;
+        int64_t j = 0;
+        for (; j + J <= win; j += J)
+          corr_columns<scalar_t, J>(qc, nc, krow + j * d, d, cstride, mul,
+                                    Li + j * kTile, add,
+                                    bi != nullptr ? bi + j : nullptr);
+        for (; j < win; ++j)
+          corr_columns<scalar_t, 1>(qc, nc, krow + j * d, d, cstride, mul,
+                                    Li + j * kTile, add,
+                                    bi != nullptr ? bi + j : nullptr);
+      }
       if (mask_cols) {
-        for (int64_t xx = 0; xx < kTile; ++xx) {
-          const int64_t xk = x0 + xx + (j - r) * d;
-          if (xk < 0 || xk >= g.W) Lij[xx] = ninf;
+        for (int64_t jc = 0; jc < win; ++jc) {
+          scalar_t* Lij = Li + jc * kTile;
+          for (int64_t xx = 0; xx < kTile; ++xx) {
+            const int64_t xk = x0 + xx + (jc - r) * d;
+            if (xk < 0 || xk >= g.W) Lij[xx] = ninf;
+          }
         }
       }
     }
+    if (vmax != nullptr) {
+      for (int64_t jc = 0; jc < win; ++jc)
+#pragma GCC unroll 4
+        for (int64_t u = 0; u < NV; ++u) {
+          const V x = vload<V>(Li + jc * kTile + u * NL);
+          mx[u] = mx[u] > x ? mx[u] : x;
+        }
+    }
   }
+  if (vmax != nullptr)
+    for (int64_t u = 0; u < NV; ++u) vstore(vmax + u * NL, mx[u]);
 }
 
 // ---------------------------------------------------------------------
 // local_correlation forward: corr (B, T, S, H, W) for row (b, y).
-//   q (B, C, H, W), kp (B, T, C, H, Wp) channels-first padded.
+//   q (B, C, H, W), kp (B, T, H, C, Wp) row-major padded.
 // scratch: C * kTile + S * kTile.
 // ---------------------------------------------------------------------
 template <typename scalar_t>
@@ -433,58 +551,223 @@ void tile_group_sum(const scalar_t* Lw, const scalar_t* src, int64_t C,
 
 // ---------------------------------------------------------------------
 // Fused attention forward for row (b, y): out_cl (B, H, W, Cv), lse (B, H, W)
-//   q (B, C, H, W); kp (B, T, C, H, Wp) padded; vcl (B, T, H, W, Cv).
-// Per tile: logits of all T * S slots (per-thread scratch, never the whole
-// attention map), exact softmax statistics per pixel, then the weighted sum
-// of the values of the inside slots.
-// scratch: C * kTile + T * S * kTile + 2 * kTile + T * window * (kGroup +
-// window - 1) * kGroup values and T * window offsets.
+//   q (B, C, H, W); kp (B, T, H, C, Wp) padded; vcl (B, T, H, W, Cv);
+//   bias (T, S) or nullptr, added to the logits scale * corr.
+// Per tile of kTile pixels: the logits of all T * S slots go to a
+// per-thread buffer (never the whole attention map) whose window rows are
+// padded with kGroup - 1 zero columns on both sides,
+//   Lp[t][i][kGroup - 1 + j][xx]  (row stride kFwdRow(g) = Jp * kTile),
+// their maximum is taken while they are computed, then one pass turns them
+// into exp(logit - max) and sums them. Rows outside the map are not stored:
+// with padding='zeros' they add (number of such slots) * exp(-max) to the
+// sum and nothing to the read-out. The read-out then runs over blocks of
+// channels; within a block, window row by window row, so that the values
+// of one key row stay in L1 while every pixel group of the tile uses them.
+// A group is kGroup pixels xb + p * d whose windows share the source
+// columns xb + (m - r) * d, m in [0, kGroup + window - 1); the weight of
+// pixel p at column m is Lp[t][i][kGroup - 1 + m - p][xb + p * d] (zero in
+// the padding), read in place.
 // ---------------------------------------------------------------------
+inline int64_t fwd_row_stride(const Geom& g) {
+  return (g.window + 2 * (kGroup - 1)) * kTile;
+}
+
+// Scratch values of attn_fwd_row.
+inline int64_t fwd_scratch_size(const Geom& g) {
+  constexpr int64_t kMaxBlock = 16;  // widest channel block (floats)
+  const int64_t M = kGroup + g.window - 1;
+  return g.C * kTile + g.T * g.window * fwd_row_stride(g) + 3 * kTile +
+         M * kTile + (kTile + 1) * kMaxBlock;
+}
+
+// Per-tile description of the pixel groups and window rows of the read-out.
+struct FwdTile {
+  int64_t ngroups;
+  int64_t xb[kTile], np[kTile], mlo[kTile], mhi[kTile];
+  int64_t nrows;
+  const int64_t* rowoff;  // [nrows] offset of the (padded) Lp row
+  const int64_t* vbase;   // [nrows] offset of value column x0 - r * d
+};
+
+// One block of U vectors of channels [c0, c0 + U * lanes) for every group
+// of the tile and every window row; acc (kTile + 1, U * lanes) holds the
+// sums of the pixels (row kTile: a sink for missing group members).
+template <typename scalar_t, int U>
+inline void fwd_block(const FwdTile& ft, const scalar_t* Lp,
+                      const scalar_t* zrow, const scalar_t* vcl, int64_t Cv,
+                      int64_t d, int64_t c0, scalar_t* acc) {
+  typedef typename Vec<scalar_t>::type V;
+  constexpr int64_t NL = Vec<scalar_t>::kLanes;
+  constexpr int64_t B = U * NL;
+  for (int64_t e = 0; e < (kTile + 1) * B; ++e) acc[e] = scalar_t(0);
+  const int64_t mstride = d * Cv;
+  for (int64_t row = 0; row < ft.nrows; ++row) {
+    const scalar_t* Lrow = Lp + ft.rowoff[row];
+    const scalar_t* vrow = vcl + ft.vbase[row] + c0;
+    for (int64_t gi = 0; gi < ft.ngroups; ++gi) {
+      const int64_t xb = ft.xb[gi], np = ft.np[gi];
+      const scalar_t* w[kGroup];
+      scalar_t* a[kGroup];
+      V sum[kGroup][U];
+#pragma GCC unroll 4
+      for (int p = 0; p < kGroup; ++p) {
+        const bool on = p < np;
+        w[p] = on ? Lrow + (kGroup - 1 - p) * kTile + xb + p * d : zrow;
+        a[p] = acc + (on ? xb + p * d : kTile) * B;
+#pragma GCC unroll 4
+        for (int u = 0; u < U; ++u) sum[p][u] = vload<V>(a[p] + u * NL);
+      }
+      const scalar_t* sp = vrow + xb * Cv;
+      for (int64_t m = ft.mlo[gi]; m < ft.mhi[gi]; ++m) {
+        V x[U];
+#pragma GCC unroll 4
+        for (int u = 0; u < U; ++u) x[u] = vload<V>(sp + m * mstride + u * NL);
+        const int64_t wo = m * kTile;
+#pragma GCC unroll 4
+        for (int p = 0; p < kGroup; ++p) {
+          const scalar_t wv = w[p][wo];
+#pragma GCC unroll 4
+          for (int u = 0; u < U; ++u) sum[p][u] += wv * x[u];
+        }
+      }
+#pragma GCC unroll 4
+      for (int p = 0; p < kGroup; ++p)
+#pragma GCC unroll 4
+        for (int u = 0; u < U; ++u) vstore(a[p] + u * NL, sum[p][u]);
+    }
+  }
+}
+
+// Channel c0 alone (channels left over after the vector blocks).
+template <typename scalar_t>
+inline void fwd_channel(const FwdTile& ft, const scalar_t* Lp,
+                        const scalar_t* vcl, int64_t Cv, int64_t d,
+                        int64_t c0, scalar_t* acc) {
+  for (int64_t e = 0; e < kTile; ++e) acc[e] = scalar_t(0);
+  for (int64_t row = 0; row < ft.nrows; ++row) {
+    const scalar_t* Lrow = Lp + ft.rowoff[row];
+    const scalar_t* vrow = vcl + ft.vbase[row] + c0;
+    for (int64_t gi = 0; gi < ft.ngroups; ++gi) {
+      const int64_t xb = ft.xb[gi];
+      for (int64_t p = 0; p < ft.np[gi]; ++p) {
+        const scalar_t* w = Lrow + (kGroup - 1 - p) * kTile + xb + p * d;
+        scalar_t sum = scalar_t(0);
+        for (int64_t m = ft.mlo[gi]; m < ft.mhi[gi]; ++m)
+          sum += w[m * kTile] * vrow[(xb + m * d) * Cv];
+        acc[xb + p * d] += sum;
+      }
+    }
+  }
+}
+
 template <typename scalar_t>
 void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
-                  scalar_t* out_cl, scalar_t* lse, const Geom& g,
-                  scalar_t scale, bool mask, int64_t b, int64_t y,
-                  scalar_t* scratch, int64_t* rowbase) {
+                  const scalar_t* bias, scalar_t* out_cl, scalar_t* lse,
+                  const Geom& g, scalar_t scale, bool mask, int64_t b,
+                  int64_t y, scalar_t* scratch, int64_t* rowbase) {
+  typedef typename Vec<scalar_t>::type V;
+  constexpr int64_t NL = Vec<scalar_t>::kLanes;
   const int64_t win = g.window, d = g.dilation, r = g.r, HW = g.H * g.W;
-  const int64_t C = g.C, Cv = g.Cv, TS = g.T * g.S;
+  const int64_t C = g.C, Cv = g.Cv;
+  const int64_t rs = fwd_row_stride(g), M = kGroup + win - 1;
   const scalar_t ninf = -std::numeric_limits<scalar_t>::infinity();
-  scalar_t* qt = scratch;
-  scalar_t* L = qt + C * kTile;    // [T * S][kTile]
-  scalar_t* m = L + TS * kTile;    // [kTile]
-  scalar_t* l = m + kTile;         // [kTile]
-  scalar_t* Wg = l + kTile;        // [T * window][M][kGroup]
-  const scalar_t fill = mask ? ninf : scalar_t(0);
+  scalar_t* qt = scratch;                   // [C][kTile]
+  scalar_t* Lp = qt + C * kTile;            // [T][win][Jp][kTile]
+  scalar_t* m = Lp + g.T * win * rs;        // [kTile]
+  scalar_t* l = m + kTile;                  // [kTile]
+  scalar_t* inv = l + kTile;                // [kTile]
+  scalar_t* zrow = inv + kTile;             // [M][kTile] zeros
+  scalar_t* acc = zrow + M * kTile;         // [kTile + 1][<= 16]
+  int64_t* rowoff = rowbase;                // [T * win]
+  int64_t* vbase = rowbase + g.T * win;     // [T * win]
+  int64_t* exprow = vbase + g.T * win;      // [T * win]
+  // the zero columns of the window rows and the zero row
+  for (int64_t e = 0; e < g.T * win; ++e) {
+    scalar_t* row = Lp + e * rs;
+    for (int64_t k = 0; k < (kGroup - 1) * kTile; ++k) {
+      row[k] = scalar_t(0);
+      row[(kGroup - 1 + win) * kTile + k] = scalar_t(0);
+    }
+  }
+  for (int64_t e = 0; e < M * kTile; ++e) zrow[e] = scalar_t(0);
+  // window rows inside the map (the same for every tile of the row); with
+  // a bias and padding='zeros' the rows outside take part in the softmax
+  // with logit bias[t, s] and are computed like the others (nexp rows),
+  // without a bias they are counted (outside slots of logit 0)
+  const bool outside_logits = bias != nullptr && !mask;
+  int64_t nrows = 0, nexp = 0, rows_inside = 0;
+  for (int64_t i = 0; i < win; ++i) {
+    const int64_t yk = y + (i - r) * d;
+    if (yk >= 0 && yk < g.H) ++rows_inside;
+  }
+  for (int64_t t = 0; t < g.T; ++t)
+    for (int64_t i = 0; i < win; ++i) {
+      const int64_t yk = y + (i - r) * d;
+      if (yk < 0 || yk >= g.H) {
+        if (outside_logits) exprow[nexp++] = (t * win + i) * rs;
+        continue;
+      }
+      exprow[nexp++] = (t * win + i) * rs;
+      rowoff[nrows] = (t * win + i) * rs;
+      vbase[nrows] = ((b * g.T + t) * HW + yk * g.W) * Cv;
+      ++nrows;
+    }
+  const int64_t outside =
+      outside_logits ? 0 : g.T * (win - rows_inside) * win;
+  FwdTile ft;
+  ft.nrows = nrows;
+  ft.rowoff = rowoff;
+  ft.vbase = vbase;
   for (int64_t x0 = 0; x0 < g.W; x0 += kTile) {
     const int64_t n = std::min(kTile, g.W - x0);
     load_tile_cf(q + b * C * HW, C, g.H, g.W, y, x0, qt);
+    for (int64_t xx = 0; xx < kTile; ++xx) m[xx] = ninf;
     for (int64_t t = 0; t < g.T; ++t)
       tile_corr(qt, C, kp + (b * g.T + t) * C * g.H * g.Wp, g, y, x0, scale,
-                fill, mask, L + t * g.S * kTile);
-    // softmax statistics, vectorised over the kTile pixels
-    for (int64_t xx = 0; xx < kTile; ++xx) m[xx] = ninf;
-    for (int64_t s = 0; s < TS; ++s) {
-      const scalar_t* Ls = L + s * kTile;
-#pragma omp simd
-      for (int64_t xx = 0; xx < kTile; ++xx) m[xx] = std::max(m[xx], Ls[xx]);
+                scalar_t(0), mask, Lp + t * win * rs + (kGroup - 1) * kTile,
+                rs, !outside_logits, m,
+                bias != nullptr ? bias + t * g.S : nullptr);
+    const bool zeros_outside = !mask && outside > 0;
+    for (int64_t xx = 0; xx < kTile; ++xx) {
+      if (zeros_outside) m[xx] = std::max(m[xx], scalar_t(0));
+      l[xx] = zeros_outside ? scalar_t(outside) * std::exp(-m[xx])
+                            : scalar_t(0);
     }
-    for (int64_t s = 0; s < TS; ++s) {
-      scalar_t* Ls = L + s * kTile;
-#pragma omp simd
-      for (int64_t xx = 0; xx < kTile; ++xx) Ls[xx] -= m[xx];
-    }
-    exp_inplace(L, TS * kTile);
-    for (int64_t xx = 0; xx < kTile; ++xx) l[xx] = scalar_t(0);
-    for (int64_t s = 0; s < TS; ++s) {
-      const scalar_t* Ls = L + s * kTile;
-#pragma omp simd
-      for (int64_t xx = 0; xx < kTile; ++xx) l[xx] += Ls[xx];
-    }
+    for (int64_t row = 0; row < nexp; ++row)
+      exp_sub_sum(Lp + exprow[row] + (kGroup - 1) * kTile, win, m, l);
     for (int64_t xx = 0; xx < n; ++xx)
       lse[(b * g.H + y) * g.W + x0 + xx] = m[xx] + std::log(l[xx]);
-    // weighted sum of the values of the inside slots, kGroup pixels at once
-    scalar_t inv[kTile];
     for (int64_t xx = 0; xx < kTile; ++xx) inv[xx] = scalar_t(1) / l[xx];
-    tile_group_sum(L, vcl, Cv, out_cl, inv, g, b, y, x0, n, Wg, rowbase);
+    // pixel groups of the tile and their source columns inside the map
+    ft.ngroups = 0;
+    for_each_group(n, d, [&](int64_t xb, int64_t np) {
+      const int64_t gi = ft.ngroups++;
+      ft.xb[gi] = xb;
+      ft.np[gi] = np;
+      column_range(x0 + xb, g.W, r, d, M, &ft.mlo[gi], &ft.mhi[gi]);
+    });
+    // rebase the value offsets on the first column x0 - r * d of the tile
+    for (int64_t row = 0; row < nrows; ++row) vbase[row] += (x0 - r * d) * Cv;
+    scalar_t* out_tile = out_cl + ((b * g.H + y) * g.W + x0) * Cv;
+    int64_t c0 = 0;
+    for (; c0 + 2 * NL <= Cv; c0 += 2 * NL) {
+      fwd_block<scalar_t, 2>(ft, Lp, zrow, vcl, Cv, d, c0, acc);
+      for (int64_t xx = 0; xx < n; ++xx)
+        for (int u = 0; u < 2; ++u)
+          vstore(out_tile + xx * Cv + c0 + u * NL,
+                 vload<V>(acc + xx * 2 * NL + u * NL) * inv[xx]);
+    }
+    for (; c0 + NL <= Cv; c0 += NL) {
+      fwd_block<scalar_t, 1>(ft, Lp, zrow, vcl, Cv, d, c0, acc);
+      for (int64_t xx = 0; xx < n; ++xx)
+        vstore(out_tile + xx * Cv + c0, vload<V>(acc + xx * NL) * inv[xx]);
+    }
+    for (; c0 < Cv; ++c0) {
+      fwd_channel(ft, Lp, vcl, Cv, d, c0, acc);
+      for (int64_t xx = 0; xx < n; ++xx)
+        out_tile[xx * Cv + c0] = acc[xx] * inv[xx];
+    }
+    for (int64_t row = 0; row < nrows; ++row) vbase[row] -= (x0 - r * d) * Cv;
   }
 }
 
@@ -492,21 +775,24 @@ void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
 // Fused attention backward, first stage, for row (b, y). Recomputes the
 // softmax from the logits and the saved log-sum-exp and writes, in the
 // (B, T, S, H, W) slot layout,
-//   P = softmax weights,  G = scale * P * (dP - sum_s P * dP)
-// with dP[s] = <grad_out[b, :, y, x], v[b, t, :, y', x']>. The gradients
-// then follow: grad_q = sum_s G * k (done here, grad_q_cl (B, H, W, C)),
-// grad_k = gather(G, q), grad_v = gather(P, grad_out).
-//   q (B, C, H, W); kp (B, T, C, H, Wp); kcl (B, T, H, W, C);
-//   go (B, Cv, H, W); vp (B, T, Cv, H, Wp); lse (B, H, W).
+//   P = softmax weights,  G = gscale * P * (dP - sum_s P * dP)
+// with dP[s] = <grad_out[b, :, y, x], v[b, t, :, y', x']> and the logits
+// scale * corr (+ bias[t, s], bias (T, S) or nullptr). With gscale = scale
+// the gradients then follow: grad_q = sum_s G * k (done here, grad_q_cl
+// (B, H, W, C)), grad_k = gather(G, q), grad_v = gather(P, grad_out); with
+// gscale = 1, sum_{b, y, x} G is the gradient of the bias.
+//   q (B, C, H, W); kp (B, T, H, C, Wp); kcl (B, T, H, W, C);
+//   go (B, Cv, H, W); vp (B, T, H, Cv, Wp); lse (B, H, W).
 // scratch: max(C, Cv) * kTile + 2 * T * S * kTile + 2 * kTile + T * window
 // * (kGroup + window - 1) * kGroup values and T * window offsets.
 // ---------------------------------------------------------------------
 template <typename scalar_t>
 void attn_bwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* kcl,
                   const scalar_t* go, const scalar_t* vp, const scalar_t* lse,
-                  scalar_t* P, scalar_t* G, scalar_t* grad_q_cl,
-                  const Geom& g, scalar_t scale, bool mask, int64_t b,
-                  int64_t y, scalar_t* scratch, int64_t* rowbase) {
+                  const scalar_t* bias, scalar_t* P, scalar_t* G,
+                  scalar_t* grad_q_cl, const Geom& g, scalar_t scale,
+                  scalar_t gscale, bool mask, int64_t b, int64_t y,
+                  scalar_t* scratch, int64_t* rowbase) {
   const int64_t HW = g.H * g.W, C = g.C, Cv = g.Cv, TS = g.T * g.S;
   const scalar_t ninf = -std::numeric_limits<scalar_t>::infinity();
   scalar_t* qt = scratch;                       // [max(C, Cv)][kTile]
@@ -520,8 +806,10 @@ void attn_bwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* kcl,
     const int64_t n = std::min(kTile, g.W - x0);
     load_tile_cf(q + b * C * HW, C, g.H, g.W, y, x0, qt);
     for (int64_t t = 0; t < g.T; ++t)
-      tile_corr(qt, C, kp + (b * g.T + t) * C * g.H * g.Wp, g, y, x0, scale,
-                fill, mask, L + t * g.S * kTile);
+      tile_corr<scalar_t>(qt, C, kp + (b * g.T + t) * C * g.H * g.Wp, g, y,
+                          x0, scale, fill, mask, L + t * g.S * kTile, -1,
+                          false, nullptr,
+                          bias != nullptr ? bias + t * g.S : nullptr);
     for (int64_t xx = 0; xx < kTile; ++xx)
       ls[xx] = xx < n ? lse[(b * g.H + y) * g.W + x0 + xx] : scalar_t(0);
     for (int64_t s = 0; s < TS; ++s) {
@@ -548,7 +836,7 @@ void attn_bwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* kcl,
         scalar_t* Gs = dP + ts * kTile;  // dP becomes G in place
 #pragma omp simd
         for (int64_t xx = 0; xx < kTile; ++xx)
-          Gs[xx] = scale * Ls[xx] * (Gs[xx] - D[xx]);
+          Gs[xx] = gscale * Ls[xx] * (Gs[xx] - D[xx]);
         const int64_t off = ((b * g.T + t) * g.S + s) * HW + y * g.W + x0;
         scalar_t* Pd = P + off;
         scalar_t* Gd = G + off;

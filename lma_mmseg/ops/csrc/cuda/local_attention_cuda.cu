@@ -72,6 +72,18 @@ void check_qk(const char* fn, const at::Tensor& q, const at::Tensor& k) {
               q.sizes(), ", got ", k.sizes());
 }
 
+// bias: undefined, or (T, window * window) on the device of q.
+void check_bias(const char* fn, const at::Tensor& bias, const at::Tensor& q,
+                int64_t T, int64_t window) {
+  if (!bias.defined()) return;
+  TORCH_CHECK(bias.device() == q.device() && bias.is_floating_point(), fn,
+              ": bias must be a floating point tensor on ", q.device());
+  TORCH_CHECK(bias.dim() == 2 && bias.size(0) == T &&
+                  bias.size(1) == window * window,
+              fn, ": bias must be (T, window * window) = (", T, ", ",
+              window * window, "), got ", bias.sizes());
+}
+
 void check_attn_v(const char* fn, const at::Tensor& attn, const at::Tensor& v,
                   int64_t window) {
   const auto expected = std::vector<int64_t>{
@@ -89,7 +101,8 @@ void check_attn_v(const char* fn, const at::Tensor& attn, const at::Tensor& v,
 // ---------------------------------------------------------------------------
 std::vector<at::Tensor> local_attention_forward_cuda(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-    int64_t window, int64_t dilation, double scale, bool mask_padding) {
+    int64_t window, int64_t dilation, double scale, bool mask_padding,
+    const at::Tensor& bias) {
   const char* fn = "local_attention_forward_cuda";
   check_tensor(fn, "q", q, 4, q);
   check_tensor(fn, "k", k, 5, q);
@@ -101,17 +114,19 @@ std::vector<at::Tensor> local_attention_forward_cuda(
               fn, ": v must be (B, T, Cv, H, W) to match k ", k.sizes(),
               ", got ", v.sizes());
   check_sizes(fn, k.size(0), k.size(1), k.size(3), k.size(4));
+  check_bias(fn, bias, q, k.size(1), window);
   const at::cuda::CUDAGuard device_guard(q.device());
   const CudaLaunch launch{at::cuda::getCurrentCUDAStream()};
   return cuda::attention_forward(launch, q.contiguous(), k.contiguous(),
                                  v.contiguous(), window, dilation, scale,
-                                 mask_padding);
+                                 mask_padding, bias);
 }
 
 std::vector<at::Tensor> local_attention_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
     const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-    int64_t window, int64_t dilation, double scale, bool mask_padding) {
+    int64_t window, int64_t dilation, double scale, bool mask_padding,
+    const at::Tensor& bias) {
   const char* fn = "local_attention_backward_cuda";
   check_tensor(fn, "q", q, 4, q);
   check_tensor(fn, "k", k, 5, q);
@@ -137,12 +152,13 @@ std::vector<at::Tensor> local_attention_backward_cuda(
               ": lse must be (B, H, W) = ", at::IntArrayRef({B, H, W}),
               ", got ", lse.sizes());
   check_sizes(fn, B, k.size(1), H, W);
+  check_bias(fn, bias, q, k.size(1), window);
   const at::cuda::CUDAGuard device_guard(q.device());
   const CudaLaunch launch{at::cuda::getCurrentCUDAStream()};
   return cuda::attention_backward(
       launch, grad_out.contiguous(), q.contiguous(), k.contiguous(),
       v.contiguous(), out.contiguous(), lse.contiguous(), window, dilation,
-      scale, mask_padding);
+      scale, mask_padding, bias);
 }
 
 // ---------------------------------------------------------------------------

@@ -430,7 +430,7 @@ __device__ __forceinline__ bool slot_takes_part(int y, int x, int i, int j,
 
 // ---------------------------------------------------------------------------
 // STATS: lse (B, H, W) (type acc_t) = log-sum-exp over the slots that take
-// part of scale * corr(q, k). Online over the slot chunks: thread (p, grp)
+// part of scale * corr(q, k) (+ bias[t, s] when bias (T, S) is given). Online over the slot chunks: thread (p, grp)
 // keeps a running max m and sum l for the slots sl = grp mod NUM_GROUPS, the
 // groups are merged at the end. grid (tiles, 1, B).
 // ---------------------------------------------------------------------------
@@ -439,7 +439,8 @@ __global__ void __launch_bounds__(NUM_THREADS)
     stats_kernel(const scalar_t* __restrict__ q,
                  const scalar_t* __restrict__ k,
                  at::opmath_type<scalar_t>* __restrict__ lse, Geometry g,
-                 at::opmath_type<scalar_t> scale, bool mask_padding) {
+                 at::opmath_type<scalar_t> scale, bool mask_padding,
+                 const at::opmath_type<scalar_t>* __restrict__ bias) {
   using acc_t = at::opmath_type<scalar_t>;
   extern __shared__ unsigned char smem_raw[];
   acc_t* sl_buf = reinterpret_cast<acc_t*>(smem_raw);
@@ -468,7 +469,10 @@ __global__ void __launch_bounds__(NUM_THREADS)
           if (!slot_takes_part(y, x, i0 + a, j0 + c, g, mask_padding)) {
             continue;
           }
-          const acc_t logit = scale * sl_buf[sl * TILE_P + p];
+          acc_t logit = scale * sl_buf[sl * TILE_P + p];
+          if (bias != nullptr) {
+            logit += bias[(t * g.window + i0 + a) * g.window + j0 + c];
+          }
           if (logit > m) {
             l = l * acc_exp(m - logit) + acc_t(1);  // exp(-inf) = 0
             m = logit;
@@ -515,7 +519,8 @@ __global__ void __launch_bounds__(NUM_THREADS)
                      const scalar_t* __restrict__ v,
                      const at::opmath_type<scalar_t>* __restrict__ lse,
                      scalar_t* __restrict__ out, Geometry g,
-                     at::opmath_type<scalar_t> scale, bool mask_padding) {
+                     at::opmath_type<scalar_t> scale, bool mask_padding,
+                     const at::opmath_type<scalar_t>* __restrict__ bias) {
   using acc_t = at::opmath_type<scalar_t>;
   extern __shared__ unsigned char smem_raw[];
   acc_t* s_lse = reinterpret_cast<acc_t*>(smem_raw);  // [TILE_P]
@@ -557,7 +562,11 @@ __global__ void __launch_bounds__(NUM_THREADS)
           acc_t prob = acc_t(0);
           if (y < g.H && x < g.W &&
               slot_takes_part(y, x, i0 + a, j0 + c, g, mask_padding)) {
-            prob = acc_exp(scale * sl_buf[idx] - s_lse[p]);
+            acc_t logit = scale * sl_buf[idx];
+            if (bias != nullptr) {
+              logit += bias[(t * g.window + i0 + a) * g.window + j0 + c];
+            }
+            prob = acc_exp(logit - s_lse[p]);
           }
           sl_buf[idx] = prob;
         }
@@ -581,8 +590,9 @@ __global__ void __launch_bounds__(NUM_THREADS)
 
 // ---------------------------------------------------------------------------
 // Backward of the fused op, element-wise part over (B, T, S, H, W), in place:
-//   prob  <- p = exp(scale * corr - lse)  (0 for slots left out)
-//   dprob <- scale * p * (dP - D)         (the gradient of the scaled corr)
+//   prob  <- p = exp(scale * corr (+ bias[t, s]) - lse)  (0 for slots left out)
+//   dprob <- dl_scale * p * (dP - D)   (dl_scale = scale: the gradient of the
+//            scaled corr; dl_scale = 1: the gradient of the logits)
 // with corr = corr(q, k), dP = corr(grad_out, v), D = sum_cv grad_out * out.
 // ---------------------------------------------------------------------------
 template <typename acc_t>
@@ -591,7 +601,8 @@ __global__ void __launch_bounds__(NUM_THREADS)
                             acc_t* __restrict__ dprob,
                             const acc_t* __restrict__ lse,
                             const acc_t* __restrict__ D, Geometry g,
-                            acc_t scale, bool mask_padding, int64_t total) {
+                            acc_t scale, bool mask_padding, int64_t total,
+                            const acc_t* __restrict__ bias, acc_t dl_scale) {
   const int64_t HW = static_cast<int64_t>(g.H) * g.W;
   const int S = g.window * g.window;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) +
@@ -606,8 +617,12 @@ __global__ void __launch_bounds__(NUM_THREADS)
     acc_t p = acc_t(0);
     acc_t dl = acc_t(0);
     if (slot_takes_part(y, x, i, j, g, mask_padding)) {
-      p = acc_exp(scale * prob[idx] - lse[b * HW + pix]);
-      dl = scale * p * (dprob[idx] - D[b * HW + pix]);
+      acc_t logit = scale * prob[idx];
+      if (bias != nullptr) {
+        logit += bias[((idx / (HW * S)) % g.T) * S + s];
+      }
+      p = acc_exp(logit - lse[b * HW + pix]);
+      dl = dl_scale * p * (dprob[idx] - D[b * HW + pix]);
     }
     prob[idx] = p;
     dprob[idx] = dl;

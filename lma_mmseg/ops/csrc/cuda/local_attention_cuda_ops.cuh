@@ -83,16 +83,22 @@ std::vector<at::Tensor> attention_forward(const Launch& launch,
                                           const at::Tensor& k,
                                           const at::Tensor& v, int64_t window,
                                           int64_t dilation, double scale,
-                                          bool mask_padding) {
+                                          bool mask_padding,
+                                          const at::Tensor& bias_in) {
   const int64_t B = q.size(0), C = q.size(1), H = q.size(2), W = q.size(3),
                 T = k.size(1), Cv = v.size(2);
   at::Tensor out = at::empty({B, Cv, H, W}, v.options());
   at::Tensor lse = at::empty({B, H, W}, q.options().dtype(acc_type(q)));
+  const at::Tensor bias = bias_in.defined()
+                              ? bias_in.to(acc_type(q)).contiguous()
+                              : bias_in;
   if (any_zero({B, T, H, W})) return {out.zero_(), lse.zero_()};
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "local_attention_forward",
       [&] {
         using acc_t = at::opmath_type<scalar_t>;
+        const acc_t* bias_p =
+            bias.defined() ? bias.data_ptr<acc_t>() : nullptr;
         const Geometry g0 =
             make_geometry(B, T, C, Cv, H, W, window, dilation);
         {
@@ -102,7 +108,7 @@ std::vector<at::Tensor> attention_forward(const Launch& launch,
                           static_cast<unsigned>(B));
           launch(stats_kernel<scalar_t>, grid, smem, q.data_ptr<scalar_t>(),
                  k.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(), g,
-                 static_cast<acc_t>(scale), mask_padding);
+                 static_cast<acc_t>(scale), mask_padding, bias_p);
         }
         if (Cv > 0) {
           Geometry g = g0;
@@ -116,29 +122,35 @@ std::vector<at::Tensor> attention_forward(const Launch& launch,
                  v.data_ptr<scalar_t>(),
                  static_cast<const acc_t*>(lse.data_ptr<acc_t>()),
                  out.data_ptr<scalar_t>(), g, static_cast<acc_t>(scale),
-                 mask_padding);
+                 mask_padding, bias_p);
         }
       });
   return {out, lse};
 }
 
-// Returns {grad_q, grad_k, grad_v}. Materialises the probabilities and the
-// logit gradients (B, T, S, H, W) in the accumulation type.
+// Returns {grad_q, grad_k, grad_v, grad_bias} (grad_bias undefined without
+// a bias). Materialises the probabilities and the logit gradients (B, T, S,
+// H, W) in the accumulation type.
 template <typename Launch>
 std::vector<at::Tensor> attention_backward(
     const Launch& launch, const at::Tensor& grad_out, const at::Tensor& q,
     const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& lse_in, int64_t window, int64_t dilation, double scale,
-    bool mask_padding) {
+    bool mask_padding, const at::Tensor& bias_in) {
   const int64_t B = q.size(0), C = q.size(1), H = q.size(2), W = q.size(3),
                 T = k.size(1), Cv = v.size(2);
   at::Tensor grad_q = at::empty_like(q);
   at::Tensor grad_k = at::empty_like(k);
   at::Tensor grad_v = at::empty_like(v);
+  const bool has_bias = bias_in.defined();
+  at::Tensor grad_bias;
+  if (has_bias) grad_bias = at::zeros_like(bias_in).contiguous();
   if (any_zero({B, T, H, W})) {
-    return {grad_q.zero_(), grad_k.zero_(), grad_v.zero_()};
+    return {grad_q.zero_(), grad_k.zero_(), grad_v.zero_(), grad_bias};
   }
   const at::ScalarType acc = acc_type(q);
+  const at::Tensor bias =
+      has_bias ? bias_in.to(acc).contiguous() : bias_in;
   const int64_t S = window * window;
   // D = sum_cv grad_out * out per query pixel (B, H, W)
   const at::Tensor D = (grad_out.to(acc) * out.to(acc)).sum(1).contiguous();
@@ -166,12 +178,21 @@ std::vector<at::Tensor> attention_backward(
           const int64_t total = prob.numel();
           const int64_t blocks =
               std::min<int64_t>(ceil_div(total, NUM_THREADS), 1 << 16);
+          // with a bias, dlogit is first the gradient of the logits (its
+          // sum over the batch and the pixels is grad_bias), then scaled
           launch(softmax_backward_kernel<acc_t>,
                  dim3(static_cast<unsigned>(blocks)), size_t(0),
                  prob.data_ptr<acc_t>(), dlogit.data_ptr<acc_t>(),
                  static_cast<const acc_t*>(lse.data_ptr<acc_t>()),
                  static_cast<const acc_t*>(D.data_ptr<acc_t>()), g,
-                 static_cast<acc_t>(scale), mask_padding, total);
+                 static_cast<acc_t>(scale), mask_padding, total,
+                 has_bias ? static_cast<const acc_t*>(bias.data_ptr<acc_t>())
+                          : static_cast<const acc_t*>(nullptr),
+                 static_cast<acc_t>(has_bias ? 1.0 : scale));
+        }
+        if (has_bias) {
+          grad_bias.copy_(dlogit.sum({0, 3, 4}));
+          dlogit.mul_(scale);
         }
         if (C > 0) {
           const Geometry g = make_geometry(B, T, C, C, H, W, window, dilation);
@@ -189,7 +210,7 @@ std::vector<at::Tensor> attention_backward(
               make_geometry(B, T, Cv, Cv, H, W, window, dilation));
         }
       });
-  return {grad_q, grad_k, grad_v};
+  return {grad_q, grad_k, grad_v, grad_bias};
 }
 
 // ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -129,29 +130,53 @@ void check_aggregation_backward(const at::Tensor& grad_out,
 }
 
 using Pair = std::tuple<at::Tensor, at::Tensor>;
-using Triple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using Quad = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using OptTensor = std::optional<at::Tensor>;
 
 Pair pair(const std::vector<at::Tensor>& r) { return {r[0], r[1]}; }
-Triple triple(const std::vector<at::Tensor>& r) { return {r[0], r[1], r[2]}; }
+
+// grad_q, grad_k, grad_v and grad_bias (0 elements without a bias).
+Quad quad(const std::vector<at::Tensor>& r, const at::Tensor& q) {
+  return {r[0], r[1], r[2], r[3].defined() ? r[3] : q.new_empty({0})};
+}
+
+// The bias (T, window * window) as an at::Tensor (undefined when absent).
+at::Tensor check_bias(const char* op, const OptTensor& bias,
+                      const at::Tensor& q, const at::Tensor& k,
+                      int64_t window) {
+  if (!bias.has_value() || !bias->defined()) return at::Tensor();
+  check_dims(op, *bias, "bias", 2);
+  check_like(op, *bias, "bias", q, "q");
+  TORCH_CHECK(bias->size(0) == k.size(1) && bias->size(1) == window * window,
+              op, ": bias must be (T, window * window) = (", k.size(1), ", ",
+              window * window, "), got ", bias->sizes());
+  return *bias;
+}
 
 // ---- CPU ----
 Pair attention_forward_cpu(const at::Tensor& q, const at::Tensor& k,
                            const at::Tensor& v, int64_t window,
-                           int64_t dilation, double scale, bool mask_padding) {
+                           int64_t dilation, double scale, bool mask_padding,
+                           const OptTensor& bias) {
   check_attention_forward(q, k, v, window, dilation);
+  const at::Tensor b =
+      check_bias("lma::local_attention_forward", bias, q, k, window);
   return pair(local_attention_forward_cpu(q, k, v, window, dilation, scale,
-                                          mask_padding));
+                                          mask_padding, b));
 }
 
-Triple attention_backward_cpu(const at::Tensor& grad_out, const at::Tensor& q,
-                              const at::Tensor& k, const at::Tensor& v,
-                              const at::Tensor& out, const at::Tensor& lse,
-                              int64_t window, int64_t dilation, double scale,
-                              bool mask_padding) {
+Quad attention_backward_cpu(const at::Tensor& grad_out, const at::Tensor& q,
+                            const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& out, const at::Tensor& lse,
+                            int64_t window, int64_t dilation, double scale,
+                            bool mask_padding, const OptTensor& bias) {
   check_attention_backward(grad_out, q, k, v, out, lse, window, dilation);
-  return triple(local_attention_backward_cpu(grad_out, q, k, v, out, lse,
-                                             window, dilation, scale,
-                                             mask_padding));
+  const at::Tensor b =
+      check_bias("lma::local_attention_backward", bias, q, k, window);
+  return quad(local_attention_backward_cpu(grad_out, q, k, v, out, lse,
+                                           window, dilation, scale,
+                                           mask_padding, b),
+              q);
 }
 
 at::Tensor correlation_forward_cpu(const at::Tensor& q, const at::Tensor& k,
@@ -190,23 +215,27 @@ Pair aggregation_backward_cpu(const at::Tensor& grad_out,
 // ---- CUDA ----
 Pair attention_forward_cuda(const at::Tensor& q, const at::Tensor& k,
                             const at::Tensor& v, int64_t window,
-                            int64_t dilation, double scale,
-                            bool mask_padding) {
+                            int64_t dilation, double scale, bool mask_padding,
+                            const OptTensor& bias) {
   check_attention_forward(q, k, v, window, dilation);
+  const at::Tensor b =
+      check_bias("lma::local_attention_forward", bias, q, k, window);
   return pair(local_attention_forward_cuda(q, k, v, window, dilation, scale,
-                                           mask_padding));
+                                           mask_padding, b));
 }
 
-Triple attention_backward_cuda(const at::Tensor& grad_out,
-                               const at::Tensor& q, const at::Tensor& k,
-                               const at::Tensor& v, const at::Tensor& out,
-                               const at::Tensor& lse, int64_t window,
-                               int64_t dilation, double scale,
-                               bool mask_padding) {
+Quad attention_backward_cuda(const at::Tensor& grad_out, const at::Tensor& q,
+                             const at::Tensor& k, const at::Tensor& v,
+                             const at::Tensor& out, const at::Tensor& lse,
+                             int64_t window, int64_t dilation, double scale,
+                             bool mask_padding, const OptTensor& bias) {
   check_attention_backward(grad_out, q, k, v, out, lse, window, dilation);
-  return triple(local_attention_backward_cuda(grad_out.to(q.scalar_type()), q,
-                                              k, v, out, lse, window,
-                                              dilation, scale, mask_padding));
+  const at::Tensor b =
+      check_bias("lma::local_attention_backward", bias, q, k, window);
+  return quad(local_attention_backward_cuda(grad_out.to(q.scalar_type()), q,
+                                            k, v, out, lse, window, dilation,
+                                            scale, mask_padding, b),
+              q);
 }
 
 at::Tensor correlation_forward_cuda(const at::Tensor& q, const at::Tensor& k,
@@ -251,11 +280,13 @@ TORCH_LIBRARY(lma, m) {
   m.set_python_module("lma_mmseg.ops.local_attention");
   m.def(
       "local_attention_forward(Tensor q, Tensor k, Tensor v, int window, "
-      "int dilation, float scale, bool mask_padding) -> (Tensor, Tensor)");
+      "int dilation, float scale, bool mask_padding, Tensor? bias=None) "
+      "-> (Tensor, Tensor)");
   m.def(
       "local_attention_backward(Tensor grad_out, Tensor q, Tensor k, "
       "Tensor v, Tensor out, Tensor lse, int window, int dilation, "
-      "float scale, bool mask_padding) -> (Tensor, Tensor, Tensor)");
+      "float scale, bool mask_padding, Tensor? bias=None) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "local_correlation_forward(Tensor q, Tensor k, int window, "
       "int dilation) -> Tensor");

@@ -4,6 +4,7 @@
 // torch.utils.cpp_extension.load; not part of lma_mmseg._ext.
 #include <torch/extension.h>
 
+#include <optional>
 #include <utility>
 
 #include "emu_runtime.h"
@@ -52,24 +53,28 @@ struct EmuLaunch {
   }
 };
 
-std::vector<at::Tensor> attention_forward(const at::Tensor& q,
-                                          const at::Tensor& k,
-                                          const at::Tensor& v, int64_t window,
-                                          int64_t dilation, double scale,
-                                          bool mask_padding) {
-  return lma::cuda::attention_forward(EmuLaunch{}, q.contiguous(),
-                                      k.contiguous(), v.contiguous(), window,
-                                      dilation, scale, mask_padding);
+at::Tensor bias_or_undefined(const std::optional<at::Tensor>& bias) {
+  return bias.has_value() ? bias->contiguous() : at::Tensor();
+}
+
+std::vector<at::Tensor> attention_forward(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    int64_t window, int64_t dilation, double scale, bool mask_padding,
+    const std::optional<at::Tensor>& bias) {
+  return lma::cuda::attention_forward(
+      EmuLaunch{}, q.contiguous(), k.contiguous(), v.contiguous(), window,
+      dilation, scale, mask_padding, bias_or_undefined(bias));
 }
 
 std::vector<at::Tensor> attention_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
     const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-    int64_t window, int64_t dilation, double scale, bool mask_padding) {
+    int64_t window, int64_t dilation, double scale, bool mask_padding,
+    const std::optional<at::Tensor>& bias) {
   return lma::cuda::attention_backward(
       EmuLaunch{}, grad_out.contiguous(), q.contiguous(), k.contiguous(),
       v.contiguous(), out.contiguous(), lse.contiguous(), window, dilation,
-      scale, mask_padding);
+      scale, mask_padding, bias_or_undefined(bias));
 }
 
 at::Tensor correlation_forward(const at::Tensor& q, const at::Tensor& k,
@@ -120,8 +125,16 @@ std::vector<int64_t> launch_plan(int64_t window, int64_t dilation, int64_t C,
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("local_attention_forward", &attention_forward);
-  m.def("local_attention_backward", &attention_backward);
+  namespace py = pybind11;
+  m.def("local_attention_forward", &attention_forward, py::arg("q"),
+        py::arg("k"), py::arg("v"), py::arg("window"), py::arg("dilation"),
+        py::arg("scale"), py::arg("mask_padding"),
+        py::arg("bias") = py::none());
+  m.def("local_attention_backward", &attention_backward, py::arg("grad_out"),
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"),
+        py::arg("lse"), py::arg("window"), py::arg("dilation"),
+        py::arg("scale"), py::arg("mask_padding"),
+        py::arg("bias") = py::none());
   m.def("local_correlation_forward", &correlation_forward);
   m.def("local_correlation_backward", &correlation_backward);
   m.def("local_aggregation_forward", &aggregation_forward);
