@@ -20,8 +20,8 @@ _ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from lma_mmseg.datasets.synthetic import (DEGRADATION_MODES,  # noqa: E402
-                                          HIDE_MODES, make_demo_data)
+from lma_mmseg.datasets.synthetic import DEGRADATION_MODES  # noqa: E402
+from lma_mmseg.datasets.synthetic import HIDE_MODES, make_demo_data
 from lma_mmseg.fileio import atomic_write_text  # noqa: E402
 
 

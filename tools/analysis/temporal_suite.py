@@ -25,8 +25,8 @@ _ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from lma_mmseg.evaluation.temporal_suite import (DEFAULT_MODES,  # noqa: E402
-                                                 DEFAULT_VARIANTS, SUITE_MODES,
+from lma_mmseg.evaluation.temporal_suite import DEFAULT_MODES  # noqa: E402
+from lma_mmseg.evaluation.temporal_suite import (DEFAULT_VARIANTS, SUITE_MODES,
                                                  VARIANTS, run_suite)
 
 
