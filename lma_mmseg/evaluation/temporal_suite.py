@@ -1,17 +1,20 @@
 # Copyright (c) lma_mmseg contributors. All rights reserved.
 """A temporal benchmark suite on synthetic video.
 
-For every degradation mode of the synthetic generator
-(:mod:`lma_mmseg.datasets.synthetic`) the suite generates a small dataset,
-trains the single-frame model (``configs/demo/erfnet_demo.py``) on it,
-then, from that checkpoint and with the same number of iterations, each LMA
-variant (``configs/demo/lma-erfnet_demo.py`` with overrides) and the
-single-frame *twin*: the single-frame model trained on for as many
-iterations as the LMA variants, at their learning rate, so that every
-model in a row has the same total training budget. Every model is
-evaluated on the mode's val split at the end of its training (mIoU), and
-each variant is timed once, frame by frame at the suite's frame size,
-against the single-frame model (``tools/benchmark.py``, interleaved).
+A single-frame model (``configs/demo/erfnet_demo.py``) is trained once on
+clean video of the generator (severity 0). Then, for every degradation
+mode of the generator (:mod:`lma_mmseg.datasets.synthetic`) on the same
+scenes, each LMA variant (``configs/demo/lma-erfnet_demo-light.py``, the
+former demo recipe, with overrides) and the single-frame *twin* (the
+single-frame model trained on at the LMA learning rate) start from that
+checkpoint and train the same number of iterations on the mode's data, so
+every model of a row has the same total training budget
+(``shared_base=False`` trains the single-frame model on every mode's data
+instead). Every model is evaluated on the mode's val split at the end of
+its training (mIoU), and each variant is timed once, frame by frame at the
+suite's frame size, against the single-frame model (``tools/benchmark.py``,
+interleaved). The configs are loaded once at the start, so editing them
+while a suite runs does not change its runs.
 
 Training and timing run as child processes of the repository's
 ``tools/train.py`` and ``tools/benchmark.py`` (one process per run, so runs
@@ -45,7 +48,8 @@ from ..fileio import atomic_write_bytes, atomic_write_text
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BASE_CONFIG = osp.join(ROOT, 'configs', 'demo', 'erfnet_demo.py')
-LMA_CONFIG = osp.join(ROOT, 'configs', 'demo', 'lma-erfnet_demo.py')
+# the former demo recipe (window 7, light fusion): the variants' reference
+LMA_CONFIG = osp.join(ROOT, 'configs', 'demo', 'lma-erfnet_demo-light.py')
 
 # Generator settings of each suite mode (arguments of make_demo_data).
 SUITE_MODES: Dict[str, dict] = {
@@ -77,7 +81,7 @@ def _prior(lr_mult: float) -> dict:
 
 
 # LMA variants: a description, the config overrides (merged into
-# lma-erfnet_demo.py) and the neck arguments they need.
+# lma-erfnet_demo-light.py) and the neck arguments they need.
 VARIANTS: Dict[str, dict] = {
     'light': dict(
         desc='demo fusion (one gate per pixel, 1x1 bias-free '
@@ -155,8 +159,8 @@ VARIANTS: Dict[str, dict] = {
         },
         needs=('position_bias', )),
 }
-DEFAULT_VARIANTS = ('light', 'paper', 'residual', 'residual-prior',
-                    'residual-w3')
+DEFAULT_VARIANTS = (
+    'light', 'paper', 'residual', 'residual-prior', 'residual-w3')
 
 
 def neck_arguments() -> Tuple[str, ...]:
@@ -180,18 +184,21 @@ def _set_crop(pipeline: list, crop: Tuple[int, int]) -> None:
             _set_crop(t['transforms'], crop)
 
 
-def build_config(base: str,
-                 data_root: str,
-                 size: Tuple[int, int],
-                 iters: int,
-                 load_from: Optional[str] = None,
-                 lr: Optional[float] = None,
-                 options: Optional[dict] = None,
-                 workers: int = 1):
+def build_config(
+        base: str,
+        data_root: str,
+        size: Tuple[int, int],
+        iters: int,
+        load_from: Optional[str] = None,
+        lr: Optional[float] = None,
+        options: Optional[dict] = None,
+        workers: int = 1):
     """A demo config set up for one suite run.
 
     Args:
-        base (str): Config file (a demo config).
+        base (str | Config): Config file (a demo config), or a config
+            loaded once (copied, so every run of a suite starts from the
+            same text even when the file changes meanwhile).
         data_root (str): The mode's data.
         size (tuple[int, int]): Frame size (H, W): whole frames are used.
         iters (int): Training iterations (one validation at the end, one
@@ -205,7 +212,10 @@ def build_config(base: str,
         mmengine.Config
     """
     from mmengine.config import Config
-    cfg = Config.fromfile(base)
+    if isinstance(base, Config):
+        cfg = copy.deepcopy(base)
+    else:
+        cfg = Config.fromfile(base)
     size = (int(size[0]), int(size[1]))
     for split in ('train', 'val', 'test'):
         loader = cfg[f'{split}_dataloader']
@@ -248,8 +258,9 @@ def read_miou(work_dir: str) -> float:
                         if 'mIoU' in entry:
                             found.append(float(entry['mIoU']))
     if not found:
-        raise RuntimeError(f'no validation mIoU was logged under {work_dir} '
-                           '(vis_data/scalars.json)')
+        raise RuntimeError(
+            f'no validation mIoU was logged under {work_dir} '
+            '(vis_data/scalars.json)')
     return found[-1]
 
 
@@ -263,8 +274,9 @@ def _run(cmd: List[str], log: str, env: Optional[dict] = None) -> float:
     if proc.returncode != 0:
         with open(log) as f:
             tail = f.read()[-3000:]
-        raise RuntimeError(f'{" ".join(cmd)} failed with exit status '
-                           f'{proc.returncode}; log {log}:\n{tail}')
+        raise RuntimeError(
+            f'{" ".join(cmd)} failed with exit status '
+            f'{proc.returncode}; log {log}:\n{tail}')
     return time.perf_counter() - start
 
 
@@ -276,8 +288,12 @@ def _load_result(path: str, settings: dict) -> Optional[dict]:
     return result if result.get('settings') == settings else None
 
 
-def train_run(name: str, run_dir: str, cfg, settings: dict,
-              env: Optional[dict] = None) -> dict:
+def train_run(
+        name: str,
+        run_dir: str,
+        cfg,
+        settings: dict,
+        env: Optional[dict] = None) -> dict:
     """Train one config in a child process (``tools/train.py``) unless a
     finished run with the same settings is there; return its result
     (``miou``, ``checkpoint``, ``seconds``)."""
@@ -291,10 +307,12 @@ def train_run(name: str, run_dir: str, cfg, settings: dict,
     cfg_path = osp.join(run_dir, f'{name}.py')
     atomic_write_text(cfg_path, cfg.pretty_text)
     train_dir = osp.join(run_dir, 'train')
-    seconds = _run([
-        sys.executable,
-        osp.join(ROOT, 'tools', 'train.py'), cfg_path, '--work-dir', train_dir
-    ], osp.join(run_dir, 'train.log'), env)
+    seconds = _run(
+        [
+            sys.executable,
+            osp.join(ROOT, 'tools', 'train.py'), cfg_path, '--work-dir',
+            train_dir
+        ], osp.join(run_dir, 'train.log'), env)
     ckpt = osp.join(train_dir, f'iter_{cfg.train_cfg.max_iters}.pth')
     if not osp.isfile(ckpt):
         raise RuntimeError(f'{name}: training wrote no checkpoint {ckpt}')
@@ -310,30 +328,40 @@ def train_run(name: str, run_dir: str, cfg, settings: dict,
     return result
 
 
-def time_run(lma_cfg: str, lma_ckpt: str, base_cfg: str, base_ckpt: str,
-             size: Tuple[int, int], out: str, frames: int, warmup: int,
-             env: Optional[dict] = None) -> dict:
+def time_run(
+        lma_cfg: str,
+        lma_ckpt: str,
+        base_cfg: str,
+        base_ckpt: str,
+        size: Tuple[int, int],
+        out: str,
+        frames: int,
+        warmup: int,
+        env: Optional[dict] = None) -> dict:
     """ms/frame of an LMA model (streaming) and of the single-frame model,
     interleaved (``tools/benchmark.py``)."""
     if not osp.isfile(out):
-        _run([
-            sys.executable,
-            osp.join(ROOT, 'tools', 'benchmark.py'), lma_cfg, '--checkpoint',
-            lma_ckpt, '--baseline', base_cfg, '--baseline-checkpoint',
-            base_ckpt, '--device', 'cpu', '--shape',
-            str(size[0]),
-            str(size[1]), '--frames',
-            str(frames), '--warmup',
-            str(warmup), '--modes', 'streaming', '--no-flops', '--out', out
-        ], out[:-len('.json')] + '.log', env)
+        _run(
+            [
+                sys.executable,
+                osp.join(ROOT, 'tools',
+                         'benchmark.py'), lma_cfg, '--checkpoint', lma_ckpt,
+                '--baseline', base_cfg, '--baseline-checkpoint', base_ckpt,
+                '--device', 'cpu', '--shape',
+                str(size[0]),
+                str(size[1]), '--frames',
+                str(frames), '--warmup',
+                str(warmup), '--modes', 'streaming', '--no-flops', '--out', out
+            ], out[:-len('.json')] + '.log', env)
     with open(out) as f:
         res = json.load(f)
     ms = {r['role']: r['median_ms'] for r in res['results']}
     return dict(lma_ms=ms['model'], single_ms=ms['baseline'])
 
 
-def render_table(rows: List[dict], modes: Sequence[str],
-                 variants: Sequence[str]) -> str:
+def render_table(
+        rows: List[dict], modes: Sequence[str],
+        variants: Sequence[str]) -> str:
     """Markdown table: one row per (mode, model)."""
     lines = [
         '| mode | model | mIoU | gain over single-frame twin | ms/frame |',
@@ -343,30 +371,34 @@ def render_table(rows: List[dict], modes: Sequence[str],
         gain = row.get('gain')
         miou = row.get('miou')
         ms = row.get('ms')
-        lines.append('| {} | {} | {} | {} | {} |'.format(
-            row['mode'], row['model'],
-            '-' if miou is None else f'{miou:.2f}',
-            '-' if gain is None else f'{gain:+.2f}',
-            '-' if ms is None else f'{ms:.1f}') +
+        lines.append(
+            '| {} | {} | {} | {} | {} |'.format(
+                row['mode'], row['model'], '-' if miou is
+                None else f'{miou:.2f}', '-' if gain is
+                None else f'{gain:+.2f}', '-' if ms is None else f'{ms:.1f}') +
             (f' {row["note"]}' if row.get('note') else ''))
     # per variant: worst and mean gain over the modes
-    summary = ['', '| variant | min gain | mean gain | modes |',
-               '|---|---:|---:|---:|']
+    summary = [
+        '', '| variant | min gain | mean gain | modes |',
+        '|---|---:|---:|---:|'
+    ]
     for v in variants:
         gains = [
             r['gain'] for r in rows
             if r['model'] == v and r.get('gain') is not None
         ]
         if gains:
-            summary.append(f'| {v} | {min(gains):+.2f} | '
-                           f'{sum(gains) / len(gains):+.2f} | {len(gains)} |')
+            summary.append(
+                f'| {v} | {min(gains):+.2f} | '
+                f'{sum(gains) / len(gains):+.2f} | {len(gains)} |')
         else:
             summary.append(f'| {v} | - | - | 0 |')
     return '\n'.join(lines + summary) + '\n'
 
 
-def render_plot(rows: List[dict], modes: Sequence[str],
-                variants: Sequence[str], title: str) -> bytes:
+def render_plot(
+        rows: List[dict], modes: Sequence[str], variants: Sequence[str],
+        title: str) -> bytes:
     """PNG bytes: grouped bars of the gain over the single-frame twin, one
     group per mode, one bar per variant."""
     import matplotlib
@@ -375,15 +407,15 @@ def render_plot(rows: List[dict], modes: Sequence[str],
     import numpy as np
     gains = {(r['mode'], r['model']): r.get('gain') for r in rows}
     fig, ax = plt.subplots(
-        figsize=(max(6.0, 1.3 * len(modes) * max(1, len(variants)) / 3 + 3),
-                 4.0))
+        figsize=(
+            max(6.0, 1.3 * len(modes) * max(1, len(variants)) / 3 + 3), 4.0))
     width = 0.8 / max(1, len(variants))
     x = np.arange(len(modes))
     for i, v in enumerate(variants):
         vals = [gains.get((m, v)) for m in modes]
         heights = [0.0 if g is None else g for g in vals]
-        bars = ax.bar(x + (i - (len(variants) - 1) / 2) * width, heights,
-                      width, label=v)
+        bars = ax.bar(
+            x + (i - (len(variants) - 1) / 2) * width, heights, width, label=v)
         for bar, g in zip(bars, vals):
             if g is None:
                 bar.set_hatch('//')
@@ -402,20 +434,21 @@ def render_plot(rows: List[dict], modes: Sequence[str],
     return buf.getvalue()
 
 
-def run_suite(work_dir: str,
-              modes: Sequence[str] = DEFAULT_MODES,
-              variants: Sequence[str] = DEFAULT_VARIANTS,
-              iters: Tuple[int, int] = (400, 200),
-              size: Tuple[int, int] = (64, 128),
-              severity: float = 1.0,
-              num_train: int = 60,
-              num_val: int = 20,
-              seed: int = 0,
-              bench_frames: int = 30,
-              bench_warmup: int = 5,
-              workers: int = 1,
-              shared_base: bool = True,
-              log: Callable[[str], None] = print) -> dict:
+def run_suite(
+        work_dir: str,
+        modes: Sequence[str] = DEFAULT_MODES,
+        variants: Sequence[str] = DEFAULT_VARIANTS,
+        iters: Tuple[int, int] = (400, 200),
+        size: Tuple[int, int] = (64, 128),
+        severity: float = 1.0,
+        num_train: int = 60,
+        num_val: int = 20,
+        seed: int = 0,
+        bench_frames: int = 30,
+        bench_warmup: int = 5,
+        workers: int = 1,
+        shared_base: bool = True,
+        log: Callable[[str], None] = print) -> dict:
     """Run the suite and write ``suite.{json,md,png}`` in ``work_dir``.
 
     Args:
@@ -444,15 +477,18 @@ def run_suite(work_dir: str,
     """
     for m in modes:
         if m not in SUITE_MODES:
-            raise ValueError(f'unknown mode {m!r}; modes: '
-                             f'{", ".join(SUITE_MODES)}')
+            raise ValueError(
+                f'unknown mode {m!r}; modes: '
+                f'{", ".join(SUITE_MODES)}')
     for v in variants:
         if v not in VARIANTS:
-            raise ValueError(f'unknown variant {v!r}; variants: '
-                             f'{", ".join(VARIANTS)}')
+            raise ValueError(
+                f'unknown variant {v!r}; variants: '
+                f'{", ".join(VARIANTS)}')
     if len(iters) != 2 or min(iters) < 1:
-        raise ValueError(f'iters must be two positive numbers (single-frame, '
-                         f'fine-tuning), got {iters}')
+        raise ValueError(
+            f'iters must be two positive numbers (single-frame, '
+            f'fine-tuning), got {iters}')
     if len(modes) == 0 or len(variants) == 0:
         raise ValueError('at least one mode and one variant are needed')
     base_iters, tune_iters = int(iters[0]), int(iters[1])
@@ -463,7 +499,10 @@ def run_suite(work_dir: str,
     env['PYTHONPATH'] = os.pathsep.join(
         p for p in (ROOT, env.get('PYTHONPATH')) if p)
     from mmengine.config import Config
-    lma_lr = Config.fromfile(LMA_CONFIG).optim_wrapper.optimizer.lr
+    # loaded once: every run starts from the configs as they were now
+    base_template = Config.fromfile(BASE_CONFIG)
+    lma_template = Config.fromfile(LMA_CONFIG)
+    lma_lr = lma_template.optim_wrapper.optimizer.lr
     usable = [v for v in variants if available(v)]
     settings = dict(
         shared_base=shared_base,
@@ -483,19 +522,20 @@ def run_suite(work_dir: str,
     base = None
     for mode in (['clean'] if shared_base else []) + list(modes):
         data_root = osp.join(work_dir, 'data', mode)
-        gen = dict(SUITE_MODES.get(mode, dict(mode='glare')),
-                   severity=0.0 if mode == 'clean' else severity)
-        _ensure_data(data_root, gen, size, seed, num_train, num_val, log,
-                     mode)
+        gen = dict(
+            SUITE_MODES.get(mode, dict(mode='glare')),
+            severity=0.0 if mode == 'clean' else severity)
+        _ensure_data(data_root, gen, size, seed, num_train, num_val, log, mode)
         if mode == 'clean':
-            base_cfg = build_config(BASE_CONFIG, data_root, size, base_iters,
-                                    workers=workers)
-            base = train_run('single-frame',
-                             osp.join(work_dir, 'runs', 'clean',
-                                      'single-frame'), base_cfg,
-                             dict(settings, mode='clean', generator=gen), env)
+            base_cfg = build_config(
+                base_template, data_root, size, base_iters, workers=workers)
+            base = train_run(
+                'single-frame',
+                osp.join(work_dir, 'runs', 'clean', 'single-frame'), base_cfg,
+                dict(settings, mode='clean', generator=gen), env)
             done_runs = 1
-            log(f'[1/{runs_total}] single-frame on clean video: mIoU '
+            log(
+                f'[1/{runs_total}] single-frame on clean video: mIoU '
                 f'{base["miou"]:.2f} on clean val ({_how(base)})')
             clean_miou = base['miou']
             continue
@@ -506,23 +546,29 @@ def run_suite(work_dir: str,
             nonlocal done_runs
             done_runs += 1
             elapsed = time.perf_counter() - start
-            log(f'[{done_runs}/{runs_total}] {mode} {what}: mIoU '
+            log(
+                f'[{done_runs}/{runs_total}] {mode} {what}: mIoU '
                 f'{res["miou"]:.2f} ({_how(res)}; suite '
                 f'{elapsed / 60:.1f} min)')
 
         if not shared_base:
-            base_cfg = build_config(BASE_CONFIG, data_root, size, base_iters,
-                                    workers=workers)
-            base = train_run('single-frame',
-                             osp.join(mode_dir, 'single-frame'), base_cfg,
-                             mode_settings, env)
+            base_cfg = build_config(
+                base_template, data_root, size, base_iters, workers=workers)
+            base = train_run(
+                'single-frame', osp.join(mode_dir, 'single-frame'), base_cfg,
+                mode_settings, env)
             progress('single-frame', base)
         twin_cfg = build_config(
-            BASE_CONFIG, data_root, size, tune_iters,
-            load_from=base['checkpoint'], lr=lma_lr, workers=workers)
-        twin = train_run('single-frame-twin',
-                         osp.join(mode_dir, 'single-frame-twin'), twin_cfg,
-                         mode_settings, env)
+            base_template,
+            data_root,
+            size,
+            tune_iters,
+            load_from=base['checkpoint'],
+            lr=lma_lr,
+            workers=workers)
+        twin = train_run(
+            'single-frame-twin', osp.join(mode_dir, 'single-frame-twin'),
+            twin_cfg, mode_settings, env)
         progress('single-frame twin', twin)
         if not shared_base:
             rows.append(
@@ -551,9 +597,13 @@ def run_suite(work_dir: str,
                         f'{", ".join(VARIANTS[v].get("needs", ()))})'))
                 continue
             cfg = build_config(
-                LMA_CONFIG, data_root, size, tune_iters,
+                lma_template,
+                data_root,
+                size,
+                tune_iters,
                 load_from=base['checkpoint'],
-                options=VARIANTS[v]['options'], workers=workers)
+                options=VARIANTS[v]['options'],
+                workers=workers)
             res = train_run(v, osp.join(mode_dir, v), cfg, mode_settings, env)
             progress(v, res)
             if bench_frames > 0 and v not in timings:
@@ -562,7 +612,8 @@ def run_suite(work_dir: str,
                     base['checkpoint'], size,
                     osp.join(mode_dir, v, 'benchmark.json'), bench_frames,
                     bench_warmup, env)
-                log(f'    {v}: {timings[v]["lma_ms"]:.1f} ms/frame '
+                log(
+                    f'    {v}: {timings[v]["lma_ms"]:.1f} ms/frame '
                     f'(single-frame {timings[v]["single_ms"]:.1f})')
             rows.append(
                 dict(
@@ -581,21 +632,23 @@ def run_suite(work_dir: str,
                 row['ms'] = timings[row['model']]['lma_ms']
             elif row['model'].startswith('single-frame') and single_ms:
                 row['ms'] = sorted(single_ms)[len(single_ms) // 2]
-        write_outputs(work_dir, rows, modes, variants, settings, timings,
-                      time.perf_counter() - start, clean_miou)
+        write_outputs(
+            work_dir, rows, modes, variants, settings, timings,
+            time.perf_counter() - start, clean_miou)
     total = time.perf_counter() - start
     log(f'suite done in {total / 60:.1f} min')
-    return write_outputs(work_dir, rows, modes, variants, settings, timings,
-                         total, clean_miou)
+    return write_outputs(
+        work_dir, rows, modes, variants, settings, timings, total, clean_miou)
 
 
 def _how(res: dict) -> str:
     return 'reused' if res.get('reused') else f'{res["seconds"]:.0f} s'
 
 
-def _ensure_data(data_root: str, gen: dict, size: Tuple[int, int],
-                 seed: int, num_train: int, num_val: int,
-                 log: Callable[[str], None], mode: str) -> None:
+def _ensure_data(
+        data_root: str, gen: dict, size: Tuple[int, int], seed: int,
+        num_train: int, num_val: int, log: Callable[[str],
+                                                    None], mode: str) -> None:
     """Generate a mode's data unless the same data is there."""
     from ..datasets.synthetic import make_demo_data
     meta_path = osp.join(data_root, 'meta.json')
@@ -626,14 +679,15 @@ def _ensure_data(data_root: str, gen: dict, size: Tuple[int, int],
         **gen)
 
 
-def write_outputs(work_dir: str,
-                  rows: List[dict],
-                  modes: Sequence[str],
-                  variants: Sequence[str],
-                  settings: dict,
-                  timings: dict,
-                  seconds: float,
-                  clean_miou: Optional[float] = None) -> dict:
+def write_outputs(
+        work_dir: str,
+        rows: List[dict],
+        modes: Sequence[str],
+        variants: Sequence[str],
+        settings: dict,
+        timings: dict,
+        seconds: float,
+        clean_miou: Optional[float] = None) -> dict:
     """Write ``suite.json``, ``suite.md`` and ``suite.png`` (atomically)
     from the rows so far."""
     done_modes = [m for m in modes if any(r['mode'] == m for r in rows)]
@@ -648,18 +702,20 @@ def write_outputs(work_dir: str,
         timings=timings,
         seconds=round(seconds, 1))
     h, w = settings['size']
-    title = (f'LMA variants vs single-frame twin, synthetic video {h}x{w}, '
-             f'{settings["iters"][0]}+{settings["iters"][1]} it')
+    title = (
+        f'LMA variants vs single-frame twin, synthetic video {h}x{w}, '
+        f'{settings["iters"][0]}+{settings["iters"][1]} it')
     intro = f'# Temporal benchmark suite\n\n{title}\n\n'
     if clean_miou is not None:
-        intro += (f'Every model starts from one single-frame model trained '
-                  f'{settings["iters"][0]} iterations on clean video (mIoU '
-                  f'{clean_miou:.2f} on clean val); the twin and every LMA '
-                  f'variant then train {settings["iters"][1]} iterations on '
-                  'the mode\'s data.\n\n')
+        intro += (
+            f'Every model starts from one single-frame model trained '
+            f'{settings["iters"][0]} iterations on clean video (mIoU '
+            f'{clean_miou:.2f} on clean val); the twin and every LMA '
+            f'variant then train {settings["iters"][1]} iterations on '
+            'the mode\'s data.\n\n')
     md = intro + render_table(rows, done_modes, variants)
-    atomic_write_text(osp.join(work_dir, 'suite.json'),
-                      json.dumps(result, indent=2))
+    atomic_write_text(
+        osp.join(work_dir, 'suite.json'), json.dumps(result, indent=2))
     atomic_write_text(osp.join(work_dir, 'suite.md'), md)
     atomic_write_bytes(
         osp.join(work_dir, 'suite.png'),
