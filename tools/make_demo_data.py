@@ -20,8 +20,7 @@ _ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from lma_mmseg.datasets.synthetic import DEGRADATION_MODES  # noqa: E402
-from lma_mmseg.datasets.synthetic import HIDE_MODES, make_demo_data
+import lma_mmseg.datasets.synthetic as synthetic  # noqa: E402
 from lma_mmseg.fileio import atomic_write_text  # noqa: E402
 
 
@@ -59,13 +58,13 @@ def parse_args(argv=None):
     parser.add_argument('--noise-std', type=float, default=6.0)
     parser.add_argument(
         '--hide',
-        choices=HIDE_MODES,
+        choices=synthetic.HIDE_MODES,
         default='regions',
         help="hidden area of the annotated frame: 'blocks' (random "
         "rectangles/ellipses) or 'regions' (whole regions)")
     parser.add_argument(
         '--mode',
-        choices=DEGRADATION_MODES,
+        choices=synthetic.DEGRADATION_MODES,
         default='glare',
         help="degradation of the annotated frame: 'glare' (glare/fog over "
         "the hidden area, the demo data), 'occlusion' (moving grey "
@@ -93,7 +92,7 @@ def main(argv=None):
     args = parse_args(argv)
     command = 'python tools/make_demo_data.py ' + ' '.join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    summary = make_demo_data(
+    summary = synthetic.make_demo_data(
         args.out,
         size=args.size,
         seed=args.seed,

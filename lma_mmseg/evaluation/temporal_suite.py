@@ -499,6 +499,7 @@ def run_suite(
     env['PYTHONPATH'] = os.pathsep.join(
         p for p in (ROOT, env.get('PYTHONPATH')) if p)
     from mmengine.config import Config
+
     # loaded once: every run starts from the configs as they were now
     base_template = Config.fromfile(BASE_CONFIG)
     lma_template = Config.fromfile(LMA_CONFIG)

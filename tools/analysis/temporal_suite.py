@@ -25,9 +25,7 @@ _ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from lma_mmseg.evaluation.temporal_suite import DEFAULT_MODES  # noqa: E402
-from lma_mmseg.evaluation.temporal_suite import (DEFAULT_VARIANTS, SUITE_MODES,
-                                                 VARIANTS, run_suite)
+import lma_mmseg.evaluation.temporal_suite as suite  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -42,16 +40,16 @@ def parse_args(argv=None):
     parser.add_argument(
         '--modes',
         nargs='+',
-        default=list(DEFAULT_MODES),
-        choices=list(SUITE_MODES),
+        default=list(suite.DEFAULT_MODES),
+        choices=list(suite.SUITE_MODES),
         help='degradation modes')
     parser.add_argument(
         '--variants',
         nargs='+',
-        default=list(DEFAULT_VARIANTS),
-        choices=list(VARIANTS),
+        default=list(suite.DEFAULT_VARIANTS),
+        choices=list(suite.VARIANTS),
         help='LMA variants: ' + '; '.join(f'{k}: {v["desc"]}'
-                                          for k, v in VARIANTS.items()))
+                                          for k, v in suite.VARIANTS.items()))
     parser.add_argument(
         '--iters',
         type=int,
@@ -84,7 +82,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    result = run_suite(
+    result = suite.run_suite(
         args.work_dir,
         modes=args.modes,
         variants=args.variants,
