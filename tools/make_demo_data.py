@@ -20,8 +20,7 @@ _ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from lma_mmseg.datasets.synthetic import (HIDE_MODES,  # noqa: E402
-                                          make_demo_data)
+import lma_mmseg.datasets.synthetic as synthetic  # noqa: E402
 from lma_mmseg.fileio import atomic_write_text  # noqa: E402
 
 
@@ -59,10 +58,31 @@ def parse_args(argv=None):
     parser.add_argument('--noise-std', type=float, default=6.0)
     parser.add_argument(
         '--hide',
-        choices=HIDE_MODES,
+        choices=synthetic.HIDE_MODES,
         default='regions',
         help="hidden area of the annotated frame: 'blocks' (random "
         "rectangles/ellipses) or 'regions' (whole regions)")
+    parser.add_argument(
+        '--mode',
+        choices=synthetic.DEGRADATION_MODES,
+        default='glare',
+        help="degradation of the annotated frame: 'glare' (glare/fog over "
+        "the hidden area, the demo data), 'occlusion' (moving grey "
+        "occluders, on earlier frames too), 'blur' (motion blur and low "
+        "contrast), 'noise' (blocks of colour noise), 'dropout' "
+        '(under-exposure)')
+    parser.add_argument(
+        '--severity',
+        type=float,
+        default=1.0,
+        help='strength of the degradation in [0, 1] (0: clean key frames)')
+    parser.add_argument(
+        '--speeds',
+        type=float,
+        nargs='+',
+        metavar='V',
+        help='add one object per speed (px/frame at 128 px height, relative '
+        'to the scene; 0: a small static object) to every snippet')
     parser.add_argument('--json', help='also write the summary to this file')
     return parser.parse_args(argv)
 
@@ -72,7 +92,7 @@ def main(argv=None):
     args = parse_args(argv)
     command = 'python tools/make_demo_data.py ' + ' '.join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    summary = make_demo_data(
+    summary = synthetic.make_demo_data(
         args.out,
         size=args.size,
         seed=args.seed,
@@ -83,6 +103,9 @@ def main(argv=None):
         hidden_range=args.hidden_range,
         noise_std=args.noise_std,
         hide=args.hide,
+        mode=args.mode,
+        severity=args.severity,
+        speeds=args.speeds,
         command=command,
         verbose=True)
     print(
@@ -96,8 +119,9 @@ def main(argv=None):
             f'{", ".join(info["cities"])}')
     if 'hidden_fraction' in summary:
         hf = summary['hidden_fraction']
+        what = 'glare/fog' if args.mode == 'glare' else args.mode
         print(
-            f'key-frame pixels hidden by glare/fog: mean {hf["mean"]:.1%} '
+            f'key-frame pixels hidden by {what}: mean {hf["mean"]:.1%} '
             f'(min {hf["min"]:.1%}, max {hf["max"]:.1%})')
     if args.json:
         atomic_write_text(args.json, json.dumps(summary, indent=2))

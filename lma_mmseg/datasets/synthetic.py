@@ -72,6 +72,20 @@ NUM_TEXTURES = 8
 TEXTURE_AMPLITUDE = 40.0
 TEXTURE_TILE = 80
 HIDE_MODES = ('blocks', 'regions')
+# Degradations of the annotated (key) frame, see :class:`SnippetRenderer`.
+DEGRADATION_MODES = ('glare', 'occlusion', 'blur', 'noise', 'dropout')
+# Largest fraction of the key frame covered by occluders / noise blocks (at
+# severity 1).
+MAX_COVER = 0.5
+# Longest motion-blur kernel (px at 128 px frame height) and strongest
+# contrast loss (at severity 1).
+MAX_BLUR = 17
+MAX_CONTRAST_LOSS = 0.6
+# Exposure gain of a fully dropped-out frame (severity 1).
+MIN_EXPOSURE = 0.1
+# Radius range (px at 128 px frame height) of the extra objects of
+# ``speeds``; static ones (speed 0) are small.
+SPEED_OBJECT_RADII = ((4.0, 8.0), (10.0, 20.0))
 
 README = """\
 Synthetic demo data for lma_mmseg -- NOT Cityscapes.
@@ -94,6 +108,37 @@ a memory of previous frames can recover them.
 
 Generated with: {command}
 """
+
+MODE_NOTES = {
+    'glare': 'glare or fog of opacity {severity:g} over the hidden area',
+    'occlusion': 'grey occluders that move in front of the scene and are '
+    'present on the earlier frames too, covering {pct} of the annotated '
+    'frame (instead of glare/fog)',
+    'blur': 'horizontal motion blur and a contrast loss of the whole '
+    'annotated frame, severity {severity:g} (instead of glare/fog)',
+    'noise': 'blocks of uniform colour noise covering {pct} of the '
+    'annotated frame (instead of glare/fog)',
+    'dropout': 'under-exposure of the whole annotated frame (intensity '
+    'x{gain:.2f}, instead of glare/fog)',
+}
+
+
+def check_degradation(mode: str, severity: float,
+                      speeds: Optional[Sequence[float]] = None) -> None:
+    """Check a degradation mode, its severity and the object speeds."""
+    if mode not in DEGRADATION_MODES:
+        raise ValueError(
+            f'mode must be one of {DEGRADATION_MODES}, got {mode!r}')
+    if isinstance(severity, bool) or not isinstance(
+            severity, (int, float, np.floating)) or not 0 <= severity <= 1:
+        raise ValueError(f'severity must be a number in [0, 1], got '
+                         f'{severity!r}')
+    if speeds is not None:
+        for speed in speeds:
+            if isinstance(speed, bool) or not isinstance(
+                    speed, (int, float, np.floating)) or not 0 <= speed <= 20:
+                raise ValueError(f'speeds must be numbers in [0, 20] (px per '
+                                 f'frame at 128 px height), got {speeds!r}')
 
 
 def _write_png(path: str, img: np.ndarray) -> bytes:
@@ -177,6 +222,38 @@ class SnippetRenderer:
             ``'regions'``: a union of whole regions (scene cells and moving
             objects) of the key frame, so no hidden region has a visible
             part on the key frame.
+        mode (str): Degradation of the key frame (the labels are never
+            degraded):
+
+            * ``'glare'``: the hidden area (``hidden_range``, ``hide``) is
+              washed out by glare or fog; severity is its opacity (1: the
+              colour is replaced, as the demo data has it);
+            * ``'occlusion'``: grey, textured occluders that move across
+              the frame in front of the scene cover ``MAX_COVER * severity``
+              of the key frame; they are drawn on every frame, so the
+              memory frames show only what they did not cover there;
+            * ``'blur'``: horizontal motion blur (kernel of up to
+              ``MAX_BLUR`` px at 128 px height) and a contrast loss (up to
+              ``MAX_CONTRAST_LOSS``) of the whole key frame;
+            * ``'noise'``: blocks covering ``MAX_COVER * severity`` of the
+              key frame are replaced by uniform colour noise;
+            * ``'dropout'``: the key frame is under-exposed, its intensity
+              times ``1 - (1 - MIN_EXPOSURE) * severity`` before the sensor
+              noise.
+
+            Only the key frame changes, except under ``'occlusion'``.
+        severity (float): Strength of the degradation in [0, 1]; 0 renders
+            the clean key frame. Defaults to 1.
+        speeds (Sequence[float], optional): Extra objects, one per entry,
+            moving through the scene at that speed (px per frame at 128 px
+            frame height, relative to the scene; 0 is a small static
+            object). They are part of the scene (labels included) and are
+            degraded like everything else. None adds none.
+        mode_rng (np.random.Generator, optional): Generator of the
+            degradation and of the extra objects, so that the scene, the
+            per-frame noise and the glare draws are the same for every mode
+            and severity. Defaults to a child of ``rng`` (``rng.spawn``,
+            which leaves ``rng``'s draws unchanged).
     """
 
     def __init__(
@@ -187,10 +264,17 @@ class SnippetRenderer:
             textures: np.ndarray,
             hidden_range: Tuple[float, float],
             noise_std: float,
-            hide: str = 'regions'):
+            hide: str = 'regions',
+            mode: str = 'glare',
+            severity: float = 1.0,
+            speeds: Optional[Sequence[float]] = None,
+            mode_rng: Optional[np.random.Generator] = None):
         if hide not in HIDE_MODES:
             raise ValueError(f'hide must be one of {HIDE_MODES}, got {hide!r}')
+        check_degradation(mode, severity, speeds)
         self.hide = hide
+        self.mode = mode
+        self.severity = float(severity)
         self.rng = rng
         self.h, self.w = size
         self.colours = colours
@@ -212,9 +296,21 @@ class SnippetRenderer:
         self.world_w = w + int(self.pan[:, 1].max())
         self.world_cls, self.world_tex = self._layout(unit)
         self.objects = self._objects(unit)
+        self.unit = unit
+        if mode_rng is None and (mode != 'glare' or speeds):
+            mode_rng = rng.spawn(1)[0]  # leaves rng's state as it is
+        self.mode_rng = mode_rng
+        if speeds:
+            self.objects += self._speed_objects(speeds, unit)
         self.yy, self.xx = np.mgrid[0:h, 0:w].astype(np.float32)
         self.hidden = self._hidden_mask(hidden_range, unit)
         self.extra_blocks = self._extra_blocks(unit)
+        self.occluders = []
+        self.cover = None
+        if mode == 'occlusion' and self.severity > 0:
+            self.occluders = self._occluders(MAX_COVER * self.severity, unit)
+        elif mode == 'noise' and self.severity > 0:
+            self.cover = self._cover_blocks(MAX_COVER * self.severity, unit)
 
     def _layout(self, unit: float) -> Tuple[np.ndarray, np.ndarray]:
         """Voronoi cells of the whole scene, each with a random class and a
@@ -270,6 +366,160 @@ class SnippetRenderer:
                     tex=rng.integers(NUM_TEXTURES)))
         return objects
 
+    def _speed_objects(self, speeds: Sequence[float],
+                       unit: float) -> List[dict]:
+        """One extra object per speed, moving relative to the scene (static
+        ones move with the camera pan); the static ones are small."""
+        rng = self.mode_rng
+        objects = []
+        pan = self.pan.astype(np.float32)
+        for speed in speeds:
+            radii = SPEED_OBJECT_RADII[0 if speed == 0 else 1]
+            ry = rng.uniform(*radii) * unit
+            rx = rng.uniform(*radii) * unit
+            cy0 = rng.uniform(ry, self.h - ry)
+            cx0 = rng.uniform(rx, self.w - rx)
+            angle = rng.uniform(-0.3, 0.3) + np.pi * rng.integers(2)
+            vy = speed * unit * np.sin(angle)
+            vx = speed * unit * np.cos(angle)
+            # Frame coordinates: the scene moves by -pan, the object by
+            # (vy, vx) per frame relative to the scene.
+            t = np.arange(NUM_FRAMES, dtype=np.float32)
+            track = np.stack([
+                cy0 + vy * (t - KEY_FRAME) - (pan[:, 0] - pan[KEY_FRAME, 0]),
+                cx0 + vx * (t - KEY_FRAME) - (pan[:, 1] - pan[KEY_FRAME, 1])
+            ], 1)
+            objects.append(
+                dict(
+                    track=track,
+                    radii=(ry, rx),
+                    box=bool(rng.integers(2)),
+                    cls=rng.integers(NUM_CLASSES),
+                    tex=rng.integers(NUM_TEXTURES)))
+        return objects
+
+    @staticmethod
+    def _centre(obj: dict, t: int) -> Tuple[float, float]:
+        """Centre (y, x) of a moving object in frame ``t``."""
+        if 'track' in obj:
+            return float(obj['track'][t, 0]), float(obj['track'][t, 1])
+        return (obj['centre'][0] + obj['velocity'][0] * t,
+                obj['centre'][1] + obj['velocity'][1] * t)
+
+    def _shape_mask(self, cy: float, cx: float, ry: float, rx: float,
+                    box: bool) -> np.ndarray:
+        yy, xx = self.yy, self.xx
+        if box:
+            return (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
+        return ((yy - cy) / ry)**2 + ((xx - cx) / rx)**2 <= 1
+
+    def _occluders(self, target: float, unit: float) -> List[dict]:
+        """Grey occluders moving across the frame, in front of the moving
+        objects first, covering about ``target`` of the key frame."""
+        rng = self.mode_rng
+        occluders = []
+        covered = np.zeros((self.h, self.w), dtype=bool)
+        centres = [self._centre(obj, KEY_FRAME) for obj in self.objects]
+        for k in range(60):
+            if covered.mean() >= target:
+                break
+            ry = rng.uniform(10, 22) * unit
+            rx = rng.uniform(8, 30) * unit
+            if k < len(centres):
+                cy, cx = centres[k]
+                cy += rng.uniform(-0.5, 0.5) * ry
+                cx += rng.uniform(-0.5, 0.5) * rx
+            else:
+                cy = rng.uniform(0, self.h)
+                cx = rng.uniform(0, self.w)
+            vy = rng.uniform(-1.0, 1.0) * unit
+            vx = rng.uniform(2.0, 5.0) * unit * rng.choice([-1, 1])
+            occ = dict(
+                centre=(cy - vy * KEY_FRAME, cx - vx * KEY_FRAME),
+                velocity=(vy, vx),
+                radii=(ry, rx),
+                box=bool(rng.integers(2)),
+                grey=rng.uniform(70, 190),
+                tex=rng.integers(NUM_TEXTURES))
+            blob = self._shape_mask(cy, cx, ry, rx, occ['box'])
+            # Reject one that would overshoot the target by far.
+            if (covered | blob).mean() <= target + 0.05 or not covered.any():
+                covered |= blob
+                occluders.append(occ)
+        return occluders
+
+    def occluder_mask(self, t: int) -> np.ndarray:
+        """(H, W) bool, where the occluders are in frame ``t``."""
+        mask = np.zeros((self.h, self.w), dtype=bool)
+        for occ in self.occluders:
+            cy, cx = self._centre(occ, t)
+            mask |= self._shape_mask(cy, cx, *occ['radii'], occ['box'])
+        return mask
+
+    def _cover_blocks(self, target: float, unit: float) -> np.ndarray:
+        """Union of rectangles covering about ``target`` of the frame
+        (drawn from ``mode_rng``)."""
+        rng = self.mode_rng
+        mask = np.zeros((self.h, self.w), dtype=bool)
+        for _ in range(100):
+            covered = mask.mean()
+            if covered >= target:
+                break
+            bh = min(rng.uniform(16, 48) * unit, self.h * 0.8)
+            bw = min(rng.uniform(16, 48) * unit * 1.4, self.w * 0.6)
+            cy = rng.uniform(0, self.h)
+            cx = rng.uniform(0, self.w)
+            blob = (np.abs(self.yy - cy) <= bh / 2) & (
+                np.abs(self.xx - cx) <= bw / 2)
+            if (mask | blob).mean() <= target + 0.05 or covered == 0:
+                mask |= blob
+        return mask
+
+    def degraded_mask(self) -> np.ndarray:
+        """(H, W) bool, the part of the key frame the degradation touches
+        (the whole frame for ``blur`` and ``dropout``; nothing at severity
+        0)."""
+        if self.severity == 0:
+            return np.zeros((self.h, self.w), dtype=bool)
+        if self.mode == 'glare':
+            return self.hidden > 0
+        if self.mode == 'occlusion':
+            return self.occluder_mask(KEY_FRAME)
+        if self.mode == 'noise':
+            return self.cover.copy()
+        return np.ones((self.h, self.w), dtype=bool)
+
+    def _degrade_key(self, img: np.ndarray, tex: np.ndarray) -> np.ndarray:
+        """Degrade the clean key frame ``img`` (H, W, 3) float32, before the
+        sensor noise (``tex`` is the frame's texture, (H, W))."""
+        s = self.severity
+        if self.mode == 'glare':
+            glare = self.hidden == 1
+            fog = self.hidden == 2
+            if s == 1:
+                img[glare] = 225.0 + 0.6 * TEXTURE_AMPLITUDE * tex[glare, None]
+                img[fog] = 150.0 + TEXTURE_AMPLITUDE * tex[fog, None]
+            else:
+                img[glare] = (1 - s) * img[glare] + s * (
+                    225.0 + 0.6 * TEXTURE_AMPLITUDE * tex[glare, None])
+                img[fog] = (1 - s) * img[fog] + s * (
+                    150.0 + TEXTURE_AMPLITUDE * tex[fog, None])
+        elif self.mode == 'blur':
+            length = 1 + 2 * int(round(s * (MAX_BLUR - 1) / 2 * self.unit))
+            if length > 1:
+                kernel = np.full((1, length), 1.0 / length, np.float32)
+                img = cv2.filter2D(img, -1, kernel,
+                                   borderType=cv2.BORDER_REFLECT)
+            mean = img.mean(axis=(0, 1), keepdims=True)
+            img = mean + (1 - MAX_CONTRAST_LOSS * s) * (img - mean)
+        elif self.mode == 'noise':
+            cover = self.cover
+            img[cover] = self.mode_rng.uniform(
+                0, 255, size=(int(cover.sum()), 3)).astype(np.float32)
+        elif self.mode == 'dropout':
+            img = img * (1 - (1 - MIN_EXPOSURE) * s)
+        return img
+
     def _blocks(
             self, target: float, unit: float,
             size_range: Tuple[float, float]) -> np.ndarray:
@@ -300,16 +550,9 @@ class SnippetRenderer:
     def _object_masks(self, t: int) -> List[np.ndarray]:
         """Where each moving object is in frame ``t``."""
         masks = []
-        yy, xx = self.yy, self.xx
         for obj in self.objects:
-            cy = obj['centre'][0] + obj['velocity'][0] * t
-            cx = obj['centre'][1] + obj['velocity'][1] * t
-            ry, rx = obj['radii']
-            if obj['box']:
-                inside = (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
-            else:
-                inside = ((yy - cy) / ry)**2 + ((xx - cx) / rx)**2 <= 1
-            masks.append(inside)
+            cy, cx = self._centre(obj, t)
+            masks.append(self._shape_mask(cy, cx, *obj['radii'], obj['box']))
         return masks
 
     def segments(self, t: int) -> np.ndarray:
@@ -373,8 +616,7 @@ class SnippetRenderer:
         tex_y, tex_x = np.mgrid[py:py + h, px:px + w]
         yy, xx = self.yy, self.xx
         for obj, inside in zip(self.objects, self._object_masks(t)):
-            cy = obj['centre'][0] + obj['velocity'][0] * t
-            cx = obj['centre'][1] + obj['velocity'][1] * t
+            cy, cx = self._centre(obj, t)
             cls[inside] = obj['cls']
             tex_id[inside] = obj['tex']
             # The object's texture moves with the object.
@@ -382,11 +624,25 @@ class SnippetRenderer:
             tex_x[inside] = (xx[inside] - int(round(cx))).astype(int)
         tex = self.textures[tex_id, tex_y % TEXTURE_TILE, tex_x % TEXTURE_TILE]
         img = self.colours[cls] + TEXTURE_AMPLITUDE * tex[..., None]
+        if self.occluders:
+            occ_tex = np.zeros((h, w), np.float32)
+            occ_grey = np.zeros((h, w), np.float32)
+            occluded = np.zeros((h, w), dtype=bool)
+            for occ in self.occluders:
+                cy, cx = self._centre(occ, t)
+                inside = self._shape_mask(cy, cx, *occ['radii'], occ['box'])
+                # the occluder's own texture moves with it
+                ty = (yy[inside] - int(round(cy))).astype(int)
+                tx = (xx[inside] - int(round(cx))).astype(int)
+                occ_tex[inside] = self.textures[occ['tex'], ty % TEXTURE_TILE,
+                                                tx % TEXTURE_TILE]
+                occ_grey[inside] = occ['grey']
+                occluded |= inside
+            img[occluded] = occ_grey[occluded, None] + \
+                0.5 * TEXTURE_AMPLITUDE * occ_tex[occluded, None]
         if t == KEY_FRAME:
-            glare = self.hidden == 1
-            fog = self.hidden == 2
-            img[glare] = 225.0 + 0.6 * TEXTURE_AMPLITUDE * tex[glare, None]
-            img[fog] = 150.0 + TEXTURE_AMPLITUDE * tex[fog, None]
+            if self.severity > 0 and self.mode != 'occlusion':
+                img = self._degrade_key(img, tex)
         elif t in self.extra_blocks:
             block = self.extra_blocks[t]
             img[block] = 225.0 + 0.6 * TEXTURE_AMPLITUDE * tex[block, None]
@@ -407,6 +663,9 @@ def make_demo_data(
         hidden_range: Sequence[float] = (0.3, 0.5),
         noise_std: float = 6.0,
         hide: str = 'regions',
+        mode: str = 'glare',
+        severity: float = 1.0,
+        speeds: Optional[Sequence[float]] = None,
         command: Optional[str] = None,
         verbose: bool = False) -> dict:
     """Write the synthetic demo dataset and return a summary.
@@ -427,12 +686,21 @@ def make_demo_data(
         hide (str): Shape of the hidden area, ``'blocks'`` (random
             rectangles and ellipses) or ``'regions'`` (whole regions of the
             key frame), see :class:`SnippetRenderer`.
+        mode (str): Degradation of the annotated frame, one of
+            ``DEGRADATION_MODES`` (see :class:`SnippetRenderer`). The
+            default ``'glare'`` at severity 1 is the demo data.
+        severity (float): Strength of the degradation in [0, 1] (0: clean
+            key frames).
+        speeds (Sequence[float], optional): Speeds of extra moving objects
+            (px per frame at 128 px height, relative to the scene; 0 adds a
+            small static object), one object per entry in every snippet.
         command (str, optional): Command line recorded in README.txt.
         verbose (bool): Show a progress bar.
 
     Returns:
         dict: ``splits`` (snippets, files per split), ``hidden_fraction``
-        (mean/min/max over labelled snippets), ``seconds``.
+        (mean/min/max over labelled snippets of the fraction of the key
+        frame the degradation touches), ``seconds``.
     """
     start = time.perf_counter()
     if len(size) != 2 or min(size) < 32:
@@ -447,6 +715,8 @@ def make_demo_data(
             f'{hidden_range}')
     if hide not in HIDE_MODES:
         raise ValueError(f'hide must be one of {HIDE_MODES}, got {hide!r}')
+    check_degradation(mode, severity, speeds)
+    speeds = None if speeds is None else [float(v) for v in speeds]
     counts = dict(train=num_train, val=num_val, test=num_test)
     for split, n in counts.items():
         if n < 0:
@@ -464,7 +734,8 @@ def make_demo_data(
         from mmengine.utils import ProgressBar
         progress = ProgressBar(total)
     summary = dict(
-        splits={}, size=list(size), seed=seed, frames=frames, hide=hide)
+        splits={}, size=list(size), seed=seed, frames=frames, hide=hide,
+        mode=mode, severity=float(severity), speeds=speeds)
     hidden_fractions = []
     for split_index, split in enumerate(('train', 'val', 'test')):
         cities = SPLIT_CITIES[split]
@@ -475,7 +746,8 @@ def make_demo_data(
             rng = np.random.default_rng([seed, split_index, i])
             snippet = SnippetRenderer(
                 rng, size, colours, textures, tuple(hidden_range), noise_std,
-                hide)
+                hide, mode=mode, severity=severity, speeds=speeds,
+                mode_rng=np.random.default_rng([seed, split_index, i, 1]))
             stem = f'{city}_{seq:06d}'
             seq_dir = osp.join(out, 'leftImg8bit_sequence', split, city)
             os.makedirs(seq_dir, exist_ok=True)
@@ -493,7 +765,8 @@ def make_demo_data(
                 n_files += 1
                 if split == 'test':
                     continue
-                hidden_fractions.append(float((snippet.hidden > 0).mean()))
+                hidden_fractions.append(
+                    float(snippet.degraded_mask().mean()))
                 gt_dir = osp.join(out, 'gtFine', split, city)
                 os.makedirs(gt_dir, exist_ok=True)
                 gt_stem = osp.join(gt_dir, f'{stem}_{t:06d}_gtFine_')
@@ -526,6 +799,19 @@ def make_demo_data(
             clean_first=CLEAN_FRAMES[0],
             clean_last=CLEAN_FRAMES[-1],
             command=command or 'make_demo_data(...)'))
+    if mode != 'glare' or severity != 1 or speeds:
+        note = MODE_NOTES[mode].format(
+            severity=severity,
+            pct=hidden_pct,
+            gain=1 - (1 - MIN_EXPOSURE) * severity)
+        text = f'Degradation of the annotated frame: {note}.\n'
+        if speeds:
+            text += ('Extra objects per snippet moving at '
+                     f'{", ".join(f"{v:g}" for v in speeds)} px/frame '
+                     '(at 128 px height) through the scene.\n')
+        with open(osp.join(out, 'README.txt')) as f:
+            readme = f.read()
+        atomic_write_text(osp.join(out, 'README.txt'), readme + '\n' + text)
     summary['seconds'] = time.perf_counter() - start
     atomic_write_text(
         osp.join(out, 'meta.json'), json.dumps(summary, indent=2))

@@ -122,6 +122,11 @@ def test_every_config_is_tested():
 def test_lma_config_trains_only_the_memory(rel):
     model = _build(rel)
     cfg = _cfg(rel)
+    if getattr(model.neck, 'residual', False):
+        # identity at init: at alpha = 0 only alpha gets a gradient; a
+        # trained alpha lets it reach the heads
+        with torch.no_grad():
+            model.neck.residual_scale.fill_(0.5)
     assert type(model).__name__ == 'VideoEncoderDecoder'
     assert type(model.data_preprocessor).__name__ == \
         'VideoSegDataPreProcessor'
