@@ -37,6 +37,7 @@ LMA_CONFIGS = [
     'configs/lma/lma-deeplabv3plus_r50-d8_4xb2-80k_cityscapes-seq-512x1024.py',
     'configs/lma/lma-segformer_mit-b0_8xb1-160k_cityscapes-seq-512x1024.py',
     'configs/demo/lma-erfnet_demo.py',
+    'configs/demo/lma-erfnet_demo-light.py',
     'configs/lma/lma-segformer_mit-b1_8xb2-160k_vspw-480x480.py',
     'configs/lma/lma-deeplabv3plus_r50-d8_4xb4-80k_vspw-480x480.py',
     'configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-1024x512.py',
