@@ -10,10 +10,10 @@ import lma_mmseg  # noqa: F401
 from lma_mmseg.apis import init_model
 from lma_mmseg.evaluation.speed import (MemoryProbe, ReencodeRunner,
                                         SingleFrameRunner, StreamingRunner,
-                                        count_flops,
-                                        count_params, is_memory_model,
-                                        measure_peak_memory, run_interleaved,
-                                        summarize, synthetic_frames)
+                                        count_flops, count_params,
+                                        is_memory_model, measure_peak_memory,
+                                        run_interleaved, summarize,
+                                        synthetic_frames)
 
 
 def test_summarize_by_hand():
