@@ -2,7 +2,6 @@
 import logging
 import os
 import os.path as osp
-import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -10,6 +9,8 @@ from mmengine import fileio
 from mmengine.logging import print_log
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
+
+from .frame_names import FramePattern
 
 MISSING_FRAME_POLICIES = ('error', 'nearest')
 
@@ -93,11 +94,8 @@ class VideoSegDataset(BaseSegDataset):
                 f'{MISSING_FRAME_POLICIES}, got {missing_frames!r}')
         self.missing_frames = missing_frames
         self.train_offsets_sampler = self._check_sampler(train_offsets_sampler)
-        self.frame_pattern = re.compile(frame_pattern)
-        if 'frame' not in self.frame_pattern.groupindex:
-            raise ValueError(
-                f'{cls_name}: frame_pattern {frame_pattern!r} '
-                "has no named group 'frame'")
+        self.frame_names = FramePattern(frame_pattern, cls_name)
+        self.frame_pattern = self.frame_names.regex
         data_prefix = dict(data_prefix)
         if 'img_path' not in data_prefix:
             raise KeyError(
@@ -167,14 +165,7 @@ class VideoSegDataset(BaseSegDataset):
     # ------------------------------------------------------------------ #
     def _split_name(self, stem: str) -> Tuple[str, str, str]:
         """Split a file stem into (before, frame digits, after)."""
-        name = osp.basename(stem)
-        match = self.frame_pattern.match(name)
-        if match is None:
-            raise ValueError(
-                f'{self.__class__.__name__}: file name {name!r} does not '
-                f'match frame_pattern {self.frame_pattern.pattern!r}')
-        start, end = match.span('frame')
-        return name[:start], name[start:end], name[end:]
+        return self.frame_names.split(osp.basename(stem))
 
     def _frames_of_snippet(self, folder: str, before: str,
                            after: str) -> Dict[int, str]:
@@ -188,13 +179,11 @@ class VideoSegDataset(BaseSegDataset):
             for name in names:
                 if not name.endswith(suffix):
                     continue
-                match = self.frame_pattern.match(name[:-len(suffix)])
-                if match is None:
+                parts = self.frame_names.try_split(name[:-len(suffix)])
+                if parts is None:
                     continue
-                stem = name[:-len(suffix)]
-                start, end = match.span('frame')
-                key = (stem[:start], stem[end:])
-                listing.setdefault(key, {})[int(stem[start:end])] = name
+                head, digits, tail = parts
+                listing.setdefault((head, tail), {})[int(digits)] = name
             self._listing_cache[folder] = listing
         return listing.get((before, after), {})
 

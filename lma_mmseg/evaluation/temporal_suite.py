@@ -142,6 +142,28 @@ VARIANTS: Dict[str, dict] = {
             **_prior(100)
         },
         needs=('position_bias', )),
+    'residual-w3-enc': dict(
+        desc='residual, window 3, the encoder trained too, memory frames '
+        'encoded as at inference (eval-mode BN, no gradient), so BN '
+        'statistics follow the key frames only',
+        options={
+            'model.neck.residual': True,
+            'model.neck.window': 3,
+            'model.freeze': None,
+            'model.memory_encoder_mode': 'eval'
+        },
+        needs=('memory_encoder_mode', )),
+    'residual-w3-enc-prior': dict(
+        desc='residual-w3-enc + learned position prior (lr x100 on the '
+        'prior)',
+        options={
+            'model.neck.residual': True,
+            'model.neck.window': 3,
+            'model.freeze': None,
+            'model.memory_encoder_mode': 'eval',
+            **_prior(100)
+        },
+        needs=('memory_encoder_mode', 'position_bias')),
     'light-w3': dict(
         desc='light fusion, window 3', options={'model.neck.window': 3}),
     'paper-residual': dict(
@@ -163,16 +185,20 @@ DEFAULT_VARIANTS = (
     'light', 'paper', 'residual', 'residual-prior', 'residual-w3')
 
 
-def neck_arguments() -> Tuple[str, ...]:
-    """Arguments that this checkout's ``LocalMemoryNeck`` accepts."""
+def model_arguments() -> Tuple[str, ...]:
+    """Arguments that this checkout's ``LocalMemoryNeck`` and
+    ``VideoEncoderDecoder`` accept."""
     from ..models.necks import LocalMemoryNeck
-    return tuple(inspect.signature(LocalMemoryNeck.__init__).parameters)
+    from ..models.segmentors import VideoEncoderDecoder
+    return tuple(
+        name for cls in (LocalMemoryNeck, VideoEncoderDecoder)
+        for name in inspect.signature(cls.__init__).parameters)
 
 
 def available(variant: str) -> bool:
-    """Whether this checkout's neck supports ``variant``."""
+    """Whether this checkout's neck and segmentor support ``variant``."""
     needs = VARIANTS[variant].get('needs', ())
-    args = neck_arguments()
+    args = model_arguments()
     return all(n in args for n in needs)
 
 
@@ -594,7 +620,7 @@ def run_suite(
                         model=v,
                         miou=None,
                         gain=None,
-                        note='(unavailable: the neck lacks '
+                        note='(unavailable: the model lacks '
                         f'{", ".join(VARIANTS[v].get("needs", ()))})'))
                 continue
             cfg = build_config(

@@ -1,6 +1,5 @@
 """Temporal consistency (ETC protocol) as an mmengine metric."""
 import os.path as osp
-import re
 from typing import Dict, List, Optional, Sequence, Union
 
 import mmcv
@@ -9,6 +8,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 from mmseg.registry import METRICS
 
+from ...datasets.frame_names import FramePattern
 from ..temporal_consistency import TemporalConsistency, miou_of
 
 
@@ -59,10 +59,8 @@ class TemporalConsistencyMetric(BaseMetric):
         self.num_classes = num_classes
         self.flow_cfg = flow
         self.ignore_index = ignore_index
-        self.frame_pattern = re.compile(frame_pattern)
-        if 'frame' not in self.frame_pattern.groupindex:
-            raise ValueError(f'TemporalConsistencyMetric: frame_pattern '
-                             f"{frame_pattern!r} has no named group 'frame'")
+        self.frame_names = FramePattern(frame_pattern,
+                                        'TemporalConsistencyMetric')
         self._tc: Optional[TemporalConsistency] = None
         self.details: dict = {}
         self._last: Optional[dict] = None
@@ -89,19 +87,11 @@ class TemporalConsistencyMetric(BaseMetric):
             if not path:
                 raise KeyError('TemporalConsistencyMetric: a frame needs '
                                'img_path (or tc_snippet and tc_frame)')
-            folder, name = osp.split(path)
-            stem = osp.splitext(name)[0]
-            match = self.frame_pattern.match(stem)
-            if match is None:
-                raise ValueError(
-                    f'TemporalConsistencyMetric: the file name of {path} '
-                    'does not match frame_pattern '
-                    f'{self.frame_pattern.pattern!r}')
-            start, end = match.span('frame')
+            video, number = self.frame_names.video_and_frame(path)
             if snippet is None:
-                snippet = osp.join(folder, stem[:start] + '*' + stem[end:])
+                snippet = video
             if frame is None:
-                frame = int(stem[start:end])
+                frame = number
         return snippet, frame
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:

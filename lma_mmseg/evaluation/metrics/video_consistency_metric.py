@@ -1,6 +1,4 @@
 """Video consistency VC_n (VSPW) as an mmengine metric."""
-import os.path as osp
-import re
 import zlib
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence
@@ -10,6 +8,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 from mmseg.registry import METRICS
 
+from ...datasets.frame_names import FramePattern
 from ..video_consistency import video_consistency, video_consistency_windows
 
 
@@ -82,22 +81,8 @@ class VideoConsistencyMetric(BaseMetric):
         self.include_last_window = bool(include_last_window)
         self.exclude_ignored = bool(exclude_ignored)
         self.ignore_index = ignore_index
-        self.frame_pattern = re.compile(frame_pattern)
-        if 'frame' not in self.frame_pattern.groupindex:
-            raise ValueError(f'VideoConsistencyMetric: frame_pattern '
-                             f"{frame_pattern!r} has no named group 'frame'")
-
-    def _video_and_frame(self, img_path: str):
-        folder, name = osp.split(img_path)
-        stem = osp.splitext(name)[0]
-        match = self.frame_pattern.match(stem)
-        if match is None:
-            raise ValueError(
-                f'VideoConsistencyMetric: the file name of {img_path} does '
-                f'not match frame_pattern {self.frame_pattern.pattern!r}')
-        start, end = match.span('frame')
-        video = osp.join(folder, stem[:start] + '*' + stem[end:])
-        return video, int(stem[start:end])
+        self.frame_names = FramePattern(frame_pattern,
+                                        'VideoConsistencyMetric')
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Keep each frame's ground truth and prediction (compressed)."""
@@ -113,7 +98,8 @@ class VideoConsistencyMetric(BaseMetric):
             dtype = np.uint8 if max(int(pred.max(initial=0)),
                                     int(gt.max(initial=0))) < 256 else \
                 np.int32
-            video, frame = self._video_and_frame(sample['img_path'])
+            video, frame = self.frame_names.video_and_frame(
+                sample['img_path'])
             self.results.append(
                 dict(
                     video=video,

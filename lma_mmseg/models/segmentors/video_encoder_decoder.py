@@ -1,5 +1,6 @@
 """Encoder-decoder segmentor with a memory of past frames."""
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -81,6 +82,19 @@ class VideoEncoderDecoder(EncoderDecoder):
             encodes the memory frames and the key frame in separate calls
             during training (each with its own batch statistics); in eval
             mode all frames share one call. Defaults to ``'eval'``.
+        memory_encoder_mode (str): How the backbone encodes the memory
+            frames while the model trains. ``'follow'``: in the backbone's
+            own mode (a backbone in train mode normalises them with their
+            batch statistics and updates its BN running statistics with
+            them). ``'eval'``: in eval mode, as streaming inference encodes
+            every frame (BN running statistics, no dropout), so training
+            reads the memory features inference will read, and only the key
+            frames update the BN statistics. Use ``'eval'`` when the
+            backbone trains and the key frames differ in statistics from
+            the memory frames (a degraded current frame): with
+            ``'follow'`` the running statistics mix both kinds while each
+            training batch is normalised with one. Only matters for a
+            backbone in train mode. Defaults to ``'follow'``.
     """
 
     def __init__(self,
@@ -95,10 +109,15 @@ class VideoEncoderDecoder(EncoderDecoder):
                  init_cfg: OptMultiConfig = None,
                  freeze_memory_encoder: bool = True,
                  freeze: Optional[Sequence[str]] = None,
-                 freeze_mode: str = 'eval'):
+                 freeze_mode: str = 'eval',
+                 memory_encoder_mode: str = 'follow'):
         if freeze_mode not in ('eval', 'train'):
             raise ValueError(f'{type(self).__name__}: `freeze_mode` must be '
                              f"'eval' or 'train', got {freeze_mode!r}")
+        if memory_encoder_mode not in ('follow', 'eval'):
+            raise ValueError(
+                f'{type(self).__name__}: `memory_encoder_mode` must be '
+                f"'follow' or 'eval', got {memory_encoder_mode!r}")
         if neck is None:
             raise ValueError(f'{type(self).__name__}: `neck` must be a '
                              f'memory neck config such as '
@@ -121,6 +140,7 @@ class VideoEncoderDecoder(EncoderDecoder):
                     f'use a memory neck such as LocalMemoryNeck')
         self.freeze_memory_encoder = bool(freeze_memory_encoder)
         self.freeze_mode = freeze_mode
+        self.memory_encoder_mode = memory_encoder_mode
         self.freeze = self._freeze(freeze)
 
     # ------------------------------------------------------------ freezing
@@ -211,11 +231,14 @@ class VideoEncoderDecoder(EncoderDecoder):
             ``torch.no_grad()`` when ``freeze_memory_encoder``; with
             ``freeze_mode='train'`` and a backbone in train mode it runs
             once per frame time (B frames each), as the authors' code does,
-            so that BN batch statistics are those of one frame.
+            so that BN batch statistics are those of one frame. With
+            ``memory_encoder_mode='eval'`` the backbone runs in eval mode.
         """
         batch, num = frames.shape[:2]
         with torch.set_grad_enabled(torch.is_grad_enabled()
-                                    and not self.freeze_memory_encoder):
+                                    and not self.freeze_memory_encoder), \
+                _eval_mode(self.backbone,
+                           self.memory_encoder_mode == 'eval'):
             if self.freeze_mode == 'train' and self.backbone.training:
                 # As the authors' code: one backbone call per memory frame,
                 # so train-mode BN sees the statistics of one frame time.
@@ -452,6 +475,22 @@ class VideoEncoderDecoder(EncoderDecoder):
             Tensor: Decode head output for the key frames.
         """
         return self.decode_head.forward(self.extract_feat(inputs))
+
+
+@contextmanager
+def _eval_mode(module: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Run ``module`` in eval mode inside the block; every submodule gets
+    its own mode back on exit."""
+    if not enabled or not module.training:
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _stack_frames(per_frame: List[Features]) -> Features:
