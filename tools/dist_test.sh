@@ -8,42 +8,13 @@
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.1.1.1 PORT=29500 tools/dist_test.sh CONFIG CKPT 8
 #   NNODES=2 NODE_RANK=1 MASTER_ADDR=10.1.1.1 PORT=29500 tools/dist_test.sh CONFIG CKPT 8
 #
-# Environment: NNODES (1), NODE_RANK (0), MASTER_ADDR (127.0.0.1),
-# PORT (29500), PYTHON (python; the interpreter that has torch and mmseg).
+# Environment: as tools/dist_train.sh.
 set -e
 if [ "$#" -lt 3 ]; then
     echo "usage: $0 CONFIG CHECKPOINT GPUS [tools/test.py arguments]" >&2
     exit 2
 fi
-CONFIG=$1
-CHECKPOINT=$2
-GPUS=$3
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
-
-if [ ! -f "$CONFIG" ]; then
-    echo "$0: config file not found: $CONFIG" >&2
-    exit 2
-fi
-if [ ! -f "$CHECKPOINT" ]; then
-    echo "$0: checkpoint file not found: $CHECKPOINT" >&2
-    exit 2
-fi
-case "$GPUS" in
-    ''|*[!0-9]*|0) echo "$0: GPUS must be a positive integer, got '$GPUS'" >&2; exit 2 ;;
-esac
-
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" \
-    --master_port="$PORT" \
-    "$(dirname "$0")/test.py" \
-    "$CONFIG" \
-    "$CHECKPOINT" \
-    --launcher pytorch "${@:4}"
+[ -f "$1" ] || { echo "$0: config file not found: $1" >&2; exit 2; }
+[ -f "$2" ] || { echo "$0: checkpoint file not found: $2" >&2; exit 2; }
+DIST_CALLER=$0 exec "$(dirname "$0")/dist_launch.sh" test.py "$3" \
+    "$1" "$2" --launcher pytorch "${@:4}"

@@ -17,29 +17,9 @@ if [ "$#" -lt 2 ]; then
     echo "usage: $0 CONFIG GPUS [tools/train.py arguments]" >&2
     exit 2
 fi
-CONFIG=$1
-GPUS=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
-
-if [ ! -f "$CONFIG" ]; then
-    echo "$0: config file not found: $CONFIG" >&2
+if [ ! -f "$1" ]; then
+    echo "$0: config file not found: $1" >&2
     exit 2
 fi
-case "$GPUS" in
-    ''|*[!0-9]*|0) echo "$0: GPUS must be a positive integer, got '$GPUS'" >&2; exit 2 ;;
-esac
-
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" \
-    --master_port="$PORT" \
-    "$(dirname "$0")/train.py" \
-    "$CONFIG" \
-    --launcher pytorch "${@:3}"
+DIST_CALLER=$0 exec "$(dirname "$0")/dist_launch.sh" train.py "$2" \
+    "$1" --launcher pytorch "${@:3}"

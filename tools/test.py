@@ -28,7 +28,6 @@ rewriting the last ``val``/``test``/``train`` folder of every
 ``data_prefix`` entry of the test dataset.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -36,7 +35,7 @@ from mmengine.config import DictAction
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
-from lma_mmseg.engine import setup_cpu_distributed
+from lma_mmseg.engine import parse_launcher_args, setup_cpu_distributed
 from lma_mmseg.evaluation.test_config import (SPLITS, build_test_cfg,
                                               save_test_results)
 
@@ -71,16 +70,7 @@ def parse_args(argv=None):
         nargs='+',
         action=DictAction,
         help='override settings of the config, key=value pairs')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_launcher_args(parser, argv)
 
 
 def main(argv=None) -> dict:

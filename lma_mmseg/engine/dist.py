@@ -12,8 +12,10 @@ the config to gloo and to :class:`DeviceAwareDistributedDataParallel` and
 starts the process group itself; the Runner then reuses that group. Where an
 accelerator is available nothing changes.
 """
+import argparse
 import datetime
 import logging
+import os
 
 import torch
 import torch.distributed as torch_dist
@@ -87,3 +89,29 @@ def setup_cpu_distributed(cfg: Config) -> bool:
             kwargs['timeout'] = datetime.timedelta(seconds=timeout)
         torch_dist.init_process_group(backend=CPU_BACKEND, **kwargs)
     return True
+
+
+def parse_launcher_args(parser: argparse.ArgumentParser,
+                        argv=None) -> argparse.Namespace:
+    """Parse a launch script's command line with mmengine's launcher
+    options added: ``--launcher {none,pytorch,slurm,mpi}`` and
+    ``--local-rank`` (passed by ``torch.distributed.launch``; copied to the
+    ``LOCAL_RANK`` environment variable when torchrun did not set it).
+
+    Args:
+        parser (argparse.ArgumentParser): The script's parser.
+        argv (list[str], optional): Arguments (``sys.argv[1:]`` if None).
+
+    Returns:
+        argparse.Namespace
+    """
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args

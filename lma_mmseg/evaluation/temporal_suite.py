@@ -72,114 +72,103 @@ _PAPER_FUSION = {
 }
 
 
-def _prior(lr_mult: float) -> dict:
-    return {
-        'model.neck.position_bias': True,
-        'optim_wrapper.paramwise_cfg': dict(
-            custom_keys={PRIOR_KEY: dict(lr_mult=lr_mult)}),
-    }
+def _variant(desc: str,
+             paper: bool = False,
+             residual: bool = False,
+             window: Optional[int] = None,
+             encoder: Optional[str] = None,
+             prior_lr_mult: Optional[float] = None,
+             neck_lr_mult: Optional[float] = None) -> dict:
+    """One LMA variant: its description, the config overrides (merged into
+    ``lma-erfnet_demo-light.py``) and the model arguments it needs.
+
+    Args:
+        desc (str): What the variant is.
+        paper (bool): The paper's fusion (per-channel gates, biased 3x3
+            projections) instead of the light one.
+        residual (bool): Identity at init (``feat + alpha * fusion``).
+        window (int, optional): Attention window (the config's 7 if None).
+        encoder (str, optional): None keeps the encoder frozen;
+            ``'follow'`` trains it too with memory frames encoded in its
+            train mode; ``'eval'`` trains it too with memory frames encoded
+            as at inference (``memory_encoder_mode='eval'``).
+        prior_lr_mult (float, optional): Add the learned position prior
+            with this learning-rate multiplier.
+        neck_lr_mult (float, optional): Learning-rate multiplier of the
+            neck's new layers (memory heads, fusion).
+    """
+    options, needs, custom_keys = {}, [], {}
+    if paper:
+        options.update(_PAPER_FUSION)
+    if residual:
+        options['model.neck.residual'] = True
+    if window is not None:
+        options['model.neck.window'] = window
+    if encoder is not None:
+        options['model.freeze'] = None
+        if encoder == 'eval':
+            options['model.memory_encoder_mode'] = 'eval'
+            needs.append('memory_encoder_mode')
+    if neck_lr_mult is not None:
+        custom_keys['neck'] = dict(lr_mult=neck_lr_mult)
+    if prior_lr_mult is not None:
+        options['model.neck.position_bias'] = True
+        custom_keys[PRIOR_KEY] = dict(lr_mult=prior_lr_mult)
+        needs.append('position_bias')
+    if custom_keys:
+        options['optim_wrapper.paramwise_cfg'] = dict(custom_keys=custom_keys)
+    return dict(desc=desc, options=options, needs=tuple(needs))
 
 
-# LMA variants: a description, the config overrides (merged into
-# lma-erfnet_demo-light.py) and the neck arguments they need.
+_ENC_EVAL = ('the encoder trained too, memory frames encoded as at '
+             'inference (eval-mode BN, no gradient)')
 VARIANTS: Dict[str, dict] = {
-    'light': dict(
-        desc='demo fusion (one gate per pixel, 1x1 bias-free '
-        'projections), window 7',
-        options={}),
-    'paper': dict(
-        desc='paper fusion (per-channel gates, 3x3 biased projections), '
-        'window 7',
-        options=dict(_PAPER_FUSION)),
-    'residual': dict(
-        desc='light fusion, residual identity-at-init (feat + alpha * '
-        'fusion, alpha = 0 at start), window 7',
-        options={'model.neck.residual': True}),
-    'residual-prior': dict(
-        desc='residual + learned position prior (lr x100 on the prior)',
-        options={
-            'model.neck.residual': True,
-            **_prior(100)
-        },
-        needs=('position_bias', )),
-    'residual-prior-lr1': dict(
-        desc='residual + learned position prior (lr x1 on the prior)',
-        options={
-            'model.neck.residual': True,
-            **_prior(1)
-        },
-        needs=('position_bias', )),
-    'residual-w3': dict(
-        desc='residual, window 3',
-        options={
-            'model.neck.residual': True,
-            'model.neck.window': 3
-        }),
-    'residual-w3-prior': dict(
-        desc='residual, window 3, learned position prior (lr x100 on the '
-        'prior)',
-        options={
-            'model.neck.residual': True,
-            'model.neck.window': 3,
-            **_prior(100)
-        },
-        needs=('position_bias', )),
-    'residual-w3-full': dict(
-        desc='residual, window 3, the encoder trained too (freeze=None, as '
-        'the single-frame twin)',
-        options={
-            'model.neck.residual': True,
-            'model.neck.window': 3,
-            'model.freeze': None
-        }),
-    'residual-w3-full-prior': dict(
-        desc='residual-w3-full + learned position prior (lr x100 on the '
-        'prior)',
-        options={
-            'model.neck.residual': True,
-            'model.neck.window': 3,
-            'model.freeze': None,
-            **_prior(100)
-        },
-        needs=('position_bias', )),
-    'residual-w3-enc': dict(
-        desc='residual, window 3, the encoder trained too, memory frames '
-        'encoded as at inference (eval-mode BN, no gradient), so BN '
-        'statistics follow the key frames only',
-        options={
-            'model.neck.residual': True,
-            'model.neck.window': 3,
-            'model.freeze': None,
-            'model.memory_encoder_mode': 'eval'
-        },
-        needs=('memory_encoder_mode', )),
-    'residual-w3-enc-prior': dict(
-        desc='residual-w3-enc + learned position prior (lr x100 on the '
-        'prior)',
-        options={
-            'model.neck.residual': True,
-            'model.neck.window': 3,
-            'model.freeze': None,
-            'model.memory_encoder_mode': 'eval',
-            **_prior(100)
-        },
-        needs=('memory_encoder_mode', 'position_bias')),
-    'light-w3': dict(
-        desc='light fusion, window 3', options={'model.neck.window': 3}),
-    'paper-residual': dict(
-        desc='paper fusion, residual identity-at-init, window 7',
-        options={
-            'model.neck.residual': True,
-            **_PAPER_FUSION
-        }),
-    'paper-residual-prior': dict(
-        desc='paper fusion, residual, position prior (lr x100)',
-        options={
-            'model.neck.residual': True,
-            **_PAPER_FUSION,
-            **_prior(100)
-        },
-        needs=('position_bias', )),
+    'light': _variant('demo fusion (one gate per pixel, 1x1 bias-free '
+                      'projections), window 7'),
+    'paper': _variant('paper fusion (per-channel gates, 3x3 biased '
+                      'projections), window 7', paper=True),
+    'residual': _variant('light fusion, residual identity-at-init (feat + '
+                         'alpha * fusion, alpha = 0 at start), window 7',
+                         residual=True),
+    'residual-prior': _variant('residual + learned position prior (lr x100 '
+                               'on the prior)', residual=True,
+                               prior_lr_mult=100),
+    'residual-prior-lr1': _variant('residual + learned position prior (lr '
+                                   'x1 on the prior)', residual=True,
+                                   prior_lr_mult=1),
+    'residual-w3': _variant('residual, window 3', residual=True, window=3),
+    'residual-w3-prior': _variant('residual, window 3, learned position '
+                                  'prior (lr x100 on the prior)',
+                                  residual=True, window=3, prior_lr_mult=100),
+    'residual-w3-full': _variant('residual, window 3, the encoder trained '
+                                 'too (freeze=None, as the single-frame '
+                                 'twin), memory frames encoded in train '
+                                 'mode', residual=True, window=3,
+                                 encoder='follow'),
+    'residual-w3-full-prior': _variant('residual-w3-full + learned position '
+                                       'prior (lr x100 on the prior)',
+                                       residual=True, window=3,
+                                       encoder='follow', prior_lr_mult=100),
+    'residual-w3-enc': _variant(f'residual, window 3, {_ENC_EVAL}',
+                                residual=True, window=3, encoder='eval'),
+    'residual-w3-enc-prior': _variant('residual-w3-enc + learned position '
+                                      'prior (lr x100 on the prior)',
+                                      residual=True, window=3,
+                                      encoder='eval', prior_lr_mult=100),
+    'residual-w7-enc-prior': _variant(f'residual, window 7, {_ENC_EVAL}, '
+                                      'learned position prior (lr x100)',
+                                      residual=True, window=7,
+                                      encoder='eval', prior_lr_mult=100),
+    'residual-w3-enc-prior-neck10': _variant(
+        'residual-w3-enc-prior with lr x10 on the neck\'s new layers',
+        residual=True, window=3, encoder='eval', prior_lr_mult=100,
+        neck_lr_mult=10),
+    'light-w3': _variant('light fusion, window 3', window=3),
+    'paper-residual': _variant('paper fusion, residual identity-at-init, '
+                               'window 7', paper=True, residual=True),
+    'paper-residual-prior': _variant('paper fusion, residual, position '
+                                     'prior (lr x100)', paper=True,
+                                     residual=True, prior_lr_mult=100),
 }
 DEFAULT_VARIANTS = (
     'light', 'paper', 'residual', 'residual-prior', 'residual-w3')

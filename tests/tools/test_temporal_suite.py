@@ -42,13 +42,23 @@ def test_variants_build_what_they_say(variant):
         paper = 'model.neck.fusion.proj_kernel_size' in opts
         assert proj.kernel_size == ((3, 3) if paper else (1, 1))
         assert (proj.bias is not None) == paper
-    if opts.get('model.neck.position_bias'):
-        mult = opts['optim_wrapper.paramwise_cfg']['custom_keys'][
-            TS.PRIOR_KEY]['lr_mult']
+    custom_keys = opts.get('optim_wrapper.paramwise_cfg',
+                           {}).get('custom_keys', {})
+    for key, value in custom_keys.items():
         assert cfg.optim_wrapper.paramwise_cfg.custom_keys[
-            TS.PRIOR_KEY].lr_mult == mult
-        names = [n for n, _ in model.named_parameters()]
-        assert any(TS.PRIOR_KEY in n for n in names)
+            key].lr_mult == value['lr_mult']
+    names = [n for n, _ in model.named_parameters()]
+    assert any(TS.PRIOR_KEY in n for n in names) == bool(
+        opts.get('model.neck.position_bias'))
+    assert (TS.PRIOR_KEY in custom_keys) == bool(
+        opts.get('model.neck.position_bias'))
+    # the encoder trains only where the variant says so, and memory frames
+    # are encoded in the mode it names
+    trains_encoder = 'model.freeze' in opts
+    assert all(p.requires_grad for p in model.backbone.parameters()) \
+        == trains_encoder
+    assert model.memory_encoder_mode == opts.get('model.memory_encoder_mode',
+                                                 'follow')
 
 
 def test_build_config_budget_and_size():

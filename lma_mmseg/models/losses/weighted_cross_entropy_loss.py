@@ -90,20 +90,19 @@ class WeightedCrossEntropyLoss(CrossEntropyLoss):
                  loss_weight: float = 1.0,
                  loss_name: str = 'loss_ce',
                  avg_non_ignore: bool = True):
-        if class_weight is not None and not avg_non_ignore:
-            raise ValueError(
-                f'{type(self).__name__}: a class-weighted mean is taken over '
-                'the non-ignored pixels; set avg_non_ignore=True (got '
-                'False)')
+        # softmax form (mmseg's defaults use_sigmoid=False, use_mask=False)
         super().__init__(
-            use_sigmoid=False,
-            use_mask=False,
             reduction=reduction,
             class_weight=class_weight,
             loss_weight=loss_weight,
             loss_name=loss_name,
             avg_non_ignore=avg_non_ignore)
         if self.class_weight is not None:
+            if not avg_non_ignore:
+                raise ValueError(
+                    f'{type(self).__name__}: a class-weighted mean is taken '
+                    'over the non-ignored pixels; set avg_non_ignore=True '
+                    '(got False)')
             for w in self.class_weight:
                 if not float(w) >= 0:
                     raise ValueError(

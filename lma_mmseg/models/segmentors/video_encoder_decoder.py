@@ -7,8 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
-from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
-                         OptSampleList, SampleList)
+from mmseg.utils import ConfigType, OptSampleList, SampleList
 from torch import Tensor
 
 from ..necks.local_memory_neck import Features, FrameMemory
@@ -56,14 +55,6 @@ class VideoEncoderDecoder(EncoderDecoder):
             ``encode_memory(feats) -> (keys, values)``,
             ``push_memory(memory, keys, values, max_length)``,
             ``forward(feats, memory=None)`` and ``memory_length``.
-        auxiliary_head (dict | list[dict], optional): Auxiliary head(s).
-        train_cfg (dict, optional): Training config.
-        test_cfg (dict, optional): Testing config, ``mode='whole'`` or
-            ``mode='slide'`` (with ``crop_size`` and ``stride``).
-        data_preprocessor (dict, optional): Data preprocessor config, e.g.
-            ``VideoSegDataPreProcessor``.
-        pretrained (str, optional): Backbone pretrained weights.
-        init_cfg (dict | list[dict], optional): Initialisation config.
         freeze_memory_encoder (bool): Run the backbone on memory frames under
             ``torch.no_grad()`` (no gradient flows through past frames into
             the backbone; a backbone in train mode still updates its BN
@@ -95,22 +86,22 @@ class VideoEncoderDecoder(EncoderDecoder):
             ``'follow'`` the running statistics mix both kinds while each
             training batch is normalised with one. Only matters for a
             backbone in train mode. Defaults to ``'follow'``.
+        **kwargs: The other arguments of mmseg's ``EncoderDecoder``, passed
+            on: ``auxiliary_head``, ``train_cfg``, ``test_cfg``
+            (``mode='whole'`` or ``mode='slide'`` with ``crop_size`` and
+            ``stride``), ``data_preprocessor`` (e.g.
+            ``VideoSegDataPreProcessor``), ``pretrained``, ``init_cfg``.
     """
 
     def __init__(self,
                  backbone: ConfigType,
                  decode_head: ConfigType,
                  neck: ConfigType,
-                 auxiliary_head: OptConfigType = None,
-                 train_cfg: OptConfigType = None,
-                 test_cfg: OptConfigType = None,
-                 data_preprocessor: OptConfigType = None,
-                 pretrained: Optional[str] = None,
-                 init_cfg: OptMultiConfig = None,
                  freeze_memory_encoder: bool = True,
                  freeze: Optional[Sequence[str]] = None,
                  freeze_mode: str = 'eval',
-                 memory_encoder_mode: str = 'follow'):
+                 memory_encoder_mode: str = 'follow',
+                 **kwargs):
         if freeze_mode not in ('eval', 'train'):
             raise ValueError(f'{type(self).__name__}: `freeze_mode` must be '
                              f"'eval' or 'train', got {freeze_mode!r}")
@@ -123,15 +114,7 @@ class VideoEncoderDecoder(EncoderDecoder):
                              f'memory neck config such as '
                              f"dict(type='LocalMemoryNeck', ...), got None")
         super().__init__(
-            backbone=backbone,
-            decode_head=decode_head,
-            neck=neck,
-            auxiliary_head=auxiliary_head,
-            train_cfg=train_cfg,
-            test_cfg=test_cfg,
-            data_preprocessor=data_preprocessor,
-            pretrained=pretrained,
-            init_cfg=init_cfg)
+            backbone=backbone, decode_head=decode_head, neck=neck, **kwargs)
         for method in ('encode_memory', 'push_memory', 'forward'):
             if not callable(getattr(self.neck, method, None)):
                 raise ValueError(
