@@ -330,3 +330,51 @@ def test_train_freeze_mode_encodes_memory_frame_by_frame():
                 model.backbone(clip[:, t]))
             torch.testing.assert_close(memory.keys[:, t], keys)
             torch.testing.assert_close(memory.values[:, t], values)
+
+
+def _bn_means(module):
+    return [
+        m.running_mean.clone() for m in module.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    ]
+
+
+def test_memory_encoder_mode_eval_encodes_memory_as_inference():
+    """memory_encoder_mode='eval': with the backbone training, the memory
+    frames are encoded in eval mode (the features streaming inference
+    reads), only the key frames update the BN running statistics, and the
+    backbone is back in train mode afterwards; with 'follow' (the default)
+    the memory frames update them too."""
+    clip = torch.randn(2, 4, 3, 48, 48)
+    torch.manual_seed(9)
+    model = build(memory_encoder_mode='eval').train()
+    start = copy.deepcopy(model)
+    seen, handle = backbone_calls(model)
+    model.loss(clip, samples(2))
+    handle.remove()
+    assert seen == [(2 * 3, False), (2, True)]
+    assert all(m.training for m in model.backbone.modules())
+    # running statistics: one update, with the key frames only
+    key_only = copy.deepcopy(start)
+    with torch.no_grad():
+        key_only.backbone(clip[:, -1])
+    for got, want in zip(_bn_means(model.backbone),
+                         _bn_means(key_only.backbone)):
+        torch.testing.assert_close(got, want)
+    # the memory is what the eval-mode backbone gives
+    with torch.no_grad():
+        memory = start.encode_memory(clip[:, :3])
+        start.eval()
+        keys, values = start.neck.encode_memory(
+            start.backbone(clip[:, :3].flatten(0, 1)))
+    torch.testing.assert_close(memory.keys.flatten(0, 1), keys)
+    torch.testing.assert_close(memory.values.flatten(0, 1), values)
+
+    torch.manual_seed(9)
+    follow = build().train()
+    follow.loss(clip, samples(2))
+    assert any(
+        not torch.allclose(a, b)
+        for a, b in zip(_bn_means(follow.backbone), _bn_means(model.backbone)))
+    with pytest.raises(ValueError, match='memory_encoder_mode'):
+        build(memory_encoder_mode='train')
