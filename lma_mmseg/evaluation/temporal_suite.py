@@ -313,7 +313,9 @@ def train_run(
     finished run with the same settings is there; return its result
     (``miou``, ``checkpoint``, ``seconds``)."""
     result_path = osp.join(run_dir, 'result.json')
-    settings = dict(settings, config=cfg.pretty_text)
+    # as stored in result.json (tuples become lists), so a finished run
+    # compares equal
+    settings = json.loads(json.dumps(dict(settings, config=cfg.pretty_text)))
     done = _load_result(result_path, settings)
     if done is not None:
         done['reused'] = True

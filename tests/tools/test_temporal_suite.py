@@ -152,3 +152,19 @@ def test_suite_end_to_end(tmp_path):
     assert again.stdout.count('reused') == 7
     assert json.load(open(osp.join(work, 'suite.json')))['rows'] == \
         res['rows']
+
+
+def test_finished_run_is_reused_with_tuple_settings(tmp_path):
+    """A finished run's result.json (settings stored as JSON, so tuples
+    are lists) is reused by a restarted suite, e.g. the motion mode's
+    generator settings ``speeds=(0, 0, 2, 4, 8)``."""
+    cfg = TS.build_config(TS.BASE_CONFIG, '/data/m', (32, 64), 2)
+    settings = dict(mode='motion', generator=dict(speeds=(0, 0, 2, 4, 8)))
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    stored = dict(
+        name='single-frame', miou=12.5, checkpoint='x.pth', seconds=1.0,
+        settings=dict(settings, config=cfg.pretty_text))
+    (run_dir / 'result.json').write_text(json.dumps(stored))
+    res = TS.train_run('single-frame', str(run_dir), cfg, settings)
+    assert res['reused'] and res['miou'] == 12.5
