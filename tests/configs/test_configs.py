@@ -139,11 +139,16 @@ def test_lma_config_trains_only_the_memory(rel):
     assert batch['inputs'].shape == (2, len(offsets) + 1, 3, H, W)
     assert 'decode.loss_ce' in losses
 
-    frozen = tuple(cfg.model['freeze'])
-    assert 'backbone' in frozen
+    frozen = tuple(cfg.model['freeze'] or ())
     if not rel.startswith('configs/demo/'):
         # the paper's setting: only the memory heads and the fusion train
-        assert 'decode_head' in frozen
+        assert {'backbone', 'decode_head'} <= set(frozen)
+    elif rel == 'configs/demo/lma-erfnet_demo.py':
+        # the suite's recipe: everything trains, memory frames are encoded
+        # as at inference
+        assert frozen == () and model.memory_encoder_mode == 'eval'
+    else:
+        assert frozen == ('backbone', )
     for name, p in model.named_parameters():
         if name.split('.')[0] in frozen:
             assert not p.requires_grad and p.grad is None, name
