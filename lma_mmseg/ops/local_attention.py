@@ -246,6 +246,16 @@ def _check_bias(bias, q, k, window):
                          f'{_describe(q=q, bias=bias)}')
 
 
+def _check_attention_args(q, k, v, window, dilation, scale, padding, bias):
+    """Check the arguments of :func:`local_attention` (and of its unfused and
+    reference forms); returns ``(window, dilation, scale, mask_padding)``."""
+    window, dilation = _check_window(window, dilation)
+    _check_qkv(q, k, v)
+    scale, mask_padding = _check_scale_padding(scale, padding)
+    _check_bias(bias, q, k, window)
+    return window, dilation, scale, mask_padding
+
+
 def _check_kernel_device(t: torch.Tensor):
     """Check that the compiled kernels can run on the device/dtype of t."""
     _load_ext()
@@ -358,22 +368,28 @@ def local_attention_reference(q: torch.Tensor,
     meant for tests and benchmarks. Arguments and result are those of
     :func:`local_attention`. It runs on any device and floating dtype.
     """
-    window, dilation = _check_window(window, dilation)
-    _check_qkv(q, k, v)
-    scale, mask_padding = _check_scale_padding(scale, padding)
-    _check_bias(bias, q, k, window)
-    B, T, _, H, W = k.shape
-    S = window * window
-    logits = local_correlation_reference(q, k, window, dilation) * scale
+    window, dilation, scale, mask_padding = _check_attention_args(
+        q, k, v, window, dilation, scale, padding, bias)
+    return _softmax_attention(local_correlation_reference,
+                              local_aggregation_reference, q, k, v, window,
+                              dilation, scale, mask_padding, bias)
+
+
+def _softmax_attention(correlation, aggregation, q, k, v, window, dilation,
+                       scale, mask_padding, bias):
+    """Local attention from a correlation and an aggregation function
+    (:func:`local_correlation`, :func:`local_aggregation` or their
+    references) for checked arguments."""
+    _, _, _, H, W = k.shape
+    logits = correlation(q, k, window, dilation) * scale
     if bias is not None:
         logits = logits + bias[None, :, :, None, None]
     if mask_padding:
         inside = _inside_mask(H, W, window, dilation, q.device)
         logits = logits.masked_fill(~inside, float('-inf'))
     # one softmax jointly over the T * S slots of every query pixel
-    attn = logits.reshape(B, T * S, H, W).softmax(dim=1)
-    return local_aggregation_reference(
-        attn.view(B, T, S, H, W), v, window, dilation)
+    attn = logits.flatten(1, 2).softmax(dim=1).view_as(logits)
+    return aggregation(attn, v, window, dilation)
 
 
 # --------------------------------------------------------------------------
@@ -389,6 +405,21 @@ def _lse_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
+_FAKE_KERNELS = {}
+
+
+def _fake_kernel_of(*ops):
+    """Make the decorated function the fake kernel of the ops ``lma::<op>``
+    (registered by :func:`_register_ops`)."""
+
+    def record(fn):
+        _FAKE_KERNELS.update((op, fn) for op in ops)
+        return fn
+
+    return record
+
+
+@_fake_kernel_of('local_attention_forward')
 def _fake_attention_forward(q, k, v, window, dilation, scale, mask_padding,
                             bias=None):
     B, _, H, W = q.shape
@@ -397,34 +428,35 @@ def _fake_attention_forward(q, k, v, window, dilation, scale, mask_padding,
     return out, lse
 
 
+def _empty_like(*tensors):
+    """Contiguous tensors like ``tensors`` (the kernels' outputs)."""
+    return tuple(
+        torch.empty_like(t, memory_format=torch.contiguous_format)
+        for t in tensors)
+
+
+@_fake_kernel_of('local_attention_backward')
 def _fake_attention_backward(grad_out, q, k, v, out, lse, window, dilation,
                              scale, mask_padding, bias=None):
-    grad_bias = (q.new_empty((0, )) if bias is None else torch.empty_like(
-        bias, memory_format=torch.contiguous_format))
-    return (torch.empty_like(q, memory_format=torch.contiguous_format),
-            torch.empty_like(k, memory_format=torch.contiguous_format),
-            torch.empty_like(v, memory_format=torch.contiguous_format),
-            grad_bias)
+    grad_bias = q.new_empty((0, )) if bias is None else _empty_like(bias)[0]
+    return _empty_like(q, k, v) + (grad_bias, )
 
 
+@_fake_kernel_of('local_correlation_forward')
 def _fake_correlation_forward(q, k, window, dilation):
     B, T, _, H, W = k.shape
     return q.new_empty((B, T, window * window, H, W))
 
 
-def _fake_correlation_backward(grad_corr, q, k, window, dilation):
-    return (torch.empty_like(q, memory_format=torch.contiguous_format),
-            torch.empty_like(k, memory_format=torch.contiguous_format))
-
-
+@_fake_kernel_of('local_aggregation_forward')
 def _fake_aggregation_forward(attn, v, window, dilation):
     B, _, Cv, H, W = v.shape
     return v.new_empty((B, Cv, H, W))
 
 
-def _fake_aggregation_backward(grad_out, attn, v, window, dilation):
-    return (torch.empty_like(attn, memory_format=torch.contiguous_format),
-            torch.empty_like(v, memory_format=torch.contiguous_format))
+@_fake_kernel_of('local_correlation_backward', 'local_aggregation_backward')
+def _fake_unfused_backward(grad, x, y, window, dilation):
+    return _empty_like(x, y)
 
 
 def _attention_setup_context(ctx, inputs, output):
@@ -445,57 +477,39 @@ def _attention_backward(ctx, grad_out, grad_lse):
     return grad_q, grad_k, grad_v, None, None, None, None, grad_bias
 
 
-def _correlation_setup_context(ctx, inputs, output):
-    q, k, window, dilation = inputs
-    ctx.save_for_backward(q, k)
+# The unfused ops local_correlation and local_aggregation both map
+# (x, y, window, dilation) to one tensor; their backward ops map
+# (grad, x, y, window, dilation) to (grad_x, grad_y).
+def _unfused_setup_context(ctx, inputs, output):
+    x, y, window, dilation = inputs
+    ctx.save_for_backward(x, y)
     ctx.args = (window, dilation)
 
 
-def _correlation_backward(ctx, grad_corr):
-    q, k = ctx.saved_tensors
-    grad_q, grad_k = torch.ops.lma.local_correlation_backward(
-        grad_corr, q, k, *ctx.args)
-    return grad_q, grad_k, None, None
+def _unfused_autograd(backward_op):
+    """The autograd formula of an unfused op with backward op ``backward_op``.
+    """
 
+    def backward(ctx, grad):
+        grad_x, grad_y = backward_op(grad, *ctx.saved_tensors, *ctx.args)
+        return grad_x, grad_y, None, None
 
-def _aggregation_setup_context(ctx, inputs, output):
-    attn, v, window, dilation = inputs
-    ctx.save_for_backward(attn, v)
-    ctx.args = (window, dilation)
-
-
-def _aggregation_backward(ctx, grad_out):
-    attn, v = ctx.saved_tensors
-    grad_attn, grad_v = torch.ops.lma.local_aggregation_backward(
-        grad_out, attn, v, *ctx.args)
-    return grad_attn, grad_v, None, None
+    return backward
 
 
 def _register_ops():
     lib = torch.library
-    lib.register_fake('lma::local_attention_forward', _fake_attention_forward)
-    lib.register_fake('lma::local_attention_backward',
-                      _fake_attention_backward)
-    lib.register_fake('lma::local_correlation_forward',
-                      _fake_correlation_forward)
-    lib.register_fake('lma::local_correlation_backward',
-                      _fake_correlation_backward)
-    lib.register_fake('lma::local_aggregation_forward',
-                      _fake_aggregation_forward)
-    lib.register_fake('lma::local_aggregation_backward',
-                      _fake_aggregation_backward)
+    for op, fake in _FAKE_KERNELS.items():
+        lib.register_fake(f'lma::{op}', fake)
     lib.register_autograd(
         'lma::local_attention_forward',
         _attention_backward,
         setup_context=_attention_setup_context)
-    lib.register_autograd(
-        'lma::local_correlation_forward',
-        _correlation_backward,
-        setup_context=_correlation_setup_context)
-    lib.register_autograd(
-        'lma::local_aggregation_forward',
-        _aggregation_backward,
-        setup_context=_aggregation_setup_context)
+    for op in ('local_correlation', 'local_aggregation'):
+        lib.register_autograd(
+            f'lma::{op}_forward',
+            _unfused_autograd(getattr(torch.ops.lma, f'{op}_backward')),
+            setup_context=_unfused_setup_context)
 
 
 if _ext is not None:
@@ -551,11 +565,9 @@ def local_attention(q: torch.Tensor,
     :func:`local_correlation`, :func:`local_aggregation` and
     :func:`local_attention_unfused`.
     """
-    window, dilation = _check_window(window, dilation)
     q, k, v, bias = _autocast_inputs(q, k, v, bias)
-    _check_qkv(q, k, v)
-    scale, mask_padding = _check_scale_padding(scale, padding)
-    _check_bias(bias, q, k, window)
+    window, dilation, scale, mask_padding = _check_attention_args(
+        q, k, v, window, dilation, scale, padding, bias)
     _check_kernel_device(q)
     out, _ = torch.ops.lma.local_attention_forward(q, k, v, window, dilation,
                                                    scale, mask_padding, bias)
@@ -627,17 +639,8 @@ def local_attention_unfused(q: torch.Tensor,
     the ``(B, T, window**2, H, W)`` logits and attention, and is the
     baseline the fused op is measured against.
     """
-    window, dilation = _check_window(window, dilation)
     q, k, v, bias = _autocast_inputs(q, k, v, bias)
-    _check_qkv(q, k, v)
-    scale, mask_padding = _check_scale_padding(scale, padding)
-    _check_bias(bias, q, k, window)
-    B, T, _, H, W = k.shape
-    logits = local_correlation(q, k, window, dilation) * scale
-    if bias is not None:
-        logits = logits + bias[None, :, :, None, None]
-    if mask_padding:
-        inside = _inside_mask(H, W, window, dilation, q.device)
-        logits = logits.masked_fill(~inside, float('-inf'))
-    attn = logits.reshape(B, -1, H, W).softmax(dim=1).view_as(logits)
-    return local_aggregation(attn, v, window, dilation)
+    window, dilation, scale, mask_padding = _check_attention_args(
+        q, k, v, window, dilation, scale, padding, bias)
+    return _softmax_attention(local_correlation, local_aggregation, q, k, v,
+                              window, dilation, scale, mask_padding, bias)

@@ -427,6 +427,8 @@ def run_benchmark(devices: Sequence[str] = ('auto', ),
         ``erfnet_model`` (device -> timing), ``results`` (one record per
         device, dtype, shape and method), ``ratios`` and ``summary`` (lines).
     """
+    # the arguments of this call, recorded in the result (devices resolved)
+    arguments = dict(locals())
     from lma_mmseg.evaluation.speed import MemoryProbe
     if repeats < 1 or ref_repeats < 1 or warmup < 0:
         raise ValueError('repeats and ref_repeats must be >= 1 and warmup '
@@ -516,18 +518,11 @@ def run_benchmark(devices: Sequence[str] = ('auto', ),
             cuda_device=(torch.cuda.get_device_name(0)
                          if 'cuda' in devices else None),
             ext_with_cuda=_WITH_CUDA),
-        settings=dict(
-            devices=devices,
-            shapes=list(shapes),
-            methods=list(methods),
-            dtypes=list(dtypes),
-            repeats=repeats,
-            ref_repeats=ref_repeats,
-            warmup=warmup,
-            max_ref_gb=max_ref_gb,
-            model_size=list(model_size),
-            model=model,
-            quick=quick),
+        settings={
+            name: list(value) if isinstance(value, (list, tuple)) else value
+            for name, value in dict(arguments, devices=devices).items()
+            if name != 'log'
+        },
         memory_method={
             d: MemoryProbe(torch.device(d)).description
             for d in devices

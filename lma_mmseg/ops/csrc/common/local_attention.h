@@ -22,7 +22,58 @@
 
 namespace lma {
 
+// The six kernels of a device `dev` (cpu, cuda), all with the contracts
+// above; LMA_DECLARE_KERNELS(dev) declares
+//   local_attention_forward_<dev>     returns {out, lse}
+//   local_attention_backward_<dev>    returns {grad_q, grad_k, grad_v,
+//                                     grad_bias} (grad_bias undefined
+//                                     without a bias)
+//   local_correlation_forward_<dev>   returns corr (B, T, S, H, W)
+//   local_correlation_backward_<dev>  returns {grad_q, grad_k}
+//   local_aggregation_forward_<dev>   returns out (B, Cv, H, W)
+//   local_aggregation_backward_<dev>  returns {grad_attn, grad_v}
+// and the struct `kernels_<dev>` that names them (as attention_forward,
+// attention_backward, ...), so that code written once against such a table
+// serves every device. The incoming gradients may have another floating
+// dtype than the inputs; the kernels convert them.
+#define LMA_DECLARE_KERNELS(dev)                                              \
+  std::vector<at::Tensor> local_attention_forward_##dev(                      \
+      const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,          \
+      int64_t window, int64_t dilation, double scale, bool mask_padding,      \
+      const at::Tensor& bias);                                                \
+  std::vector<at::Tensor> local_attention_backward_##dev(                     \
+      const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,   \
+      const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,      \
+      int64_t window, int64_t dilation, double scale, bool mask_padding,      \
+      const at::Tensor& bias);                                                \
+  at::Tensor local_correlation_forward_##dev(                                 \
+      const at::Tensor& q, const at::Tensor& k, int64_t window,               \
+      int64_t dilation);                                                      \
+  std::vector<at::Tensor> local_correlation_backward_##dev(                   \
+      const at::Tensor& grad_corr, const at::Tensor& q, const at::Tensor& k,  \
+      int64_t window, int64_t dilation);                                      \
+  at::Tensor local_aggregation_forward_##dev(                                 \
+      const at::Tensor& attn, const at::Tensor& v, int64_t window,            \
+      int64_t dilation);                                                      \
+  std::vector<at::Tensor> local_aggregation_backward_##dev(                   \
+      const at::Tensor& grad_out, const at::Tensor& attn,                     \
+      const at::Tensor& v, int64_t window, int64_t dilation);                 \
+  struct kernels_##dev {                                                      \
+    static constexpr auto attention_forward = &local_attention_forward_##dev; \
+    static constexpr auto attention_backward =                                \
+        &local_attention_backward_##dev;                                      \
+    static constexpr auto correlation_forward =                               \
+        &local_correlation_forward_##dev;                                     \
+    static constexpr auto correlation_backward =                              \
+        &local_correlation_backward_##dev;                                    \
+    static constexpr auto aggregation_forward =                               \
+        &local_aggregation_forward_##dev;                                     \
+    static constexpr auto aggregation_backward =                              \
+        &local_aggregation_backward_##dev;                                    \
+  };
+
 // ---- CPU kernels (cpu/) ----
+LMA_DECLARE_KERNELS(cpu)
 // The CPU kernels are compiled for AVX2+FMA and for the baseline ISA.
 // set_cpu_isa("auto" | "avx2" | "baseline") chooses the variant for the
 // calls that follow ("auto": AVX2+FMA where the CPU has both; "avx2" fails
@@ -30,58 +81,10 @@ namespace lma {
 // "baseline").
 void set_cpu_isa(const std::string& isa);
 std::string cpu_isa();
-// Fused attention forward: returns {out, lse}.
-std::vector<at::Tensor> local_attention_forward_cpu(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-    int64_t window, int64_t dilation, double scale, bool mask_padding,
-    const at::Tensor& bias);
-// Fused attention backward: returns {grad_q, grad_k, grad_v, grad_bias}
-// (grad_bias undefined without a bias).
-std::vector<at::Tensor> local_attention_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
-    const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-    int64_t window, int64_t dilation, double scale, bool mask_padding,
-    const at::Tensor& bias);
-// corr (B, T, S, H, W).
-at::Tensor local_correlation_forward_cpu(const at::Tensor& q,
-                                         const at::Tensor& k, int64_t window,
-                                         int64_t dilation);
-// Returns {grad_q, grad_k}.
-std::vector<at::Tensor> local_correlation_backward_cpu(
-    const at::Tensor& grad_corr, const at::Tensor& q, const at::Tensor& k,
-    int64_t window, int64_t dilation);
-// out (B, Cv, H, W).
-at::Tensor local_aggregation_forward_cpu(const at::Tensor& attn,
-                                         const at::Tensor& v, int64_t window,
-                                         int64_t dilation);
-// Returns {grad_attn, grad_v}.
-std::vector<at::Tensor> local_aggregation_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& attn, const at::Tensor& v,
-    int64_t window, int64_t dilation);
 
 #ifdef WITH_CUDA
-// ---- CUDA kernels (cuda/), same contracts as the CPU ones ----
-std::vector<at::Tensor> local_attention_forward_cuda(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-    int64_t window, int64_t dilation, double scale, bool mask_padding,
-    const at::Tensor& bias);
-std::vector<at::Tensor> local_attention_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
-    const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-    int64_t window, int64_t dilation, double scale, bool mask_padding,
-    const at::Tensor& bias);
-at::Tensor local_correlation_forward_cuda(const at::Tensor& q,
-                                          const at::Tensor& k, int64_t window,
-                                          int64_t dilation);
-std::vector<at::Tensor> local_correlation_backward_cuda(
-    const at::Tensor& grad_corr, const at::Tensor& q, const at::Tensor& k,
-    int64_t window, int64_t dilation);
-at::Tensor local_aggregation_forward_cuda(const at::Tensor& attn,
-                                          const at::Tensor& v, int64_t window,
-                                          int64_t dilation);
-std::vector<at::Tensor> local_aggregation_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& attn, const at::Tensor& v,
-    int64_t window, int64_t dilation);
+// ---- CUDA kernels (cuda/) ----
+LMA_DECLARE_KERNELS(cuda)
 #endif
 
 }  // namespace lma

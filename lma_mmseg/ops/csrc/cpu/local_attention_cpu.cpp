@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "common/local_attention.h"
+#include "common/local_attention_blocks.h"
+#include "common/local_attention_checks.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define LMA_HAVE_AVX2_VARIANT 1
@@ -95,17 +97,12 @@ Geom make_geom(int64_t B, int64_t T, int64_t C, int64_t Cv, int64_t H,
   return g;
 }
 
-void check_args(int64_t window, int64_t dilation, const char* op) {
-  TORCH_CHECK(window >= 1 && window % 2 == 1, op,
-              ": window must be odd and >= 1, got ", window);
-  TORCH_CHECK(dilation >= 1, op, ": dilation must be >= 1, got ", dilation);
-}
-
-void check_cpu(const at::Tensor& t, const char* name, const char* op) {
-  TORCH_CHECK(t.device().is_cpu(), op, ": ", name,
-              " must be a CPU tensor, got one on ", t.device());
+// The inputs (of the dtype and device of t) on the CPU, float32 or float64.
+void check_cpu(const char* op, const at::Tensor& t) {
+  TORCH_CHECK(t.device().is_cpu(), op,
+              ": the inputs must be CPU tensors, got one on ", t.device());
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
-              op, ": ", name, " must be float32 or float64 on CPU, got ",
+              op, ": the inputs must be float32 or float64 on CPU, got ",
               t.scalar_type());
 }
 
@@ -198,6 +195,32 @@ at::Tensor correlate(const at::Tensor& a, const at::Tensor& bmem,
   return corr;
 }
 
+// run_block of common/local_attention_blocks.h on the CPU.
+at::Tensor cpu_block(Block block, const at::Tensor& x_in,
+                     const at::Tensor& y_in, at::ScalarType dtype,
+                     int64_t window, int64_t dilation) {
+  const at::Tensor x = x_in.to(dtype).contiguous();
+  const at::Tensor y = y_in.to(dtype).contiguous();
+  check_cpu("local attention CPU kernels", y);
+  const BlockShape s = block_shape(block, x, y, window);
+  const Geom g = make_geom(s.B, s.T, s.C, s.C, s.H, s.W, window, dilation);
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES(dtype, "local_attention_cpu", [&] {
+    switch (block) {
+      case Block::kCorr:
+        out = correlate<scalar_t>(x, y, g);
+        break;
+      case Block::kAgg:
+        out = channels_first(aggregate<scalar_t>(x, channels_last(y), g));
+        break;
+      case Block::kInv:
+        out = channels_first(gather<scalar_t>(x, channels_last(y), g));
+        break;
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -233,8 +256,8 @@ std::vector<at::Tensor> local_attention_forward_cpu(
     int64_t window, int64_t dilation, double scale, bool mask_padding,
     const at::Tensor& bias_in) {
   const char* op = "local_attention_forward_cpu";
-  check_args(window, dilation, op);
-  check_cpu(q_in, "q", op);
+  checks::check_attention(op, q_in, k_in, v_in, window, dilation, bias_in);
+  check_cpu(op, q_in);
   at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
              v = v_in.contiguous();
   const at::Tensor bias =
@@ -273,8 +296,9 @@ std::vector<at::Tensor> local_attention_backward_cpu(
     const at::Tensor& lse_in, int64_t window, int64_t dilation, double scale,
     bool mask_padding, const at::Tensor& bias_in) {
   const char* op = "local_attention_backward_cpu";
-  check_args(window, dilation, op);
-  check_cpu(q_in, "q", op);
+  checks::check_attention_backward(op, grad_out_in, q_in, k_in, v_in, out,
+                                   lse_in, window, dilation, bias_in);
+  check_cpu(op, q_in);
   at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
              v = v_in.contiguous();
   const bool has_bias = bias_in.defined();
@@ -333,76 +357,13 @@ std::vector<at::Tensor> local_attention_backward_cpu(
 }
 
 // ---------------------------------------------------------------------------
-// unfused building blocks
+// unfused ops, from the building blocks above
 // ---------------------------------------------------------------------------
-at::Tensor local_correlation_forward_cpu(const at::Tensor& q_in,
-                                         const at::Tensor& k_in,
-                                         int64_t window, int64_t dilation) {
-  const char* op = "local_correlation_forward_cpu";
-  check_args(window, dilation, op);
-  check_cpu(q_in, "q", op);
-  at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
-  const Geom g = make_geom(q.size(0), k.size(1), q.size(1), q.size(1),
-                           q.size(2), q.size(3), window, dilation);
-  at::Tensor corr;
-  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "local_attention_cpu",
-                             [&] { corr = correlate<scalar_t>(q, k, g); });
-  return corr;
-}
-
-std::vector<at::Tensor> local_correlation_backward_cpu(
-    const at::Tensor& grad_corr_in, const at::Tensor& q_in,
-    const at::Tensor& k_in, int64_t window, int64_t dilation) {
-  const char* op = "local_correlation_backward_cpu";
-  check_args(window, dilation, op);
-  check_cpu(q_in, "q", op);
-  at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
-  at::Tensor gc = grad_corr_in.to(q.scalar_type()).contiguous();
-  const Geom g = make_geom(q.size(0), k.size(1), q.size(1), q.size(1),
-                           q.size(2), q.size(3), window, dilation);
-  at::Tensor grad_q, grad_k;
-  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "local_attention_cpu", [&] {
-    grad_q = channels_first(aggregate<scalar_t>(gc, channels_last(k), g));
-    grad_k = channels_first(gather<scalar_t>(gc, channels_last(q), g));
-  });
-  return {grad_q, grad_k};
-}
-
-at::Tensor local_aggregation_forward_cpu(const at::Tensor& attn_in,
-                                         const at::Tensor& v_in,
-                                         int64_t window, int64_t dilation) {
-  const char* op = "local_aggregation_forward_cpu";
-  check_args(window, dilation, op);
-  check_cpu(attn_in, "attn", op);
-  at::Tensor attn = attn_in.contiguous(), v = v_in.contiguous();
-  const Geom g = make_geom(v.size(0), v.size(1), v.size(2), v.size(2),
-                           v.size(3), v.size(4), window, dilation);
-  TORCH_CHECK(attn.size(2) == g.S, op, ": attn must have window * window = ",
-              g.S, " slots, got ", attn.sizes());
-  at::Tensor out;
-  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "local_attention_cpu", [&] {
-    out = channels_first(aggregate<scalar_t>(attn, channels_last(v), g));
-  });
-  return out;
-}
-
-std::vector<at::Tensor> local_aggregation_backward_cpu(
-    const at::Tensor& grad_out_in, const at::Tensor& attn_in,
-    const at::Tensor& v_in, int64_t window, int64_t dilation) {
-  const char* op = "local_aggregation_backward_cpu";
-  check_args(window, dilation, op);
-  check_cpu(attn_in, "attn", op);
-  at::Tensor attn = attn_in.contiguous(), v = v_in.contiguous();
-  at::Tensor go = grad_out_in.to(v.scalar_type()).contiguous();
-  const Geom g = make_geom(v.size(0), v.size(1), v.size(2), v.size(2),
-                           v.size(3), v.size(4), window, dilation);
-  at::Tensor grad_attn, grad_v;
-  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "local_attention_cpu", [&] {
-    // grad_attn[b, t, s, y, x] = <grad_out[b, :, y, x], v[b, t, :, y', x']>
-    grad_attn = correlate<scalar_t>(go, v, g);
-    grad_v = channels_first(gather<scalar_t>(attn, channels_last(go), g));
-  });
-  return {grad_attn, grad_v};
-}
+LMA_DEFINE_BILINEAR_KERNELS(local_correlation_forward_cpu,
+                            local_correlation_backward_cpu, kCorrelation,
+                            cpu_block)
+LMA_DEFINE_BILINEAR_KERNELS(local_aggregation_forward_cpu,
+                            local_aggregation_backward_cpu, kAggregation,
+                            cpu_block)
 
 }  // namespace lma

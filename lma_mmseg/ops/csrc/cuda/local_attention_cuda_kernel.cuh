@@ -85,6 +85,24 @@ __device__ __forceinline__ double neg_inf<double>() {
   return -static_cast<double>(INFINITY);
 }
 
+// Kernel arguments shared by all kernels.
+struct Geometry {
+  int B, T, C, Cv, H, W;
+  int64_t HW;   // H * W
+  int window, dil, r;
+  int S;        // window * window slots
+  int tiles_x;  // number of tiles along x
+  int ni, nj;   // slot chunk (window rows x window columns)
+  int cc;       // channels per key-halo chunk (CORR-based kernels)
+  int ks;       // CH_PER_THREAD slices per value-halo chunk (AGG/INV)
+};
+
+// Pair idx = sl * TILE_P + p of a slot chunk: chunk slot sl, i.e. window
+// slot (i, j), and tile pixel p at map position (y, x).
+struct SlotPixel {
+  int sl, p, i, j, y, x;
+};
+
 // Slot chunk [i0, i0 + ni) x [j0, j0 + nj) of a tile with corner (y0, x0).
 // sign = +1: positions p + off_s (queries looking at keys);
 // sign = -1: positions p - off_s (keys gathering the queries that see them).
@@ -93,22 +111,52 @@ __device__ __forceinline__ double neg_inf<double>() {
 // (py + ay * dil, px + ax * dil) with ay = a, ax = c for sign = +1 and
 // ay = ni - 1 - a, ax = nj - 1 - c for sign = -1.
 struct Chunk {
+  int y0, x0;
   int i0, ni, j0, nj;
   int gy0, gx0, hh, hw;
   int sign;
 
-  __device__ __forceinline__ Chunk(int y0, int x0, int i0_, int ni_, int j0_,
-                                   int nj_, int r, int dil, int sign_)
-      : i0(i0_), ni(ni_), j0(j0_), nj(nj_), sign(sign_) {
-    hh = TILE_H + (ni - 1) * dil;
-    hw = TILE_W + (nj - 1) * dil;
+  // The chunk at window slot (i0, j0) of g's chunking (ni x nj slots, fewer
+  // at the window's last rows and columns).
+  __device__ __forceinline__ Chunk(const Geometry& g, int y0_, int x0_,
+                                   int i0_, int j0_, int sign_)
+      : y0(y0_),
+        x0(x0_),
+        i0(i0_),
+        ni(min(g.ni, g.window - i0_)),
+        j0(j0_),
+        nj(min(g.nj, g.window - j0_)),
+        sign(sign_) {
+    hh = TILE_H + (ni - 1) * g.dil;
+    hw = TILE_W + (nj - 1) * g.dil;
     if (sign > 0) {
-      gy0 = y0 + (i0 - r) * dil;
-      gx0 = x0 + (j0 - r) * dil;
+      gy0 = y0 + (i0 - g.r) * g.dil;
+      gx0 = x0 + (j0 - g.r) * g.dil;
     } else {
-      gy0 = y0 - (i0 + ni - 1 - r) * dil;
-      gx0 = x0 - (j0 + nj - 1 - r) * dil;
+      gy0 = y0 - (i0 + ni - 1 - g.r) * g.dil;
+      gx0 = x0 - (j0 + nj - 1 - g.r) * g.dil;
     }
+  }
+
+  // Number of (slot, pixel) pairs: ni * nj * TILE_P.
+  __device__ __forceinline__ int npairs() const { return ni * nj * TILE_P; }
+
+  // Window slot (i, j) of chunk slot sl.
+  __device__ __forceinline__ void slot(int sl, int& i, int& j) const {
+    const int a = sl / nj;
+    i = i0 + a;
+    j = j0 + sl - a * nj;
+  }
+
+  // Slot and pixel of pair idx.
+  __device__ __forceinline__ SlotPixel pair(int idx) const {
+    SlotPixel e;
+    e.sl = idx / TILE_P;
+    e.p = idx - e.sl * TILE_P;
+    slot(e.sl, e.i, e.j);
+    e.y = y0 + e.p / TILE_W;
+    e.x = x0 + e.p % TILE_W;
+    return e;
   }
 
   // Halo offset (row-major in an hh x hw plane) of tile pixel p seen through
@@ -120,6 +168,18 @@ struct Chunk {
     return (p / TILE_W + ay * dil) * hw + (p % TILE_W) + ax * dil;
   }
 };
+
+// Calls f(chunk) for the slot chunks of the window, in row-major order, of
+// the tile with corner (y0, x0).
+template <typename F>
+__device__ __forceinline__ void for_each_chunk(const Geometry& g, int y0,
+                                               int x0, int sign, F&& f) {
+  for (int i0 = 0; i0 < g.window; i0 += g.ni) {
+    for (int j0 = 0; j0 < g.window; j0 += g.nj) {
+      f(Chunk(g, y0, x0, i0, j0, sign));
+    }
+  }
+}
 
 // Stages channels [c0, c0 + nc) of the halo of plane stack `src`
 // (channel stride H * W) into dst[nc][hh][hw], 0 outside the map.
@@ -153,8 +213,8 @@ __device__ __forceinline__ void load_halo(const scalar_t* __restrict__ src,
 template <typename scalar_t, typename acc_t>
 __device__ void logit_tile(const scalar_t* __restrict__ A,
                            const scalar_t* __restrict__ Bt, int C, int H,
-                           int W, int y0, int x0, const Chunk& ch, int dil,
-                           int cc, acc_t* __restrict__ sl_buf,
+                           int W, const Chunk& ch, int dil, int cc,
+                           acc_t* __restrict__ sl_buf,
                            acc_t* __restrict__ stage) {
   const int nslots = ch.ni * ch.nj;
   const int npairs = nslots * TILE_P;
@@ -171,7 +231,7 @@ __device__ void logit_tile(const scalar_t* __restrict__ A,
     __syncthreads();
     for (int idx = threadIdx.x; idx < nc * TILE_P; idx += NUM_THREADS) {
       const int c = idx / TILE_P, p = idx - c * TILE_P;
-      const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
+      const int y = ch.y0 + p / TILE_W, x = ch.x0 + p % TILE_W;
       acc_t val = acc_t(0);
       if (y < H && x < W) {
         val = static_cast<acc_t>(
@@ -233,21 +293,62 @@ __device__ void aggregate_tile(const scalar_t* __restrict__ V, int Cv,
   }
 }
 
-// Kernel arguments shared by all kernels.
-struct Geometry {
-  int B, T, C, Cv, H, W;
-  int window, dil, r;
-  int tiles_x;  // number of tiles along x
-  int ni, nj;   // slot chunk (window rows x window columns)
-  int cc;       // channels per key-halo chunk (CORR-based kernels)
-  int ks;       // CH_PER_THREAD slices per value-halo chunk (AGG/INV)
+// A block's tile of output pixels, its value channels and its dynamic
+// shared memory (sized by plan()): `extra` values, the slot buffer
+// (ni * nj * TILE_P values) and the staging area.
+template <typename acc_t>
+struct Tile {
+  int y0, x0;  // corner of the tile of output pixels (blockIdx.x)
+  int cv0;     // first value channel (blockIdx.y; aggregating kernels)
+  acc_t* extra;
+  acc_t* slots;
+  acc_t* stage;
+
+  __device__ __forceinline__ Tile(const Geometry& g, int n_extra) {
+    const int ty = blockIdx.x / g.tiles_x;
+    y0 = ty * TILE_H;
+    x0 = (blockIdx.x - ty * g.tiles_x) * TILE_W;
+    cv0 = blockIdx.y * CH_PER_BLOCK;
+    extern __shared__ unsigned char smem_raw[];
+    extra = reinterpret_cast<acc_t*>(smem_raw);
+    slots = extra + n_extra;
+    stage = slots + g.ni * g.nj * TILE_P;
+  }
 };
 
-__device__ __forceinline__ void tile_corner(const Geometry& g, int& y0,
-                                            int& x0) {
-  const int ty = blockIdx.x / g.tiles_x;
-  y0 = ty * TILE_H;
-  x0 = (blockIdx.x - ty * g.tiles_x) * TILE_W;
+// The accumulators of an aggregating thread: acc[k] for the value channel
+// cv0 + k * NUM_GROUPS + tid / TILE_P of tile pixel tid % TILE_P.
+template <typename acc_t>
+__device__ __forceinline__ void zero_channels(acc_t (&acc)[CH_PER_THREAD]) {
+#pragma unroll
+  for (int k = 0; k < CH_PER_THREAD; ++k) acc[k] = acc_t(0);
+}
+
+// Writes the accumulators of this thread to the (Cv, H, W) plane stack out.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void store_channels(
+    scalar_t* __restrict__ out, const acc_t (&acc)[CH_PER_THREAD],
+    const Geometry& g, const Tile<acc_t>& tile) {
+  const int p = threadIdx.x % TILE_P, grp = threadIdx.x / TILE_P;
+  const int y = tile.y0 + p / TILE_W, x = tile.x0 + p % TILE_W;
+  if (y >= g.H || x >= g.W) return;
+  scalar_t* out_p = out + static_cast<int64_t>(y) * g.W + x;
+#pragma unroll
+  for (int k = 0; k < CH_PER_THREAD; ++k) {
+    const int cv = tile.cv0 + k * NUM_GROUPS + grp;
+    if (cv < g.Cv) out_p[cv * g.HW] = static_cast<scalar_t>(acc[k]);
+  }
+}
+
+// The logit of slot s (of S) of memory frame t: scale * corr, plus
+// bias[t, s] when a bias (T, S) is given.
+template <typename acc_t>
+__device__ __forceinline__ acc_t slot_logit(acc_t corr, acc_t scale,
+                                            const acc_t* __restrict__ bias,
+                                            int t, int s, int S) {
+  acc_t logit = scale * corr;
+  if (bias != nullptr) logit += bias[t * S + s];
+  return logit;
 }
 
 // ---------------------------------------------------------------------------
@@ -260,163 +361,80 @@ __global__ void __launch_bounds__(NUM_THREADS)
                 const scalar_t* __restrict__ Bt, out_t* __restrict__ out,
                 Geometry g) {
   using acc_t = at::opmath_type<scalar_t>;
-  extern __shared__ unsigned char smem_raw[];
-  acc_t* sl_buf = reinterpret_cast<acc_t*>(smem_raw);
-  acc_t* stage = sl_buf + g.ni * g.nj * TILE_P;
-  int y0, x0;
-  tile_corner(g, y0, x0);
+  const Tile<acc_t> tile(g, 0);
   const int bt = blockIdx.z;
   const int b = bt / g.T;
-  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
-  const int S = g.window * g.window;
-  const scalar_t* A_b = A + static_cast<int64_t>(b) * g.C * HW;
-  const scalar_t* B_bt = Bt + static_cast<int64_t>(bt) * g.C * HW;
-  out_t* out_bt = out + static_cast<int64_t>(bt) * S * HW;
-  for (int i0 = 0; i0 < g.window; i0 += g.ni) {
-    for (int j0 = 0; j0 < g.window; j0 += g.nj) {
-      const Chunk ch(y0, x0, i0, min(g.ni, g.window - i0), j0,
-                     min(g.nj, g.window - j0), g.r, g.dil, 1);
-      logit_tile(A_b, B_bt, g.C, g.H, g.W, y0, x0, ch, g.dil, g.cc, sl_buf,
-                 stage);
-      const int npairs = ch.ni * ch.nj * TILE_P;
-      for (int idx = threadIdx.x; idx < npairs; idx += NUM_THREADS) {
-        const int sl = idx / TILE_P, p = idx - sl * TILE_P;
-        const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
-        if (y < g.H && x < g.W) {
-          const int a = sl / ch.nj, c = sl - a * ch.nj;
-          const int s = (i0 + a) * g.window + j0 + c;
-          out_bt[s * HW + static_cast<int64_t>(y) * g.W + x] =
-              static_cast<out_t>(sl_buf[idx]);
-        }
+  const scalar_t* A_b = A + static_cast<int64_t>(b) * g.C * g.HW;
+  const scalar_t* B_bt = Bt + static_cast<int64_t>(bt) * g.C * g.HW;
+  out_t* out_bt = out + static_cast<int64_t>(bt) * g.S * g.HW;
+  for_each_chunk(g, tile.y0, tile.x0, 1, [&](const Chunk& ch) {
+    logit_tile(A_b, B_bt, g.C, g.H, g.W, ch, g.dil, g.cc, tile.slots,
+               tile.stage);
+    for (int idx = threadIdx.x; idx < ch.npairs(); idx += NUM_THREADS) {
+      const SlotPixel e = ch.pair(idx);
+      if (e.y < g.H && e.x < g.W) {
+        out_bt[(e.i * g.window + e.j) * g.HW +
+               static_cast<int64_t>(e.y) * g.W + e.x] =
+            static_cast<out_t>(tile.slots[idx]);
       }
     }
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------
-// AGG: out (B, Cv, H, W) = sum_{t, s} Wt[b, t, s, p] * Bt[b, t, :, p + off_s]
-// with Wt (B, T, S, H, W) of type w_t and Bt (B, T, Cv, H, W).
-// grid (tiles, ceil(Cv / CH_PER_BLOCK), B).
+// AGG (inverse = false) and INV (inverse = true), with Wt (B, T, S, H, W) of
+// type w_t and g.Cv the channel count of F and out:
+//   AGG  out (B, Cv, H, W) = sum_{t, s} Wt[b, t, s, p] * F[b, t, :, p + off_s]
+//        with F (B, T, Cv, H, W); grid (tiles, ceil(Cv / CH_PER_BLOCK), B).
+//   INV  out (B, T, Cv, H, W) with out[b, t, :, p] =
+//        sum_s Wt[b, t, s, p - off_s] * F[b, :, p - off_s] (0 where
+//        p - off_s is outside the map) with F (B, Cv, H, W);
+//        grid (tiles, ceil(Cv / CH_PER_BLOCK), B * T).
 // ---------------------------------------------------------------------------
-template <typename scalar_t, typename w_t>
+template <typename scalar_t, typename w_t, bool inverse>
 __global__ void __launch_bounds__(NUM_THREADS)
-    agg_kernel(const w_t* __restrict__ Wt, const scalar_t* __restrict__ Bt,
-               scalar_t* __restrict__ out, Geometry g) {
+    aggregating_kernel(const w_t* __restrict__ Wt,
+                       const scalar_t* __restrict__ F,
+                       scalar_t* __restrict__ out, Geometry g) {
   using acc_t = at::opmath_type<scalar_t>;
-  extern __shared__ unsigned char smem_raw[];
-  acc_t* w_buf = reinterpret_cast<acc_t*>(smem_raw);
-  acc_t* stage = w_buf + g.ni * g.nj * TILE_P;
-  int y0, x0;
-  tile_corner(g, y0, x0);
-  const int cv0 = blockIdx.y * CH_PER_BLOCK;
-  const int b = blockIdx.z;
-  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
-  const int S = g.window * g.window;
+  const Tile<acc_t> tile(g, 0);
+  const int64_t z = blockIdx.z;
   acc_t acc[CH_PER_THREAD];
-#pragma unroll
-  for (int k = 0; k < CH_PER_THREAD; ++k) acc[k] = acc_t(0);
-  for (int t = 0; t < g.T; ++t) {
-    const int64_t bt = static_cast<int64_t>(b) * g.T + t;
-    const w_t* W_bt = Wt + bt * S * HW;
-    const scalar_t* V_bt = Bt + bt * g.Cv * HW;
-    for (int i0 = 0; i0 < g.window; i0 += g.ni) {
-      for (int j0 = 0; j0 < g.window; j0 += g.nj) {
-        const Chunk ch(y0, x0, i0, min(g.ni, g.window - i0), j0,
-                       min(g.nj, g.window - j0), g.r, g.dil, 1);
-        const int npairs = ch.ni * ch.nj * TILE_P;
-        __syncthreads();  // earlier readers of w_buf are done
-        for (int idx = threadIdx.x; idx < npairs; idx += NUM_THREADS) {
-          const int sl = idx / TILE_P, p = idx - sl * TILE_P;
-          const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
-          acc_t w = acc_t(0);
-          if (y < g.H && x < g.W) {
-            const int a = sl / ch.nj, c = sl - a * ch.nj;
-            const int s = (i0 + a) * g.window + j0 + c;
-            w = static_cast<acc_t>(
-                W_bt[s * HW + static_cast<int64_t>(y) * g.W + x]);
-          }
-          w_buf[idx] = w;
-        }
-        aggregate_tile(V_bt, g.Cv, cv0, g.H, g.W, ch, g.dil, g.ks, w_buf,
-                       stage, acc);
-      }
-    }
-  }
-  const int p = threadIdx.x % TILE_P, grp = threadIdx.x / TILE_P;
-  const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
-  if (y < g.H && x < g.W) {
-    scalar_t* out_b = out + static_cast<int64_t>(b) * g.Cv * HW +
-                      static_cast<int64_t>(y) * g.W + x;
-#pragma unroll
-    for (int k = 0; k < CH_PER_THREAD; ++k) {
-      const int cv = cv0 + k * NUM_GROUPS + grp;
-      if (cv < g.Cv) out_b[cv * HW] = static_cast<scalar_t>(acc[k]);
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------
-// INV: out (B, T, C, H, W) with out[b, t, :, p] =
-// sum_s Wt[b, t, s, p - off_s] * A[b, :, p - off_s], Wt (B, T, S, H, W) of
-// type w_t, A (B, C, H, W) (0 where p - off_s is outside the map).
-// grid (tiles, ceil(C / CH_PER_BLOCK), B * T). `g.Cv` is the channel count
-// of A and out.
-// ---------------------------------------------------------------------------
-template <typename scalar_t, typename w_t>
-__global__ void __launch_bounds__(NUM_THREADS)
-    inv_kernel(const w_t* __restrict__ Wt, const scalar_t* __restrict__ A,
-               scalar_t* __restrict__ out, Geometry g) {
-  using acc_t = at::opmath_type<scalar_t>;
-  extern __shared__ unsigned char smem_raw[];
-  acc_t* w_buf = reinterpret_cast<acc_t*>(smem_raw);
-  acc_t* stage = w_buf + g.ni * g.nj * TILE_P;
-  int y0, x0;
-  tile_corner(g, y0, x0);
-  const int cv0 = blockIdx.y * CH_PER_BLOCK;
-  const int64_t bt = blockIdx.z;
-  const int b = static_cast<int>(bt / g.T);
-  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
-  const int S = g.window * g.window;
-  const w_t* W_bt = Wt + bt * S * HW;
-  const scalar_t* A_b = A + static_cast<int64_t>(b) * g.Cv * HW;
-  acc_t acc[CH_PER_THREAD];
-#pragma unroll
-  for (int k = 0; k < CH_PER_THREAD; ++k) acc[k] = acc_t(0);
-  for (int i0 = 0; i0 < g.window; i0 += g.ni) {
-    for (int j0 = 0; j0 < g.window; j0 += g.nj) {
-      const Chunk ch(y0, x0, i0, min(g.ni, g.window - i0), j0,
-                     min(g.nj, g.window - j0), g.r, g.dil, -1);
-      const int npairs = ch.ni * ch.nj * TILE_P;
-      __syncthreads();  // earlier readers of w_buf are done
-      for (int idx = threadIdx.x; idx < npairs; idx += NUM_THREADS) {
-        const int sl = idx / TILE_P, p = idx - sl * TILE_P;
-        const int a = sl / ch.nj, c = sl - a * ch.nj;
-        const int i = i0 + a, j = j0 + c;
-        // the query that sees key pixel p through slot (i, j)
-        const int qy = y0 + p / TILE_W - (i - g.r) * g.dil;
-        const int qx = x0 + p % TILE_W - (j - g.r) * g.dil;
+  zero_channels(acc);
+  // adds the slots of memory frame t of batch element b to acc
+  const auto add_frame = [&](int64_t b, int t) {
+    const int64_t bt = b * g.T + t;
+    const w_t* W_bt = Wt + bt * g.S * g.HW;
+    const scalar_t* F_b = F + (inverse ? b : bt) * g.Cv * g.HW;
+    const int sign = inverse ? -1 : 1;
+    for_each_chunk(g, tile.y0, tile.x0, sign, [&](const Chunk& ch) {
+      __syncthreads();  // earlier readers of the slot buffer are done
+      for (int idx = threadIdx.x; idx < ch.npairs(); idx += NUM_THREADS) {
+        const SlotPixel e = ch.pair(idx);
+        // the query pixel of the weight: AGG the pixel itself; INV the
+        // query that sees key pixel (e.y, e.x) through slot (e.i, e.j)
+        const int qy = inverse ? e.y - (e.i - g.r) * g.dil : e.y;
+        const int qx = inverse ? e.x - (e.j - g.r) * g.dil : e.x;
+        const bool inside = inverse
+                                ? qy >= 0 && qy < g.H && qx >= 0 && qx < g.W
+                                : qy < g.H && qx < g.W;
         acc_t w = acc_t(0);
-        if (qy >= 0 && qy < g.H && qx >= 0 && qx < g.W) {
-          w = static_cast<acc_t>(W_bt[(i * g.window + j) * HW +
+        if (inside) {
+          w = static_cast<acc_t>(W_bt[(e.i * g.window + e.j) * g.HW +
                                       static_cast<int64_t>(qy) * g.W + qx]);
         }
-        w_buf[idx] = w;
+        tile.slots[idx] = w;
       }
-      aggregate_tile(A_b, g.Cv, cv0, g.H, g.W, ch, g.dil, g.ks, w_buf, stage,
-                     acc);
-    }
+      aggregate_tile(F_b, g.Cv, tile.cv0, g.H, g.W, ch, g.dil, g.ks,
+                     tile.slots, tile.stage, acc);
+    });
+  };
+  if constexpr (inverse) {
+    add_frame(z / g.T, static_cast<int>(z % g.T));  // block z = b * T + t
+  } else {
+    for (int t = 0; t < g.T; ++t) add_frame(z, t);  // block z = b
   }
-  const int p = threadIdx.x % TILE_P, grp = threadIdx.x / TILE_P;
-  const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
-  if (y < g.H && x < g.W) {
-    scalar_t* out_bt = out + bt * g.Cv * HW + static_cast<int64_t>(y) * g.W +
-                       x;
-#pragma unroll
-    for (int k = 0; k < CH_PER_THREAD; ++k) {
-      const int cv = cv0 + k * NUM_GROUPS + grp;
-      if (cv < g.Cv) out_bt[cv * HW] = static_cast<scalar_t>(acc[k]);
-    }
-  }
+  store_channels(out + z * g.Cv * g.HW, acc, g, tile);
 }
 
 // Whether slot (i, j) of query pixel (y, x) takes part in the softmax.
@@ -430,9 +448,10 @@ __device__ __forceinline__ bool slot_takes_part(int y, int x, int i, int j,
 
 // ---------------------------------------------------------------------------
 // STATS: lse (B, H, W) (type acc_t) = log-sum-exp over the slots that take
-// part of scale * corr(q, k) (+ bias[t, s] when bias (T, S) is given). Online over the slot chunks: thread (p, grp)
-// keeps a running max m and sum l for the slots sl = grp mod NUM_GROUPS, the
-// groups are merged at the end. grid (tiles, 1, B).
+// part of scale * corr(q, k) (+ bias[t, s] when bias (T, S) is given).
+// Online over the slot chunks: thread (p, grp) keeps a running max m and sum
+// l for the slots sl = grp mod NUM_GROUPS, the groups are merged at the end.
+// grid (tiles, 1, B).
 // ---------------------------------------------------------------------------
 template <typename scalar_t>
 __global__ void __launch_bounds__(NUM_THREADS)
@@ -442,51 +461,38 @@ __global__ void __launch_bounds__(NUM_THREADS)
                  at::opmath_type<scalar_t> scale, bool mask_padding,
                  const at::opmath_type<scalar_t>* __restrict__ bias) {
   using acc_t = at::opmath_type<scalar_t>;
-  extern __shared__ unsigned char smem_raw[];
-  acc_t* sl_buf = reinterpret_cast<acc_t*>(smem_raw);
-  acc_t* stage = sl_buf + g.ni * g.nj * TILE_P;
-  int y0, x0;
-  tile_corner(g, y0, x0);
+  const Tile<acc_t> tile(g, 0);
   const int b = blockIdx.z;
-  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
   const int p = threadIdx.x % TILE_P, grp = threadIdx.x / TILE_P;
-  const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
-  const scalar_t* q_b = q + static_cast<int64_t>(b) * g.C * HW;
+  const int y = tile.y0 + p / TILE_W, x = tile.x0 + p % TILE_W;
+  const scalar_t* q_b = q + static_cast<int64_t>(b) * g.C * g.HW;
   acc_t m = neg_inf<acc_t>();
   acc_t l = acc_t(0);
   for (int t = 0; t < g.T; ++t) {
     const scalar_t* k_bt =
-        k + (static_cast<int64_t>(b) * g.T + t) * g.C * HW;
-    for (int i0 = 0; i0 < g.window; i0 += g.ni) {
-      for (int j0 = 0; j0 < g.window; j0 += g.nj) {
-        const Chunk ch(y0, x0, i0, min(g.ni, g.window - i0), j0,
-                       min(g.nj, g.window - j0), g.r, g.dil, 1);
-        logit_tile(q_b, k_bt, g.C, g.H, g.W, y0, x0, ch, g.dil, g.cc,
-                   sl_buf, stage);
-        const int nslots = ch.ni * ch.nj;
-        for (int sl = grp; sl < nslots; sl += NUM_GROUPS) {
-          const int a = sl / ch.nj, c = sl - a * ch.nj;
-          if (!slot_takes_part(y, x, i0 + a, j0 + c, g, mask_padding)) {
-            continue;
-          }
-          acc_t logit = scale * sl_buf[sl * TILE_P + p];
-          if (bias != nullptr) {
-            logit += bias[(t * g.window + i0 + a) * g.window + j0 + c];
-          }
-          if (logit > m) {
-            l = l * acc_exp(m - logit) + acc_t(1);  // exp(-inf) = 0
-            m = logit;
-          } else {
-            l += acc_exp(logit - m);
-          }
+        k + (static_cast<int64_t>(b) * g.T + t) * g.C * g.HW;
+    for_each_chunk(g, tile.y0, tile.x0, 1, [&](const Chunk& ch) {
+      logit_tile(q_b, k_bt, g.C, g.H, g.W, ch, g.dil, g.cc, tile.slots,
+                 tile.stage);
+      for (int sl = grp; sl < ch.ni * ch.nj; sl += NUM_GROUPS) {
+        int i, j;
+        ch.slot(sl, i, j);
+        if (!slot_takes_part(y, x, i, j, g, mask_padding)) continue;
+        const acc_t logit = slot_logit(tile.slots[sl * TILE_P + p], scale, bias,
+                                       t, i * g.window + j, g.S);
+        if (logit > m) {
+          l = l * acc_exp(m - logit) + acc_t(1);  // exp(-inf) = 0
+          m = logit;
+        } else {
+          l += acc_exp(logit - m);
         }
       }
-    }
+    });
   }
   // merge the NUM_GROUPS partial (m, l) of every pixel
-  __syncthreads();  // the last readers of sl_buf / stage are done
-  acc_t* sm = stage;                // [NUM_THREADS]
-  acc_t* sls = stage + NUM_THREADS; // [NUM_THREADS]
+  __syncthreads();  // the last readers of the slot buffer / stage are done
+  acc_t* sm = tile.stage;                // [NUM_THREADS]
+  acc_t* sls = tile.stage + NUM_THREADS; // [NUM_THREADS]
   sm[threadIdx.x] = m;
   sls[threadIdx.x] = l;
   __syncthreads();
@@ -501,7 +507,7 @@ __global__ void __launch_bounds__(NUM_THREADS)
       if (mg != neg_inf<acc_t>()) ll += sls[gg * TILE_P + p] * acc_exp(mg - mm);
     }
     // every pixel has at least its centre slot, so ll >= 1 and mm is finite
-    lse[static_cast<int64_t>(b) * HW + static_cast<int64_t>(y) * g.W + x] =
+    lse[static_cast<int64_t>(b) * g.HW + static_cast<int64_t>(y) * g.W + x] =
         mm + log(ll);
   }
 }
@@ -522,70 +528,44 @@ __global__ void __launch_bounds__(NUM_THREADS)
                      at::opmath_type<scalar_t> scale, bool mask_padding,
                      const at::opmath_type<scalar_t>* __restrict__ bias) {
   using acc_t = at::opmath_type<scalar_t>;
-  extern __shared__ unsigned char smem_raw[];
-  acc_t* s_lse = reinterpret_cast<acc_t*>(smem_raw);  // [TILE_P]
-  acc_t* sl_buf = s_lse + TILE_P;
-  acc_t* stage = sl_buf + g.ni * g.nj * TILE_P;
-  int y0, x0;
-  tile_corner(g, y0, x0);
-  const int cv0 = blockIdx.y * CH_PER_BLOCK;
+  const Tile<acc_t> tile(g, TILE_P);
+  acc_t* s_lse = tile.extra;  // [TILE_P]
   const int b = blockIdx.z;
-  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
-  const scalar_t* q_b = q + static_cast<int64_t>(b) * g.C * HW;
+  const scalar_t* q_b = q + static_cast<int64_t>(b) * g.C * g.HW;
   for (int p = threadIdx.x; p < TILE_P; p += NUM_THREADS) {
-    const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
+    const int y = tile.y0 + p / TILE_W, x = tile.x0 + p % TILE_W;
     s_lse[p] = (y < g.H && x < g.W)
-                   ? lse[static_cast<int64_t>(b) * HW +
+                   ? lse[static_cast<int64_t>(b) * g.HW +
                          static_cast<int64_t>(y) * g.W + x]
                    : acc_t(0);
   }
   // s_lse is published by the first barrier of logit_tile
   acc_t acc[CH_PER_THREAD];
-#pragma unroll
-  for (int kk = 0; kk < CH_PER_THREAD; ++kk) acc[kk] = acc_t(0);
+  zero_channels(acc);
   for (int t = 0; t < g.T; ++t) {
     const int64_t bt = static_cast<int64_t>(b) * g.T + t;
-    const scalar_t* k_bt = k + bt * g.C * HW;
-    const scalar_t* v_bt = v + bt * g.Cv * HW;
-    for (int i0 = 0; i0 < g.window; i0 += g.ni) {
-      for (int j0 = 0; j0 < g.window; j0 += g.nj) {
-        const Chunk ch(y0, x0, i0, min(g.ni, g.window - i0), j0,
-                       min(g.nj, g.window - j0), g.r, g.dil, 1);
-        logit_tile(q_b, k_bt, g.C, g.H, g.W, y0, x0, ch, g.dil, g.cc,
-                   sl_buf, stage);
-        // logits -> probabilities, in place (each entry by one thread)
-        const int npairs = ch.ni * ch.nj * TILE_P;
-        for (int idx = threadIdx.x; idx < npairs; idx += NUM_THREADS) {
-          const int sl = idx / TILE_P, p = idx - sl * TILE_P;
-          const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
-          const int a = sl / ch.nj, c = sl - a * ch.nj;
-          acc_t prob = acc_t(0);
-          if (y < g.H && x < g.W &&
-              slot_takes_part(y, x, i0 + a, j0 + c, g, mask_padding)) {
-            acc_t logit = scale * sl_buf[idx];
-            if (bias != nullptr) {
-              logit += bias[(t * g.window + i0 + a) * g.window + j0 + c];
-            }
-            prob = acc_exp(logit - s_lse[p]);
-          }
-          sl_buf[idx] = prob;
+    const scalar_t* k_bt = k + bt * g.C * g.HW;
+    const scalar_t* v_bt = v + bt * g.Cv * g.HW;
+    for_each_chunk(g, tile.y0, tile.x0, 1, [&](const Chunk& ch) {
+      logit_tile(q_b, k_bt, g.C, g.H, g.W, ch, g.dil, g.cc, tile.slots,
+                 tile.stage);
+      // logits -> probabilities, in place (each entry by one thread)
+      for (int idx = threadIdx.x; idx < ch.npairs(); idx += NUM_THREADS) {
+        const SlotPixel e = ch.pair(idx);
+        acc_t prob = acc_t(0);
+        if (e.y < g.H && e.x < g.W &&
+            slot_takes_part(e.y, e.x, e.i, e.j, g, mask_padding)) {
+          prob = acc_exp(slot_logit(tile.slots[idx], scale, bias, t,
+                                    e.i * g.window + e.j, g.S) -
+                         s_lse[e.p]);
         }
-        aggregate_tile(v_bt, g.Cv, cv0, g.H, g.W, ch, g.dil, g.ks, sl_buf,
-                       stage, acc);
+        tile.slots[idx] = prob;
       }
-    }
+      aggregate_tile(v_bt, g.Cv, tile.cv0, g.H, g.W, ch, g.dil, g.ks,
+                     tile.slots, tile.stage, acc);
+    });
   }
-  const int p = threadIdx.x % TILE_P, grp = threadIdx.x / TILE_P;
-  const int y = y0 + p / TILE_W, x = x0 + p % TILE_W;
-  if (y < g.H && x < g.W) {
-    scalar_t* out_b = out + static_cast<int64_t>(b) * g.Cv * HW +
-                      static_cast<int64_t>(y) * g.W + x;
-#pragma unroll
-    for (int kk = 0; kk < CH_PER_THREAD; ++kk) {
-      const int cv = cv0 + kk * NUM_GROUPS + grp;
-      if (cv < g.Cv) out_b[cv * HW] = static_cast<scalar_t>(acc[kk]);
-    }
-  }
+  store_channels(out + static_cast<int64_t>(b) * g.Cv * g.HW, acc, g, tile);
 }
 
 // ---------------------------------------------------------------------------
@@ -603,26 +583,22 @@ __global__ void __launch_bounds__(NUM_THREADS)
                             const acc_t* __restrict__ D, Geometry g,
                             acc_t scale, bool mask_padding, int64_t total,
                             const acc_t* __restrict__ bias, acc_t dl_scale) {
-  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
-  const int S = g.window * g.window;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) +
                      threadIdx.x;
        idx < total; idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t pix = idx % HW;
+    const int64_t pix = idx % g.HW;
     const int y = static_cast<int>(pix / g.W);
     const int x = static_cast<int>(pix - static_cast<int64_t>(y) * g.W);
-    const int s = static_cast<int>((idx / HW) % S);
-    const int64_t b = idx / (HW * S * g.T);
+    const int s = static_cast<int>((idx / g.HW) % g.S);
+    const int64_t b = idx / (g.HW * g.S * g.T);
     const int i = s / g.window, j = s - i * g.window;
     acc_t p = acc_t(0);
     acc_t dl = acc_t(0);
     if (slot_takes_part(y, x, i, j, g, mask_padding)) {
-      acc_t logit = scale * prob[idx];
-      if (bias != nullptr) {
-        logit += bias[((idx / (HW * S)) % g.T) * S + s];
-      }
-      p = acc_exp(logit - lse[b * HW + pix]);
-      dl = dl_scale * p * (dprob[idx] - D[b * HW + pix]);
+      const int t = static_cast<int>((idx / (g.HW * g.S)) % g.T);
+      const acc_t logit = slot_logit(prob[idx], scale, bias, t, s, g.S);
+      p = acc_exp(logit - lse[b * g.HW + pix]);
+      dl = dl_scale * p * (dprob[idx] - D[b * g.HW + pix]);
     }
     prob[idx] = p;
     dprob[idx] = dl;
@@ -676,8 +652,21 @@ inline size_t plan(Geometry& g, size_t acc_size, int extra, bool key_stage,
   return bytes;
 }
 
-inline Geometry make_geometry(int64_t B, int64_t T, int64_t C, int64_t Cv, int64_t H,
-                       int64_t W, int64_t window, int64_t dilation) {
+constexpr int64_t MAX_GRID_YZ = 65535;
+
+// The kernel arguments for (B, T, C, Cv, H, W), with the limits of the
+// kernels: offsets and halo sizes in int range, B * T blocks along the
+// grid's z axis.
+inline Geometry make_geometry(int64_t B, int64_t T, int64_t C, int64_t Cv,
+                              int64_t H, int64_t W, int64_t window,
+                              int64_t dilation) {
+  TORCH_CHECK((window / 2) * dilation < (1 << 28) && window < (1 << 14),
+              "local attention CUDA: window ", window, " with dilation ",
+              dilation, " is too large");
+  TORCH_CHECK(B * T <= MAX_GRID_YZ, "local attention CUDA: B * T = ", B * T,
+              " exceeds the CUDA grid limit ", MAX_GRID_YZ);
+  TORCH_CHECK(H < (1 << 30) && W < (1 << 30), "local attention CUDA: map ",
+              H, "x", W, " is too large");
   Geometry g;
   g.B = static_cast<int>(B);
   g.T = static_cast<int>(T);
@@ -685,9 +674,11 @@ inline Geometry make_geometry(int64_t B, int64_t T, int64_t C, int64_t Cv, int64
   g.Cv = static_cast<int>(Cv);
   g.H = static_cast<int>(H);
   g.W = static_cast<int>(W);
+  g.HW = H * W;
   g.window = static_cast<int>(window);
   g.dil = static_cast<int>(dilation);
   g.r = g.window / 2;
+  g.S = g.window * g.window;
   g.tiles_x = static_cast<int>(ceil_div(W, TILE_W));
   g.ni = g.nj = g.cc = g.ks = 1;
   return g;

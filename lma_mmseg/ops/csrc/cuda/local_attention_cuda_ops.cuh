@@ -1,5 +1,8 @@
 // Orchestration of the CUDA kernels of local_attention_cuda_kernel.cuh: the
-// bodies of the six ops for checked, contiguous inputs on one device.
+// bodies of the fused ops and the building blocks of the unfused ones
+// (common/local_attention_blocks.h), for inputs on one device (any strides;
+// the incoming gradients in any floating dtype). The op bodies check their
+// arguments.
 //
 // Kernels are started through `launch(kernel, grid, smem_bytes, args...)`;
 // local_attention_cuda.cu passes a launcher that runs
@@ -14,6 +17,8 @@
 #include <initializer_list>
 #include <vector>
 
+#include "common/local_attention_blocks.h"
+#include "common/local_attention_checks.h"
 #include "cuda/local_attention_cuda_kernel.cuh"
 
 namespace lma {
@@ -30,46 +35,56 @@ inline bool any_zero(std::initializer_list<int64_t> sizes) {
   return false;
 }
 
-// out (B, T, S, H, W) of type out_t = corr(A (B, C, H, W), Bt (B, T, C, H,
-// W)) with C = g.C.
-template <typename scalar_t, typename out_t, typename Launch>
-void run_corr(const Launch& launch, const at::Tensor& A, const at::Tensor& Bt,
-              at::Tensor& out, Geometry g) {
+// Launches building block `block` (common/local_attention_blocks.h) on g:
+// out = block(x, y), with C = g.C channels for CORR and Cv = g.Cv for AGG
+// and INV. w_t is the type of the (B, T, S, H, W) tensor: out for CORR,
+// x for AGG and INV.
+template <Block block, typename scalar_t, typename w_t, typename Launch>
+void launch_block(const Launch& launch, const at::Tensor& x,
+                  const at::Tensor& y, const at::Tensor& out, Geometry g) {
   using acc_t = at::opmath_type<scalar_t>;
-  const size_t smem = plan(g, sizeof(acc_t), 0, true, false, false);
-  const dim3 grid(static_cast<unsigned>(num_tiles(g)), 1,
-                  static_cast<unsigned>(g.B * g.T));
-  launch(corr_kernel<scalar_t, out_t>, grid, smem,
-         A.data_ptr<scalar_t>(), Bt.data_ptr<scalar_t>(),
-         out.data_ptr<out_t>(), g);
+  constexpr bool corr = block == Block::kCorr;
+  const size_t smem = plan(g, sizeof(acc_t), 0, corr, !corr, false);
+  const auto tiles = static_cast<unsigned>(num_tiles(g));
+  const auto frames = static_cast<unsigned>(
+      block == Block::kAgg ? g.B : static_cast<int64_t>(g.B) * g.T);
+  if constexpr (corr) {
+    launch(corr_kernel<scalar_t, w_t>, dim3(tiles, 1, frames), smem,
+           x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+           out.data_ptr<w_t>(), g);
+  } else {
+    const auto channel_blocks =
+        static_cast<unsigned>(ceil_div(g.Cv, CH_PER_BLOCK));
+    launch(aggregating_kernel<scalar_t, w_t, block == Block::kInv>,
+           dim3(tiles, channel_blocks, frames), smem, x.data_ptr<w_t>(),
+           y.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g);
+  }
 }
 
-// out (B, Cv, H, W) = agg(Wt (B, T, S, H, W) of type w_t, Bt (B, T, Cv, H,
-// W)) with Cv = g.Cv.
-template <typename scalar_t, typename w_t, typename Launch>
-void run_agg(const Launch& launch, const at::Tensor& Wt, const at::Tensor& Bt,
-             at::Tensor& out, Geometry g) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const size_t smem = plan(g, sizeof(acc_t), 0, false, true, false);
-  const dim3 grid(static_cast<unsigned>(num_tiles(g)),
-                  static_cast<unsigned>(ceil_div(g.Cv, CH_PER_BLOCK)),
-                  static_cast<unsigned>(g.B));
-  launch(agg_kernel<scalar_t, w_t>, grid, smem, Wt.data_ptr<w_t>(),
-         Bt.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g);
-}
-
-// out (B, T, Cv, H, W) = inv(Wt (B, T, S, H, W) of type w_t, A (B, Cv, H,
-// W)) with Cv = g.Cv.
-template <typename scalar_t, typename w_t, typename Launch>
-void run_inv(const Launch& launch, const at::Tensor& Wt, const at::Tensor& A,
-             at::Tensor& out, Geometry g) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const size_t smem = plan(g, sizeof(acc_t), 0, false, true, false);
-  const dim3 grid(static_cast<unsigned>(num_tiles(g)),
-                  static_cast<unsigned>(ceil_div(g.Cv, CH_PER_BLOCK)),
-                  static_cast<unsigned>(g.B * g.T));
-  launch(inv_kernel<scalar_t, w_t>, grid, smem, Wt.data_ptr<w_t>(),
-         A.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), g);
+// The building block `block` of x and y converted to dtype (the device's
+// run_block of common/local_attention_blocks.h); 0 for an empty problem.
+template <typename Launch>
+at::Tensor run_block(const Launch& launch, Block block, const at::Tensor& x_in,
+                     const at::Tensor& y_in, at::ScalarType dtype,
+                     int64_t window, int64_t dilation) {
+  const at::Tensor x = x_in.to(dtype).contiguous();
+  const at::Tensor y = y_in.to(dtype).contiguous();
+  const BlockShape s = block_shape(block, x, y, window);
+  at::Tensor out = at::empty(s.out, y.options());
+  if (any_zero({s.B, s.T, s.C, s.H, s.W})) return out.zero_();
+  const Geometry g =
+      make_geometry(s.B, s.T, s.C, s.C, s.H, s.W, window, dilation);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, dtype, "local_attention_building_block", [&] {
+        // indexed by Block
+        constexpr decltype(&launch_block<Block::kCorr, scalar_t, scalar_t,
+                                         Launch>) launchers[] = {
+            &launch_block<Block::kCorr, scalar_t, scalar_t, Launch>,
+            &launch_block<Block::kAgg, scalar_t, scalar_t, Launch>,
+            &launch_block<Block::kInv, scalar_t, scalar_t, Launch>};
+        launchers[static_cast<int>(block)](launch, x, y, out, g);
+      });
+  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -78,13 +93,14 @@ void run_inv(const Launch& launch, const at::Tensor& Wt, const at::Tensor& A,
 // Returns {out (B, Cv, H, W), lse (B, H, W)}; lse is float32 (float64 for
 // double inputs).
 template <typename Launch>
-std::vector<at::Tensor> attention_forward(const Launch& launch,
-                                          const at::Tensor& q,
-                                          const at::Tensor& k,
-                                          const at::Tensor& v, int64_t window,
-                                          int64_t dilation, double scale,
-                                          bool mask_padding,
-                                          const at::Tensor& bias_in) {
+std::vector<at::Tensor> attention_forward(
+    const Launch& launch, const at::Tensor& q_in, const at::Tensor& k_in,
+    const at::Tensor& v_in, int64_t window, int64_t dilation, double scale,
+    bool mask_padding, const at::Tensor& bias_in) {
+  checks::check_attention("local_attention_forward_cuda", q_in, k_in, v_in,
+                          window, dilation, bias_in);
+  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
+                   v = v_in.contiguous();
   const int64_t B = q.size(0), C = q.size(1), H = q.size(2), W = q.size(3),
                 T = k.size(1), Cv = v.size(2);
   at::Tensor out = at::empty({B, Cv, H, W}, v.options());
@@ -133,10 +149,17 @@ std::vector<at::Tensor> attention_forward(const Launch& launch,
 // H, W) in the accumulation type.
 template <typename Launch>
 std::vector<at::Tensor> attention_backward(
-    const Launch& launch, const at::Tensor& grad_out, const at::Tensor& q,
-    const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& lse_in, int64_t window, int64_t dilation, double scale,
-    bool mask_padding, const at::Tensor& bias_in) {
+    const Launch& launch, const at::Tensor& grad_out_in,
+    const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+    const at::Tensor& out, const at::Tensor& lse_in, int64_t window,
+    int64_t dilation, double scale, bool mask_padding,
+    const at::Tensor& bias_in) {
+  checks::check_attention_backward("local_attention_backward_cuda",
+                                   grad_out_in, q_in, k_in, v_in, out, lse_in,
+                                   window, dilation, bias_in);
+  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
+                   v = v_in.contiguous();
+  const at::Tensor grad_out = grad_out_in.to(q.scalar_type()).contiguous();
   const int64_t B = q.size(0), C = q.size(1), H = q.size(2), W = q.size(3),
                 T = k.size(1), Cv = v.size(2);
   at::Tensor grad_q = at::empty_like(q);
@@ -162,11 +185,11 @@ std::vector<at::Tensor> attention_backward(
       at::kHalf, at::kBFloat16, q.scalar_type(), "local_attention_backward",
       [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        run_corr<scalar_t, acc_t>(
+        launch_block<Block::kCorr, scalar_t, acc_t>(
             launch, q, k, prob,
             make_geometry(B, T, C, Cv, H, W, window, dilation));
         if (Cv > 0) {
-          run_corr<scalar_t, acc_t>(
+          launch_block<Block::kCorr, scalar_t, acc_t>(
               launch, grad_out, v, dlogit,
               make_geometry(B, T, Cv, Cv, H, W, window, dilation));
         } else {
@@ -197,112 +220,22 @@ std::vector<at::Tensor> attention_backward(
         if (C > 0) {
           const Geometry g = make_geometry(B, T, C, C, H, W, window, dilation);
           // grad_q = sum_{t,s} scale * dlogit * k[slot]
-          run_agg<scalar_t, acc_t>(launch, dlogit, k, grad_q, g);
+          launch_block<Block::kAgg, scalar_t, acc_t>(launch, dlogit, k, grad_q,
+                                                     g);
           // grad_k[key] = sum over the (query, slot) seeing it of
           //               scale * dlogit * q[query]
-          run_inv<scalar_t, acc_t>(launch, dlogit, q, grad_k, g);
+          launch_block<Block::kInv, scalar_t, acc_t>(launch, dlogit, q, grad_k,
+                                                     g);
         }
         if (Cv > 0) {
           // grad_v[key] = sum over the (query, slot) seeing it of
           //               p * grad_out[query]
-          run_inv<scalar_t, acc_t>(
+          launch_block<Block::kInv, scalar_t, acc_t>(
               launch, prob, grad_out, grad_v,
               make_geometry(B, T, Cv, Cv, H, W, window, dilation));
         }
       });
   return {grad_q, grad_k, grad_v, grad_bias};
-}
-
-// ---------------------------------------------------------------------------
-// unfused building blocks
-// ---------------------------------------------------------------------------
-template <typename Launch>
-at::Tensor correlation_forward(const Launch& launch, const at::Tensor& q,
-                               const at::Tensor& k, int64_t window,
-                               int64_t dilation) {
-  const int64_t B = q.size(0), C = q.size(1), H = q.size(2), W = q.size(3),
-                T = k.size(1);
-  at::Tensor corr = at::empty({B, T, window * window, H, W}, q.options());
-  if (any_zero({B, T, H, W})) return corr.zero_();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, q.scalar_type(), "local_correlation_forward",
-      [&] {
-        run_corr<scalar_t, scalar_t>(
-            launch, q, k, corr,
-            make_geometry(B, T, C, C, H, W, window, dilation));
-      });
-  return corr;
-}
-
-template <typename Launch>
-std::vector<at::Tensor> correlation_backward(const Launch& launch,
-                                             const at::Tensor& grad_corr,
-                                             const at::Tensor& q,
-                                             const at::Tensor& k,
-                                             int64_t window,
-                                             int64_t dilation) {
-  const int64_t B = q.size(0), C = q.size(1), H = q.size(2), W = q.size(3),
-                T = k.size(1);
-  at::Tensor grad_q = at::empty_like(q);
-  at::Tensor grad_k = at::empty_like(k);
-  if (any_zero({B, T, C, H, W})) return {grad_q.zero_(), grad_k.zero_()};
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, q.scalar_type(), "local_correlation_backward",
-      [&] {
-        const Geometry g = make_geometry(B, T, C, C, H, W, window, dilation);
-        // grad_q[c, p] = sum_{t,s} grad_corr[t, s, p] * k[t, c, p + off_s]
-        run_agg<scalar_t, scalar_t>(launch, grad_corr, k, grad_q, g);
-        // grad_k[t, c, p] = sum_s grad_corr[t, s, p - off_s] *
-        //                   q[c, p - off_s]
-        run_inv<scalar_t, scalar_t>(launch, grad_corr, q, grad_k, g);
-      });
-  return {grad_q, grad_k};
-}
-
-template <typename Launch>
-at::Tensor aggregation_forward(const Launch& launch, const at::Tensor& attn,
-                               const at::Tensor& v, int64_t window,
-                               int64_t dilation) {
-  const int64_t B = v.size(0), T = v.size(1), Cv = v.size(2), H = v.size(3),
-                W = v.size(4);
-  at::Tensor out = at::empty({B, Cv, H, W}, v.options());
-  if (any_zero({B, T, Cv, H, W})) return out.zero_();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, v.scalar_type(), "local_aggregation_forward",
-      [&] {
-        run_agg<scalar_t, scalar_t>(
-            launch, attn, v, out,
-            make_geometry(B, T, Cv, Cv, H, W, window, dilation));
-      });
-  return out;
-}
-
-template <typename Launch>
-std::vector<at::Tensor> aggregation_backward(const Launch& launch,
-                                             const at::Tensor& grad_out,
-                                             const at::Tensor& attn,
-                                             const at::Tensor& v,
-                                             int64_t window,
-                                             int64_t dilation) {
-  const int64_t B = v.size(0), T = v.size(1), Cv = v.size(2), H = v.size(3),
-                W = v.size(4);
-  at::Tensor grad_attn = at::empty_like(attn);
-  at::Tensor grad_v = at::empty_like(v);
-  if (any_zero({B, T, Cv, H, W})) {
-    return {grad_attn.zero_(), grad_v.zero_()};
-  }
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, v.scalar_type(), "local_aggregation_backward",
-      [&] {
-        const Geometry g =
-            make_geometry(B, T, Cv, Cv, H, W, window, dilation);
-        // grad_attn[t, s, p] = <grad_out[:, p], v[t, :, p + off_s]>
-        run_corr<scalar_t, scalar_t>(launch, grad_out, v, grad_attn, g);
-        // grad_v[t, c, p] = sum_s attn[t, s, p - off_s] *
-        //                   grad_out[c, p - off_s]
-        run_inv<scalar_t, scalar_t>(launch, attn, grad_out, grad_v, g);
-      });
-  return {grad_attn, grad_v};
 }
 
 }  // namespace cuda

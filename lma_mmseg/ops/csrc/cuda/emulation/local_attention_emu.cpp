@@ -53,17 +53,43 @@ struct EmuLaunch {
   }
 };
 
-at::Tensor bias_or_undefined(const std::optional<at::Tensor>& bias) {
-  return bias.has_value() ? bias->contiguous() : at::Tensor();
+// run_block of common/local_attention_blocks.h, emulated.
+at::Tensor emulated_block(lma::Block block, const at::Tensor& x,
+                          const at::Tensor& y, at::ScalarType dtype,
+                          int64_t window, int64_t dilation) {
+  return lma::cuda::run_block(EmuLaunch{}, block, x, y, dtype, window,
+                              dilation);
 }
 
+// Binds the forward and backward of a bilinear op (local_correlation,
+// local_aggregation) with the emulated building blocks.
+void def_bilinear(pybind11::module& m, const char* forward,
+                  const char* backward, const lma::BilinearOp& op) {
+  m.def(forward, [op, forward](const at::Tensor& x, const at::Tensor& y,
+                               int64_t window, int64_t dilation) {
+    return lma::bilinear_forward(forward, op, emulated_block, x, y, window,
+                                 dilation);
+  });
+  m.def(backward, [op, backward](const at::Tensor& grad, const at::Tensor& x,
+                                 const at::Tensor& y, int64_t window,
+                                 int64_t dilation) {
+    return lma::bilinear_backward(backward, op, emulated_block, grad, x, y,
+                                  window, dilation);
+  });
+}
+
+at::Tensor bias_or_undefined(const std::optional<at::Tensor>& bias) {
+  return bias.has_value() ? *bias : at::Tensor();
+}
+
+// The fused ops take the bias as an optional argument.
 std::vector<at::Tensor> attention_forward(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     int64_t window, int64_t dilation, double scale, bool mask_padding,
     const std::optional<at::Tensor>& bias) {
-  return lma::cuda::attention_forward(
-      EmuLaunch{}, q.contiguous(), k.contiguous(), v.contiguous(), window,
-      dilation, scale, mask_padding, bias_or_undefined(bias));
+  return lma::cuda::attention_forward(EmuLaunch{}, q, k, v, window, dilation,
+                                      scale, mask_padding,
+                                      bias_or_undefined(bias));
 }
 
 std::vector<at::Tensor> attention_backward(
@@ -71,42 +97,9 @@ std::vector<at::Tensor> attention_backward(
     const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
     int64_t window, int64_t dilation, double scale, bool mask_padding,
     const std::optional<at::Tensor>& bias) {
-  return lma::cuda::attention_backward(
-      EmuLaunch{}, grad_out.contiguous(), q.contiguous(), k.contiguous(),
-      v.contiguous(), out.contiguous(), lse.contiguous(), window, dilation,
-      scale, mask_padding, bias_or_undefined(bias));
-}
-
-at::Tensor correlation_forward(const at::Tensor& q, const at::Tensor& k,
-                               int64_t window, int64_t dilation) {
-  return lma::cuda::correlation_forward(EmuLaunch{}, q.contiguous(),
-                                        k.contiguous(), window, dilation);
-}
-
-std::vector<at::Tensor> correlation_backward(const at::Tensor& grad_corr,
-                                             const at::Tensor& q,
-                                             const at::Tensor& k,
-                                             int64_t window,
-                                             int64_t dilation) {
-  return lma::cuda::correlation_backward(EmuLaunch{}, grad_corr.contiguous(),
-                                         q.contiguous(), k.contiguous(),
-                                         window, dilation);
-}
-
-at::Tensor aggregation_forward(const at::Tensor& attn, const at::Tensor& v,
-                               int64_t window, int64_t dilation) {
-  return lma::cuda::aggregation_forward(EmuLaunch{}, attn.contiguous(),
-                                        v.contiguous(), window, dilation);
-}
-
-std::vector<at::Tensor> aggregation_backward(const at::Tensor& grad_out,
-                                             const at::Tensor& attn,
-                                             const at::Tensor& v,
-                                             int64_t window,
-                                             int64_t dilation) {
-  return lma::cuda::aggregation_backward(EmuLaunch{}, grad_out.contiguous(),
-                                         attn.contiguous(), v.contiguous(),
-                                         window, dilation);
+  return lma::cuda::attention_backward(EmuLaunch{}, grad_out, q, k, v, out,
+                                       lse, window, dilation, scale,
+                                       mask_padding, bias_or_undefined(bias));
 }
 
 // {ni, nj, cc, ks, shared bytes} of the launch plan of a kernel family.
@@ -135,9 +128,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("lse"), py::arg("window"), py::arg("dilation"),
         py::arg("scale"), py::arg("mask_padding"),
         py::arg("bias") = py::none());
-  m.def("local_correlation_forward", &correlation_forward);
-  m.def("local_correlation_backward", &correlation_backward);
-  m.def("local_aggregation_forward", &aggregation_forward);
-  m.def("local_aggregation_backward", &aggregation_backward);
+  def_bilinear(m, "local_correlation_forward", "local_correlation_backward",
+               lma::kCorrelation);
+  def_bilinear(m, "local_aggregation_forward", "local_aggregation_backward",
+               lma::kAggregation);
   m.def("launch_plan", &launch_plan);
 }
