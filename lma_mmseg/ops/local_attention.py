@@ -36,7 +36,7 @@ attention in forward; it keeps one log-sum-exp per query pixel for backward.
 import math
 import numbers
 import os
-from typing import Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -353,26 +353,44 @@ def local_aggregation_reference(attn: torch.Tensor,
     return torch.einsum('btshw,btcshw->bchw', attn, v_cols)
 
 
-def local_attention_reference(q: torch.Tensor,
-                              k: torch.Tensor,
-                              v: torch.Tensor,
-                              window: int = 21,
-                              dilation: int = 1,
-                              scale: float = 1.0,
-                              padding: str = 'zeros',
-                              bias: torch.Tensor = None) -> torch.Tensor:
+def _attention_entry(name: str, run: Callable, doc: str) -> Callable:
+    """A local attention entry point: the one signature of
+    :func:`local_attention`, :func:`local_attention_unfused` and
+    :func:`local_attention_reference`, calling
+    ``run(q, k, v, window, dilation, scale, padding, bias)``."""
+
+    def entry(q: torch.Tensor,
+              k: torch.Tensor,
+              v: torch.Tensor,
+              window: int = 21,
+              dilation: int = 1,
+              scale: float = 1.0,
+              padding: str = 'zeros',
+              bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return run(q, k, v, window, dilation, scale, padding, bias)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = doc
+    return entry
+
+
+def _reference_attention(q, k, v, window, dilation, scale, padding, bias):
+    window, dilation, scale, mask_padding = _check_attention_args(
+        q, k, v, window, dilation, scale, padding, bias)
+    return _softmax_attention(local_correlation_reference,
+                              local_aggregation_reference, q, k, v, window,
+                              dilation, scale, mask_padding, bias)
+
+
+local_attention_reference = _attention_entry(
+    'local_attention_reference', _reference_attention,
     """Pure PyTorch local memory attention; defines the op's semantics.
 
     It materialises the neighbourhoods of every key and value
     (``T * window**2`` copies of k and v), so it needs a lot of memory; it is
     meant for tests and benchmarks. Arguments and result are those of
     :func:`local_attention`. It runs on any device and floating dtype.
-    """
-    window, dilation, scale, mask_padding = _check_attention_args(
-        q, k, v, window, dilation, scale, padding, bias)
-    return _softmax_attention(local_correlation_reference,
-                              local_aggregation_reference, q, k, v, window,
-                              dilation, scale, mask_padding, bias)
+    """)
 
 
 def _softmax_attention(correlation, aggregation, q, k, v, window, dilation,
@@ -519,14 +537,18 @@ if _ext is not None:
 # --------------------------------------------------------------------------
 # entry points
 # --------------------------------------------------------------------------
-def local_attention(q: torch.Tensor,
-                    k: torch.Tensor,
-                    v: torch.Tensor,
-                    window: int = 21,
-                    dilation: int = 1,
-                    scale: float = 1.0,
-                    padding: str = 'zeros',
-                    bias: torch.Tensor = None) -> torch.Tensor:
+def _fused_attention(q, k, v, window, dilation, scale, padding, bias):
+    q, k, v, bias = _autocast_inputs(q, k, v, bias)
+    window, dilation, scale, mask_padding = _check_attention_args(
+        q, k, v, window, dilation, scale, padding, bias)
+    _check_kernel_device(q)
+    out, _ = torch.ops.lma.local_attention_forward(q, k, v, window, dilation,
+                                                   scale, mask_padding, bias)
+    return out
+
+
+local_attention = _attention_entry(
+    'local_attention', _fused_attention,
     """Fused local memory attention (compiled kernels).
 
     Args:
@@ -564,14 +586,7 @@ def local_attention(q: torch.Tensor,
     accumulation) and the result has that dtype. The same holds for
     :func:`local_correlation`, :func:`local_aggregation` and
     :func:`local_attention_unfused`.
-    """
-    q, k, v, bias = _autocast_inputs(q, k, v, bias)
-    window, dilation, scale, mask_padding = _check_attention_args(
-        q, k, v, window, dilation, scale, padding, bias)
-    _check_kernel_device(q)
-    out, _ = torch.ops.lma.local_attention_forward(q, k, v, window, dilation,
-                                                   scale, mask_padding, bias)
-    return out
+    """)
 
 
 def local_correlation(q: torch.Tensor,
@@ -623,14 +638,16 @@ def local_aggregation(attn: torch.Tensor,
     return torch.ops.lma.local_aggregation_forward(attn, v, window, dilation)
 
 
-def local_attention_unfused(q: torch.Tensor,
-                            k: torch.Tensor,
-                            v: torch.Tensor,
-                            window: int = 21,
-                            dilation: int = 1,
-                            scale: float = 1.0,
-                            padding: str = 'zeros',
-                            bias: torch.Tensor = None) -> torch.Tensor:
+def _unfused_attention(q, k, v, window, dilation, scale, padding, bias):
+    q, k, v, bias = _autocast_inputs(q, k, v, bias)
+    window, dilation, scale, mask_padding = _check_attention_args(
+        q, k, v, window, dilation, scale, padding, bias)
+    return _softmax_attention(local_correlation, local_aggregation, q, k, v,
+                              window, dilation, scale, mask_padding, bias)
+
+
+local_attention_unfused = _attention_entry(
+    'local_attention_unfused', _unfused_attention,
     """:func:`local_attention` from its unfused building blocks.
 
     :func:`local_correlation`, then the joint softmax over the
@@ -638,9 +655,4 @@ def local_attention_unfused(q: torch.Tensor,
     Same arguments and result as :func:`local_attention`; it materialises
     the ``(B, T, window**2, H, W)`` logits and attention, and is the
     baseline the fused op is measured against.
-    """
-    q, k, v, bias = _autocast_inputs(q, k, v, bias)
-    window, dilation, scale, mask_padding = _check_attention_args(
-        q, k, v, window, dilation, scale, padding, bias)
-    return _softmax_attention(local_correlation, local_aggregation, q, k, v,
-                              window, dilation, scale, mask_padding, bias)
+    """)
