@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 # shared machines (tests and tools run several processes at once).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install deps test demo clean-venv gpu-wheels
+.PHONY: install deps test demo clean-venv gpu-wheels ext-missing
 
 install: $(PKG_STAMP)
 
@@ -40,8 +40,12 @@ $(DEPS_STAMP): | $(PY)
 
 deps: $(DEPS_STAMP)
 
-# This package, editable, with its compiled extension lma_mmseg._ext.
-$(PKG_STAMP): $(DEPS_STAMP) $(EXT_SOURCES)
+ext-missing:
+
+# This package, editable, with its compiled extension lma_mmseg._ext
+# (built again when its sources change or the built library is gone).
+EXT_LIB := $(wildcard lma_mmseg/_ext*.so)
+$(PKG_STAMP): $(DEPS_STAMP) $(EXT_SOURCES) $(if $(EXT_LIB),,ext-missing)
 	$(PIP) install --no-build-isolation -e ".[tests]"
 	$(PY) -c "import lma_mmseg, lma_mmseg._ext; print('lma_mmseg', lma_mmseg.__version__)"
 	touch $@

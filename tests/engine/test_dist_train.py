@@ -8,30 +8,13 @@ import pytest
 import torch
 
 from helpers import ROOT
+from helpers.demo_config import small_demo_config
 from helpers.tools import run_tool
 
 ITERS = 3
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'lma-erfnet_demo.py')
 
-CONFIG = """
-_base_ = [{base!r}]
-custom_imports = dict(
-    imports=['lma_mmseg', 'helpers.rank_dump_hook'],
-    allow_failed_imports=False)
-data_root = {data_root!r}
-load_from = None
-crop_size = (48, 96)
-# the demo pipeline without the upscaling, for 64x128 frames
-train_pipeline = [
-    dict(type='LoadClipFromFiles'),
-    dict(
-        type='ClipTransformBroadcaster',
-        transforms=[
-            dict(type='RandomCrop', crop_size=crop_size),
-            dict(type='RandomFlip', prob=0.5),
-        ]),
-    dict(type='PackClipSegInputs'),
-]
+CONFIG_REST = """
 norm_cfg = dict(type='{norm}', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -65,9 +48,9 @@ def _free_port():
 def _dist_train(tmp_path, data_root, norm='BN'):
     config = tmp_path / 'lma_dist.py'
     config.write_text(
-        CONFIG.format(
-            base=DEMO_CONFIG, data_root=str(data_root), norm=norm,
-            iters=ITERS))
+        small_demo_config(
+            DEMO_CONFIG, str(data_root), 'helpers.rank_dump_hook',
+            CONFIG_REST.format(norm=norm, iters=ITERS)))
     work_dir = tmp_path / 'work'
     start = time.monotonic()
     # no backend or wrapper option: on CPU the launch path picks them

@@ -12,6 +12,7 @@ from mmengine.runner import Runner
 
 import lma_mmseg  # noqa: F401
 from helpers import ROOT
+from helpers.demo_config import small_demo_config
 from helpers.tiny_runner import CKPT_INTERVAL, tiny_cfg
 from helpers.tools import run_tool, tool_command, tool_env
 
@@ -109,24 +110,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, clip):
         f'{killed_at} to {target}')
 
 
-TRAIN_TOOL_CONFIG = """
-_base_ = [{base!r}]
-custom_imports = dict(
-    imports=['lma_mmseg', 'helpers.tiny_runner'],
-    allow_failed_imports=False)
-data_root = {data_root!r}
-load_from = None
-crop_size = (48, 96)
-train_pipeline = [
-    dict(type='LoadClipFromFiles'),
-    dict(
-        type='ClipTransformBroadcaster',
-        transforms=[
-            dict(type='RandomCrop', crop_size=crop_size),
-            dict(type='RandomFlip', prob=0.5),
-        ]),
-    dict(type='PackClipSegInputs'),
-]
+TRAIN_TOOL_CONFIG_REST = """
 model = dict(data_preprocessor=dict(size=crop_size))
 train_dataloader = dict(
     batch_size=1, num_workers=0, persistent_workers=False,
@@ -152,9 +136,9 @@ def test_train_tool_resume_lma_demo(tmp_path, demo_data):
     root = ROOT
     config = tmp_path / 'lma_resume.py'
     config.write_text(
-        TRAIN_TOOL_CONFIG.format(
-            base=osp.join(root, 'configs', 'demo', 'lma-erfnet_demo.py'),
-            data_root=str(demo_data)))
+        small_demo_config(
+            osp.join(root, 'configs', 'demo', 'lma-erfnet_demo.py'),
+            str(demo_data), 'helpers.tiny_runner', TRAIN_TOOL_CONFIG_REST))
     work_dir = tmp_path / 'work'
     env = tool_env()
     train = tool_command('train.py', config, '--work-dir', work_dir)
