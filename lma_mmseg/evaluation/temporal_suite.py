@@ -425,14 +425,21 @@ def render_plot(
     gains = {(r['mode'], r['model']): r.get('gain') for r in rows}
     fig, ax = plt.subplots(
         figsize=(
-            max(6.0, 1.3 * len(modes) * max(1, len(variants)) / 3 + 3), 4.0))
+            min(16.0,
+                max(6.0,
+                    1.3 * len(modes) * max(1, len(variants)) / 3 + 3)), 4.5))
+    colours = plt.get_cmap('tab20' if len(variants) > 10 else 'tab10')
     width = 0.8 / max(1, len(variants))
     x = np.arange(len(modes))
     for i, v in enumerate(variants):
         vals = [gains.get((m, v)) for m in modes]
         heights = [0.0 if g is None else g for g in vals]
         bars = ax.bar(
-            x + (i - (len(variants) - 1) / 2) * width, heights, width, label=v)
+            x + (i - (len(variants) - 1) / 2) * width,
+            heights,
+            width,
+            label=v,
+            color=colours(i % colours.N))
         for bar, g in zip(bars, vals):
             if g is None:
                 bar.set_hatch('//')
