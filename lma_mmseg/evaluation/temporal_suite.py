@@ -472,6 +472,7 @@ def run_suite(
         bench_warmup: int = 5,
         workers: int = 1,
         shared_base: bool = True,
+        tune_seed: Optional[int] = None,
         log: Callable[[str], None] = print) -> dict:
     """Run the suite and write ``suite.{json,md,png}`` in ``work_dir``.
 
@@ -494,6 +495,10 @@ def run_suite(
         shared_base (bool): Train the single-frame model once, on clean
             video of the same scenes (severity 0), and start every mode's
             runs from it; False trains it on every mode's data.
+        tune_seed (int, optional): Training seed (``randomness.seed``) of
+            the twin and the variants, to repeat their runs with another
+            seed from the same single-frame model (in another
+            ``work_dir``); None keeps the configs' seed.
         log (callable): Progress output.
 
     Returns:
@@ -537,6 +542,10 @@ def run_suite(
         num_train=num_train,
         num_val=num_val,
         seed=seed)
+    # the fine-tuning runs' seed; the single-frame start keeps the config's
+    tune = {} if tune_seed is None else {'randomness.seed': int(tune_seed)}
+    report = settings if tune_seed is None else dict(
+        settings, tune_seed=int(tune_seed))
     base_runs = 1 if shared_base else len(modes)
     runs_total = len(modes) * (1 + len(usable)) + base_runs
     done_runs = 0
@@ -565,7 +574,7 @@ def run_suite(
             clean_miou = base['miou']
             continue
         mode_dir = osp.join(work_dir, 'runs', mode)
-        mode_settings = dict(settings, mode=mode, generator=gen)
+        mode_settings = dict(settings, mode=mode, generator=gen, **tune)
 
         def progress(what: str, res: dict) -> None:
             nonlocal done_runs
@@ -590,6 +599,7 @@ def run_suite(
             tune_iters,
             load_from=base['checkpoint'],
             lr=lma_lr,
+            options=tune,
             workers=workers)
         twin = train_run(
             'single-frame-twin', osp.join(mode_dir, 'single-frame-twin'),
@@ -627,7 +637,7 @@ def run_suite(
                 size,
                 tune_iters,
                 load_from=base['checkpoint'],
-                options=VARIANTS[v]['options'],
+                options=dict(VARIANTS[v]['options'], **tune),
                 workers=workers)
             res = train_run(v, osp.join(mode_dir, v), cfg, mode_settings, env)
             progress(v, res)
@@ -658,12 +668,12 @@ def run_suite(
             elif row['model'].startswith('single-frame') and single_ms:
                 row['ms'] = sorted(single_ms)[len(single_ms) // 2]
         write_outputs(
-            work_dir, rows, modes, variants, settings, timings,
+            work_dir, rows, modes, variants, report, timings,
             time.perf_counter() - start, clean_miou)
     total = time.perf_counter() - start
     log(f'suite done in {total / 60:.1f} min')
     return write_outputs(
-        work_dir, rows, modes, variants, settings, timings, total, clean_miou)
+        work_dir, rows, modes, variants, report, timings, total, clean_miou)
 
 
 def _how(res: dict) -> str:

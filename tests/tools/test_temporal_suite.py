@@ -168,3 +168,34 @@ def test_finished_run_is_reused_with_tuple_settings(tmp_path):
     (run_dir / 'result.json').write_text(json.dumps(stored))
     res = TS.train_run('single-frame', str(run_dir), cfg, settings)
     assert res['reused'] and res['miou'] == 12.5
+
+
+@pytest.mark.slow
+def test_suite_tune_seed(tmp_path):
+    """--tune-seed repeats the twin and the variants with another training
+    seed; the single-frame start keeps the config's."""
+    work = str(tmp_path / 'seed1')
+    cmd = [
+        sys.executable,
+        osp.join(REPO, 'tools', 'analysis', 'temporal_suite.py'),
+        '--work-dir', work, '--modes', 'noise', '--variants', 'light',
+        '--iters', '2', '2', '--size', '32', '64', '--num-train', '2',
+        '--num-val', '2', '--bench-frames', '0', '--tune-seed', '1'
+    ]
+    env = dict(__import__('os').environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.load(open(osp.join(work, 'suite.json')))
+    assert res['settings']['tune_seed'] == 1
+    seeds = {}
+    for run, path in (('single-frame', ('clean', 'single-frame')),
+                      ('single-frame-twin', ('noise', 'single-frame-twin')),
+                      ('light', ('noise', 'light'))):
+        text = open(osp.join(work, 'runs', *path, f'{run}.py')).read()
+        seeds[run] = 'seed=1' in text.split('randomness')[1][:40]
+    assert seeds == {
+        'single-frame': False,
+        'single-frame-twin': True,
+        'light': True
+    }

@@ -68,7 +68,13 @@ def parse_args(argv=None):
     parser.add_argument('--severity', type=float, default=1.0)
     parser.add_argument('--num-train', type=int, default=60)
     parser.add_argument('--num-val', type=int, default=20)
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=0, help='data seed')
+    parser.add_argument(
+        '--tune-seed',
+        type=int,
+        help='training seed of the twin and the variants (default: the '
+        'configs\' seed); repeats their runs with another seed, in another '
+        'work dir')
     parser.add_argument(
         '--bench-frames',
         type=int,
@@ -92,6 +98,7 @@ def main(argv=None):
         num_train=args.num_train,
         num_val=args.num_val,
         seed=args.seed,
+        tune_seed=args.tune_seed,
         bench_frames=args.bench_frames,
         bench_warmup=args.bench_warmup,
         workers=args.workers,
