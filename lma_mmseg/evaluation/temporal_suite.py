@@ -497,8 +497,9 @@ def run_suite(
             runs from it; False trains it on every mode's data.
         tune_seed (int, optional): Training seed (``randomness.seed``) of
             the twin and the variants, to repeat their runs with another
-            seed from the same single-frame model (in another
-            ``work_dir``); None keeps the configs' seed.
+            seed from the same single-frame model; they are kept in
+            ``runs/{mode}/{name}-seed{tune_seed}`` of the same ``work_dir``.
+            None keeps the configs' seed.
         log (callable): Progress output.
 
     Returns:
@@ -546,6 +547,8 @@ def run_suite(
     tune = {} if tune_seed is None else {'randomness.seed': int(tune_seed)}
     report = settings if tune_seed is None else dict(
         settings, tune_seed=int(tune_seed))
+    # runs with another seed sit next to the others: runs/{mode}/{name}-seedN
+    run_suffix = '' if tune_seed is None else f'-seed{int(tune_seed)}'
     base_runs = 1 if shared_base else len(modes)
     runs_total = len(modes) * (1 + len(usable)) + base_runs
     done_runs = 0
@@ -602,7 +605,8 @@ def run_suite(
             options=tune,
             workers=workers)
         twin = train_run(
-            'single-frame-twin', osp.join(mode_dir, 'single-frame-twin'),
+            'single-frame-twin',
+            osp.join(mode_dir, 'single-frame-twin' + run_suffix),
             twin_cfg, mode_settings, env)
         progress('single-frame twin', twin)
         if not shared_base:
@@ -639,13 +643,15 @@ def run_suite(
                 load_from=base['checkpoint'],
                 options=dict(VARIANTS[v]['options'], **tune),
                 workers=workers)
-            res = train_run(v, osp.join(mode_dir, v), cfg, mode_settings, env)
+            res = train_run(v, osp.join(mode_dir, v + run_suffix), cfg,
+                            mode_settings, env)
             progress(v, res)
             if bench_frames > 0 and v not in timings:
                 timings[v] = time_run(
                     res['config'], res['checkpoint'], base['config'],
                     base['checkpoint'], size,
-                    osp.join(mode_dir, v, 'benchmark.json'), bench_frames,
+                    osp.join(mode_dir, v + run_suffix, 'benchmark.json'),
+                    bench_frames,
                     bench_warmup, env)
                 log(
                     f'    {v}: {timings[v]["lma_ms"]:.1f} ms/frame '

@@ -190,8 +190,9 @@ def test_suite_tune_seed(tmp_path):
     assert res['settings']['tune_seed'] == 1
     seeds = {}
     for run, path in (('single-frame', ('clean', 'single-frame')),
-                      ('single-frame-twin', ('noise', 'single-frame-twin')),
-                      ('light', ('noise', 'light'))):
+                      ('single-frame-twin',
+                       ('noise', 'single-frame-twin-seed1')),
+                      ('light', ('noise', 'light-seed1'))):
         text = open(osp.join(work, 'runs', *path, f'{run}.py')).read()
         seeds[run] = 'seed=1' in text.split('randomness')[1][:40]
     assert seeds == {

@@ -73,8 +73,8 @@ def parse_args(argv=None):
         '--tune-seed',
         type=int,
         help='training seed of the twin and the variants (default: the '
-        'configs\' seed); repeats their runs with another seed, in another '
-        'work dir')
+        'configs\' seed): repeats their runs with another seed from the same '
+        'single-frame model, in runs/MODE/NAME-seedN')
     parser.add_argument(
         '--bench-frames',
         type=int,
