@@ -163,6 +163,11 @@ VARIANTS: Dict[str, dict] = {
         'residual-w3-enc-prior with lr x10 on the neck\'s new layers',
         residual=True, window=3, encoder='eval', prior_lr_mult=100,
         neck_lr_mult=10),
+    'paper-residual-w3-enc-prior': _variant(
+        'paper fusion, residual, window 3, encoder trained with memory '
+        'frames encoded as at inference, position prior (lr x100)',
+        paper=True, residual=True, window=3, encoder='eval',
+        prior_lr_mult=100),
     'light-w3': _variant('light fusion, window 3', window=3),
     'paper-residual': _variant('paper fusion, residual identity-at-init, '
                                'window 7', paper=True, residual=True),
