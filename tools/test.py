@@ -35,7 +35,8 @@ from mmengine.config import DictAction
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
-from lma_mmseg.engine import parse_launcher_args, setup_cpu_distributed
+from lma_mmseg.engine import (parse_launcher_args, setup_cpu_distributed,
+                              shutdown_distributed)
 from lma_mmseg.evaluation.test_config import (SPLITS, build_test_cfg,
                                               save_test_results)
 
@@ -95,4 +96,8 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    sys.exit(0 if main() is not None else 1)
+    try:
+        metrics = main()
+    finally:
+        shutdown_distributed()
+    sys.exit(0 if metrics is not None else 1)

@@ -34,7 +34,7 @@ from mmengine.runner import Runner  # noqa: E402
 from mmseg.registry import RUNNERS  # noqa: E402
 
 from lma_mmseg.engine import (parse_launcher_args,  # noqa: E402
-                              setup_cpu_distributed)
+                              setup_cpu_distributed, shutdown_distributed)
 
 
 def parse_args(argv=None):
@@ -113,4 +113,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    finally:
+        shutdown_distributed()

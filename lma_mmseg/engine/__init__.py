@@ -8,7 +8,8 @@ script's parser; :func:`setup_cpu_distributed` prepares a torchrun launch
 on a machine without an accelerator (both used by ``tools/train.py`` and
 ``tools/test.py``).
 """
-from .dist import has_accelerator, parse_launcher_args, setup_cpu_distributed
+from .dist import (has_accelerator, parse_launcher_args, setup_cpu_distributed,
+                   shutdown_distributed)
 from .fileio import AtomicLocalBackend
 from .hooks import AtomicCheckpointHook, TrainLossMetricHook
 from .model_wrappers import DeviceAwareDistributedDataParallel
@@ -16,5 +17,5 @@ from .model_wrappers import DeviceAwareDistributedDataParallel
 __all__ = [
     'AtomicLocalBackend', 'AtomicCheckpointHook', 'TrainLossMetricHook',
     'DeviceAwareDistributedDataParallel', 'has_accelerator',
-    'parse_launcher_args', 'setup_cpu_distributed'
+    'parse_launcher_args', 'setup_cpu_distributed', 'shutdown_distributed'
 ]

@@ -115,3 +115,16 @@ def parse_launcher_args(parser: argparse.ArgumentParser,
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
+
+
+def shutdown_distributed() -> None:
+    """End this process's default process group, if one is running.
+
+    Call it when a launched run is done (``tools/train.py``,
+    ``tools/test.py``): a process group left to the interpreter's exit can
+    take the process down while its background threads are torn down
+    (``terminate called without an active exception``), failing a run
+    whose results are already written. Does nothing without a process group.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()

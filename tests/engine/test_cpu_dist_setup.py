@@ -12,7 +12,7 @@ from mmengine.registry import MODEL_WRAPPERS
 
 import lma_mmseg  # noqa: F401
 from lma_mmseg.engine import (DeviceAwareDistributedDataParallel,
-                              setup_cpu_distributed)
+                              setup_cpu_distributed, shutdown_distributed)
 
 needs_no_cuda = pytest.mark.skipif(
     torch.cuda.is_available(), reason='checks the CPU-only start-up')
@@ -84,3 +84,15 @@ def test_gloo_launcher_and_cpu_ddp_wrapper(single_process_env):
     out = wrapped(torch.ones(2, 4))
     out.sum().backward()
     assert model[0].weight.grad is not None
+
+
+@needs_no_cuda
+def test_shutdown_ends_the_process_group(single_process_env):
+    """The launch scripts end the process group they started before the
+    interpreter exits; without one it does nothing."""
+    shutdown_distributed()
+    assert setup_cpu_distributed(Config(dict(launcher='pytorch')))
+    assert torch_dist.is_initialized()
+    shutdown_distributed()
+    assert not torch_dist.is_initialized()
+    shutdown_distributed()
