@@ -95,7 +95,6 @@ class VideoSegDataset(BaseSegDataset):
         self.missing_frames = missing_frames
         self.train_offsets_sampler = self._check_sampler(train_offsets_sampler)
         self.frame_names = FramePattern(frame_pattern, cls_name)
-        self.frame_pattern = self.frame_names.regex
         data_prefix = dict(data_prefix)
         if 'img_path' not in data_prefix:
             raise KeyError(
@@ -163,10 +162,6 @@ class VideoSegDataset(BaseSegDataset):
     # ------------------------------------------------------------------ #
     # frame naming
     # ------------------------------------------------------------------ #
-    def _split_name(self, stem: str) -> Tuple[str, str, str]:
-        """Split a file stem into (before, frame digits, after)."""
-        return self.frame_names.split(osp.basename(stem))
-
     def _frames_of_snippet(self, folder: str, before: str,
                            after: str) -> Dict[int, str]:
         """All existing frames {number: file name} of one snippet in
@@ -202,7 +197,7 @@ class VideoSegDataset(BaseSegDataset):
             tuple: memory frame paths (oldest first), the offsets actually
             used, and how many frames were replaced by a nearest one.
         """
-        before, digits, after = self._split_name(stem)
+        before, digits, after = self.frame_names.split(osp.basename(stem))
         key_frame = int(digits)
         width = len(digits)
         existing = self._frames_of_snippet(folder, before, after)
