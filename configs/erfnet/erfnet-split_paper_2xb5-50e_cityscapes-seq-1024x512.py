@@ -8,6 +8,10 @@
 # tools/convert/mmseg_erfnet_to_split.py) to the working resolution; its
 # best checkpoint is the LMA model's starting point, and its val mIoU the
 # single-frame row of the comparison.
+# Remaining differences from the authors' single-frame ERFNet (README,
+# "Differences from the authors' code"): 19 class logits (theirs 20, with a
+# void logit) and ImageNet mean/std input normalisation (theirs [0, 1] RGB),
+# both as mmseg's ERFNet checkpoint was trained.
 _base_ = [
     '../_base_/models/erfnet-split.py',
     '../_base_/datasets/cityscapes-seq_paper-1024x512.py',
@@ -25,6 +29,11 @@ model = dict(
     decode_head=dict(
         norm_cfg=norm_cfg,
         block_norm_cfg=block_norm_cfg,
+        # The authors' ERFNet decoder has no dropout (models/erfnet.py
+        # Decoder, models/lmanet.py Decoder_STM); mmseg's head has
+        # Dropout2d(0.1) before conv_seg. The LMA model keeps this decoder
+        # frozen in train mode, also without dropout.
+        dropout_ratio=0.0,
         loss_decode=dict(
             _delete_=True,
             type='WeightedCrossEntropyLoss',

@@ -10,6 +10,13 @@
 #   python tools/train.py \
 #     configs/erfnet/erfnet-split_paper_2xb5-50e_cityscapes-seq-1024x512.py
 # then copy its best checkpoint (best_mIoU_epoch_*.pth) to load_from below.
+# Remaining differences from their code (README, "Differences from the
+# authors' code"): 19 class logits here; 20 in theirs (models/lmanet.py
+# Decoder_STM has a void logit, which models/losses.py and routines.py keep
+# in the softmax and the argmax; utils/iou_eval.py counts a void prediction
+# as a miss). ImageNet mean/std input normalisation here (as mmseg's ERFNet
+# checkpoint was trained); [0, 1] RGB without normalisation in theirs
+# (datasets/generic.py applies only ToTensor).
 _base_ = [
     '../_base_/models/lma-erfnet.py',
     '../_base_/datasets/cityscapes-seq_paper-1024x512.py',
@@ -53,6 +60,11 @@ model = dict(
     decode_head=dict(
         norm_cfg=norm_cfg,
         block_norm_cfg=block_norm_cfg,
+        # models/lmanet.py Decoder_STM: the ERFNet decoder without dropout
+        # (non_bottleneck_1d blocks with dropprob 0, no dropout before the
+        # classifier); mmseg's head has Dropout2d(0.1) before conv_seg,
+        # which freeze_mode='train' would keep active in the frozen head.
+        dropout_ratio=0.0,
         # models/losses.py: class-weighted cross-entropy on the key frame.
         loss_decode=dict(
             _delete_=True,
@@ -65,18 +77,21 @@ model = dict(
     freeze=('backbone', 'decode_head'),
     # ... but routines.py puts the whole model in train(): BN normalises
     # with batch statistics and updates its running statistics, dropout
-    # stays active in the frozen ERFNet (mmseg's ERFNet: Dropout 0.1 in the
-    # encoder blocks; the authors' encoder trains with Dropout2d 0.03/0.3).
+    # stays active in the frozen encoder (mmseg's ERFNet: Dropout 0.1 in
+    # the encoder blocks; the authors' encoder trains with Dropout2d
+    # 0.03/0.3); the decoder has none (dropout_ratio above).
     freeze_mode='train')
-# T=4 memory frames at test (README evaluation: --stm-queue-size 4), T=3 for
-# training (the dataset base).
+# T=3 memory frames for training and for the validation after every epoch
+# that picks the best one (routines.py train(): the val set is built with
+# the training window, --stm-queue-size 3); T=4 at test (README evaluation:
+# --stm-queue-size 4), which is also the streaming FIFO (memory_length).
 test_frame_offsets = (-4, -3, -2, -1)
 train_dataloader = dict(batch_size=5, num_workers=4)  # --batch-size 5
-val_dataloader = dict(
+val_dataloader = dict(batch_size=1, num_workers=4)
+test_dataloader = dict(
     batch_size=1,
     num_workers=4,
     dataset=dict(frame_offsets=test_frame_offsets))
-test_dataloader = val_dataloader
 log_processor = dict(by_epoch=True)
 randomness = dict(seed=0)  # main.py: torch.manual_seed(0)
 load_from = 'checkpoints/erfnet-split_paper_2xb5-50e_cityscapes-seq-1024x512.pth'  # noqa

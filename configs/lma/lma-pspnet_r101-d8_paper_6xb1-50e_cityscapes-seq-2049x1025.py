@@ -8,6 +8,21 @@
 # psp101), the same flip and translation as ERFNet, class-weighted loss,
 # evaluation at 2049x1025 and at full resolution. Starts from mmseg's
 # single-frame PSPNet-101 (the authors: semseg's PSPNet-101).
+# Remaining differences from their code (README, "Differences from the
+# authors' code"), all following from mmseg's checkpoint or fixing their
+# code:
+# - 19 class logits; theirs append a constant-0 logit as a 20th, void class
+#   (models/pspnet.py PSPDecoder), so a pixel whose 19 logits are all
+#   negative is predicted void and counts as a miss (utils/iou_eval.py).
+# - mmseg's PSPNet: ResNetV1c stem 32-32-64, the first block of layer3 /
+#   layer4 with contracted dilation (1 / 2), align_corners=False; semseg's:
+#   stem 64-64-128 (models/resnet.py deep_base), dilation 2 / 4 in every
+#   layer3 / layer4 block, align_corners=True (models/pspnet.py).
+# - Input: ImageNet mean/std normalised RGB (mmseg's data preprocessor, as
+#   the checkpoint was trained). Their PSPNet input path cannot run:
+#   datasets/generic.py passes each psp101 frame through the label
+#   transform (ToLabel, Relabel) instead of normalising it, which turns the
+#   [0, 1] image into an integer tensor with an extra dimension.
 _base_ = [
     '../_base_/models/lma-pspnet_r50-d8.py',
     '../_base_/datasets/cityscapes-seq_paper-1024x512.py',
@@ -38,12 +53,16 @@ model = dict(
         padding='zeros',
         memory_length=3,
         # models/fusion.py FusionDown ('sigmoid-down1'): 1x1 down to 256
-        # channels, BN, ReLU, two 1x1 up-projections to sigmoid gates on the
-        # raw inputs, BN, ReLU. Their forward applies the query's
-        # down-projection to both inputs (the memory one is unused); ours
-        # has one per input, as the paper describes.
+        # channels with bias, BN, ReLU, two 1x1 up-projections to sigmoid
+        # gates on the raw inputs, BN, ReLU (2,106,368 parameters, theirs
+        # and ours). Their forward applies the query's down-projection to
+        # both inputs (the memory one is unused); ours has one per input,
+        # as the paper describes.
         fusion=dict(
-            type='GatedDownFusion', channels=256, norm_cfg=fusion_norm_cfg)),
+            type='GatedDownFusion',
+            channels=256,
+            down_bias=True,
+            norm_cfg=fusion_norm_cfg)),
     decode_head=dict(
         norm_cfg=norm_cfg,
         # models/losses.py: ERFNet's class weights for PSPNet too.
@@ -71,8 +90,9 @@ train_pipeline = [
         transforms=[
             resize,
             dict(type='RandomFlip', prob=0.5),
+            # the labels' fill per direction as the dataset base explains
             dict(type='RandomTranslate', max_shift=2, img_fill=0,
-                 seg_fill=255),
+                 seg_fill=255, seg_fill_negative=0),
         ]),
     dict(type='PackClipSegInputs'),
 ]

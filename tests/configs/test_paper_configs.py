@@ -6,7 +6,10 @@ synthetic Cityscapes-video tree, with only sizes, paths and loader settings
 overridden: the same pipelines (resize, clip-consistent flip and
 translation), loss, optimizer, ReduceOnPlateauLR on the training loss,
 validation at the working resolution and at full resolution, and the best
-checkpoint on val mIoU.
+checkpoint on val mIoU; the LMA models then test. PSPNet-101 keeps its
+structure (ResNetV1c-D8, the memory neck on layer4 with the raw feature as
+value, GatedDownFusion, the pyramid pooling head) at ResNet-18 depth and a
+fraction of the width, so that the wiring is tested in seconds.
 """
 import json
 import os
@@ -19,6 +22,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 import lma_mmseg  # noqa: F401
+from lma_mmseg.apis import check_memory_length
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PAPER_CONFIGS = [
@@ -88,13 +92,48 @@ def _tiny_cfg(rel, data_root, work_dir):
     cfg.train_dataloader.batch_size = 4
     cfg.train_cfg.max_epochs = 2
     cfg.default_hooks.logger.interval = 1
+    if 'pspnet' in rel:
+        _shrink_pspnet(cfg.model)
     return cfg
+
+
+def _shrink_pspnet(model):
+    """PSPNet-101's structure at ResNet-18 depth, layer4 128 wide."""
+    assert model.backbone.type == 'ResNetV1c' and model.backbone.depth == 101
+    assert tuple(model.backbone.dilations) == (1, 1, 2, 4)
+    model.backbone.update(depth=18, stem_channels=16, base_channels=16)
+    model.neck.update(in_channels=128, key_channels=16)
+    model.neck.fusion.channels = 32
+    model.decode_head.update(in_channels=128, channels=32)
+
+
+def _record_memory_frames(model):
+    """Log ``(training, T)`` for every neck call that reads a memory."""
+    seen = []
+
+    def hook(module, args, kwargs):
+        memory = kwargs.get('memory')
+        if memory is not None:
+            seen.append((module.training, memory.keys.shape[1]))
+
+    model.neck.register_forward_pre_hook(hook, with_kwargs=True)
+    return seen
+
+
+# memory frames per clip: (training, validation, test)
+MEMORY_FRAMES = {
+    PAPER_CONFIGS[0]: (3, 3, 4),  # --stm-queue-size 3 / 3 / 4
+    PAPER_CONFIGS[2]: (3, 3, 3),
+}
 
 
 @pytest.mark.parametrize('rel', PAPER_CONFIGS)
 def test_paper_config_trains_two_iterations(rel, tiny_cityscapes, tmp_path):
     cfg = _tiny_cfg(rel, tiny_cityscapes, str(tmp_path / 'work'))
     runner = Runner.from_cfg(cfg)
+    lma = 'lma' in osp.basename(rel)
+    if lma:
+        seen = _record_memory_frames(runner.model)
     runner.train()
     assert runner.iter == 2 and runner.epoch == 2
 
@@ -126,8 +165,14 @@ def test_paper_config_trains_two_iterations(rel, tiny_cityscapes, tmp_path):
     assert runner.message_hub.get_info('best_score') == \
         pytest.approx(vals[best]['mIoU'])
 
-    if 'lma' in osp.basename(rel):
+    if lma:
         assert runner.model.freeze_mode == 'train'
+        train_t, val_t, test_t = MEMORY_FRAMES[rel]
+        # two training steps, then one validation per epoch of 2 clips
+        assert sorted(seen) == [(False, val_t)] * 4 + [(True, train_t)] * 2
+        seen.clear()
+        runner.test()
+        assert seen == [(False, test_t)] * 2
 
 
 ERFNET_WEIGHTS = [
@@ -145,12 +190,12 @@ def _transform_types(pipeline):
     return types
 
 
-@pytest.mark.parametrize('rel, size, test_offsets', [
-    (PAPER_CONFIGS[0], (1024, 512), (-4, -3, -2, -1)),
-    (PAPER_CONFIGS[1], (1024, 512), ()),
-    (PAPER_CONFIGS[2], (2049, 1025), (-3, -2, -1)),
+@pytest.mark.parametrize('rel, size, val_offsets, test_offsets', [
+    (PAPER_CONFIGS[0], (1024, 512), (-3, -2, -1), (-4, -3, -2, -1)),
+    (PAPER_CONFIGS[1], (1024, 512), (), ()),
+    (PAPER_CONFIGS[2], (2049, 1025), (-3, -2, -1), (-3, -2, -1)),
 ])
-def test_paper_config_settings(rel, size, test_offsets):
+def test_paper_config_settings(rel, size, val_offsets, test_offsets):
     """The authors' recipe, point by point."""
     cfg = Config.fromfile(osp.join(ROOT, rel))
     model = cfg.model
@@ -178,17 +223,30 @@ def test_paper_config_settings(rel, size, test_offsets):
             [t.get('transforms', []) for t in train.pipeline], [])
         if t['type'] == 'RandomTranslate'
     ][0]
+    # the authors' label fill: 255 where a positive shift uncovers the
+    # label, 0 (road) where a negative one does
     assert (translate['max_shift'], translate['img_fill'],
-            translate['seg_fill']) == (2, 0, 255)
-    # T=3 for training; 4 (ERFNet) / 3 (PSPNet) at test
+            translate['seg_fill'], translate['seg_fill_negative']) == \
+        (2, 0, 255, 0)
+    # T=3 for training and for the validation that picks the best epoch;
+    # 4 (ERFNet) / 3 (PSPNet) at test and in streaming
     if lma:
         assert tuple(train.frame_offsets) == (-3, -2, -1)
         assert model.neck.memory_length == len(test_offsets)
         assert model.neck.window == 21 and model.neck.scale == 1.0
+        assert not model.neck.get('position_bias', False)
         assert model['freeze_mode'] == 'train'
         assert tuple(model['freeze']) == ('backbone', 'decode_head')
-    assert tuple(cfg.val_dataloader.dataset.frame_offsets) == test_offsets
+    assert tuple(cfg.val_dataloader.dataset.frame_offsets) == val_offsets
     assert tuple(cfg.test_dataloader.dataset.frame_offsets) == test_offsets
+    for key in ('data_prefix', 'pipeline', 'data_root', 'test_mode'):
+        assert cfg.val_dataloader.dataset[key] == \
+            cfg.test_dataloader.dataset[key], key
+    # the test-config check (tools/test.py, init_model) accepts it
+    check_memory_length(cfg)
+    # no dropout in the ERFNet decoder (the authors' has none)
+    if 'erfnet' in rel:
+        assert model.decode_head.dropout_ratio == 0
     # class-weighted cross-entropy with ERFNet's weights (both models)
     loss = model.decode_head.loss_decode
     assert loss.type == 'WeightedCrossEntropyLoss'
@@ -197,6 +255,7 @@ def test_paper_config_settings(rel, size, test_offsets):
         assert model.auxiliary_head is None
         assert model.neck.fusion.type == 'GatedDownFusion'
         assert model.neck.fusion.channels == 256
+        assert model.neck.fusion.down_bias is True
     elif lma:
         fusion = model.neck.fusion
         assert (fusion.type, fusion.gate_channels, fusion.proj_kernel_size,

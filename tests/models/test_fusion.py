@@ -85,15 +85,23 @@ def test_gated_fusion_dropout_and_empty_memory():
     assert torch.equal(fusion(q, None), fusion(q, torch.zeros_like(m)))
 
 
-def test_gated_down_fusion_formula():
+@pytest.mark.parametrize('down_bias', [False, True])
+def test_gated_down_fusion_formula(down_bias):
     """d = ReLU(BN(conv_q(q) + conv_m(m)));
-    out = ReLU(BN(q sigmoid(up_q(d)) + m sigmoid(up_m(d))))."""
+    out = ReLU(BN(q sigmoid(up_q(d)) + m sigmoid(up_m(d)))); with
+    ``down_bias`` conv_q and conv_m have a bias each."""
     torch.manual_seed(3)
     fusion = build(
         'GatedDownFusion', query_channels=12, memory_channels=12,
-        out_channels=12, channels=4)
+        out_channels=12, channels=4, down_bias=down_bias)
     randomise_bn(fusion)
     fusion.eval()
+    for conv in (fusion.query_down, fusion.memory_down):
+        assert (conv.bias is not None) == down_bias
+        if down_bias:  # non-zero, so that they count
+            with torch.no_grad():
+                conv.bias.normal_(0, 0.5)
+    qb, mb = fusion.query_down.bias, fusion.memory_down.bias
     # two distinct up-projections
     assert fusion.query_up is not fusion.memory_up
     assert not torch.equal(fusion.query_up.weight, fusion.memory_up.weight)
@@ -101,8 +109,8 @@ def test_gated_down_fusion_formula():
     q, m = torch.randn(2, 12, 6, 5), torch.randn(2, 12, 6, 5)
     d = F.relu(
         bn(
-            F.conv2d(q, fusion.query_down.weight) +
-            F.conv2d(m, fusion.memory_down.weight), fusion.down_norm))
+            F.conv2d(q, fusion.query_down.weight, qb) +
+            F.conv2d(m, fusion.memory_down.weight, mb), fusion.down_norm))
     gq = torch.sigmoid(
         F.conv2d(d, fusion.query_up.weight, fusion.query_up.bias))
     gm = torch.sigmoid(
@@ -110,6 +118,29 @@ def test_gated_down_fusion_formula():
     expected = F.relu(bn(q * gq + m * gm, fusion.out_norm))
     torch.testing.assert_close(fusion(q, m), expected, atol=1e-5, rtol=1e-5)
     assert torch.equal(fusion(q, None), fusion(q, torch.zeros_like(q)))
+
+
+def test_gated_down_fusion_down_bias_parameters_and_gradient():
+    """down_bias adds 2 x channels parameters; the BN right after the
+    down-projections removes a constant, so in training the loss gives
+    those biases no gradient while their weights get one."""
+    plain = build('GatedDownFusion', query_channels=12, memory_channels=12,
+                  out_channels=12, channels=4)
+    biased = build('GatedDownFusion', query_channels=12, memory_channels=12,
+                   out_channels=12, channels=4, down_bias=True)
+    count = [sum(p.numel() for p in f.parameters()) for f in (plain, biased)]
+    assert count[1] - count[0] == 2 * 4
+    assert biased.down_bias and not plain.down_bias
+    biased.train()
+    gen = torch.Generator().manual_seed(4)
+    q = torch.randn(3, 12, 5, 6, generator=gen)
+    m = torch.randn(3, 12, 5, 6, generator=gen)
+    biased(q, m).square().sum().backward()
+    for conv in (biased.query_down, biased.memory_down):
+        assert conv.weight.grad.abs().max() > 1e-3
+        assert conv.bias.grad.abs().max() < 1e-5
+    with pytest.raises(TypeError, match='down_bias'):
+        build('GatedDownFusion', down_bias=1)
 
 
 def test_gated_down_fusion_output_projection_and_grads():

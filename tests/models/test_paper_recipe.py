@@ -1,8 +1,12 @@
-"""The model side of the ERFNet paper config
+"""The model side of the paper configs. ERFNet
 (configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-1024x512.py): its
 fusion is the authors' formula (per-channel gates, biased 3x3
 projections), and with ``freeze_mode='train'`` the frozen ERFNet gets no
-update while its BN statistics and dropout follow the training mode."""
+update while its BN statistics and the encoder's dropout follow the
+training mode; its decode head has no dropout, as the authors' decoder.
+PSPNet-101 (configs/lma/lma-pspnet_r101-d8_paper_6xb1-50e_cityscapes-seq-
+2049x1025.py): the fusion's down-projections have biases, as the authors'
+FusionDown."""
 import os.path as osp
 
 import pytest
@@ -24,15 +28,20 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PAPER_CFG = osp.join(
     ROOT, 'configs', 'lma',
     'lma-erfnet_paper_2xb5-50e_cityscapes-seq-1024x512.py')
+PSP_PAPER_CFG = osp.join(
+    ROOT, 'configs', 'lma',
+    'lma-pspnet_r101-d8_paper_6xb1-50e_cityscapes-seq-2049x1025.py')
 H, W = 32, 64
 NUM_CLASSES = 19
 
 
-def build_paper_model(**overrides):
+def build_paper_model(head_dropout=None, **overrides):
     cfg = Config.fromfile(PAPER_CFG)
     model_cfg = cfg.model
     model_cfg.data_preprocessor.size = (H, W)
     model_cfg.update(overrides)
+    if head_dropout is not None:
+        model_cfg.decode_head.dropout_ratio = head_dropout
     torch.manual_seed(0)
     model = revert_sync_batchnorm(MODELS.build(model_cfg))
     model.init_weights()
@@ -186,6 +195,68 @@ def test_freeze_mode_train_dropout_active_and_eval_is_deterministic():
     assert not any(m.training for m in model.modules())
     with torch.no_grad():
         assert torch.equal(model.backbone(x)[0], model.backbone(x)[0])
+
+
+def _head_outputs(model, seed=4):
+    """Two train-mode runs of the decode head on the same features."""
+    gen = torch.Generator().manual_seed(seed)
+    feats = [torch.randn(2, 128, H // 8, W // 8, generator=gen)]
+    with torch.no_grad():
+        return model.decode_head(feats), model.decode_head(feats)
+
+
+def test_frozen_erfnet_head_has_no_active_dropout():
+    """The authors' ERFNet decoder has no dropout (Decoder_STM): the frozen
+    head follows the training mode (BN batch statistics) but drops
+    nothing, while the frozen encoder's dropout stays active."""
+    cfg, model = build_paper_model()
+    assert cfg.model.decode_head.dropout_ratio == 0
+    model.train()
+    head = model.decode_head
+    assert head.training and 'decode_head' in model.freeze
+    assert head.dropout is None
+    dropouts = [
+        m for m in head.modules()
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0
+    ]
+    assert dropouts == []
+    a, b = _head_outputs(model)
+    assert a.shape == (2, NUM_CLASSES, H // 2, W // 2)  # 1/2 scale
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the same head with mmseg's Dropout2d(0.1) before conv_seg differs
+    _, with_dropout = build_paper_model(head_dropout=0.1)
+    with_dropout.train()
+    a, b = _head_outputs(with_dropout)
+    assert not torch.equal(a, b)
+
+
+def test_pspnet_paper_fusion_down_projections_have_biases():
+    """FusionDown (models/fusion.py): four biased 1x1 convolutions (2048
+    -> 256 twice, 256 -> 2048 twice) and two BN layers: 2,106,368
+    parameters; without the down-projections' biases 512 fewer."""
+    cfg = Config.fromfile(PSP_PAPER_CFG)
+    fusion_cfg = cfg.model.neck.fusion
+    assert fusion_cfg.down_bias is True
+    channels = cfg.model.neck.in_channels
+    assert (channels, fusion_cfg.channels) == (2048, 256)
+
+    def build_fusion(**kwargs):
+        return revert_sync_batchnorm(
+            MODELS.build(
+                dict(fusion_cfg, query_channels=channels,
+                     memory_channels=channels, out_channels=channels,
+                     **kwargs)))
+
+    fusion = build_fusion()
+    assert fusion.query_down.bias.shape == (256, )
+    assert fusion.memory_down.bias.shape == (256, )
+    # conv_layer_1..4 with biases, bn0 (256) and bn (2048)
+    authors = (2 * (2048 * 256 + 256) + 2 * (256 * 2048 + 2048) +
+               2 * 256 + 2 * 2048)
+    count = sum(p.numel() for p in fusion.parameters())
+    assert count == authors == 2_106_368
+    plain = build_fusion(down_bias=False)
+    assert sum(p.numel() for p in plain.parameters()) == count - 512
 
 
 def test_freeze_mode_eval_keeps_frozen_modules_in_eval():

@@ -3,9 +3,11 @@
 # frames resized to 1024x512 (w x h; no crops, no scale jitter, no
 # photometric distortion), a random horizontal flip and a random translation
 # of up to 2 px drawn once per clip, evaluation at 1024x512 against
-# nearest-downsampled labels. T=3 memory frames for training; models set the
-# test clips' frame_offsets. Full-resolution mIoU is reported too
-# (FullResIoUMetric, keys full_res/...).
+# nearest-downsampled labels. T=3 memory frames for training and for the
+# validation that picks the best epoch (routines.py: the val set is built
+# with the training window); models set the test clips' frame_offsets.
+# Full-resolution mIoU is reported too (FullResIoUMetric, keys
+# full_res/...).
 custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
 default_scope = 'mmseg'
 
@@ -24,11 +26,16 @@ train_pipeline = [
         transforms=[
             resize,
             # MyCoTransform: flip with probability 0.5, then shift by
-            # randint(-2, 2) px along each axis, the same for all frames;
-            # frames filled with 0, labels with 255 (ignored).
+            # randint(-2, 2) px along each axis, the same for all frames
+            # (ImageOps.expand on the left / top, then a crop back to the
+            # size); frames filled with 0; labels with 255 (ignored) where
+            # a positive shift uncovers them (left columns, top rows) and
+            # with 0 (road) where a negative one does (right columns,
+            # bottom rows: the crop reaches past the image), corners
+            # included. The default of RandomTranslate is 255 everywhere.
             dict(type='RandomFlip', prob=0.5),
             dict(type='RandomTranslate', max_shift=2, img_fill=0,
-                 seg_fill=255),
+                 seg_fill=255, seg_fill_negative=0),
         ]),
     dict(type='PackClipSegInputs'),
 ]
@@ -47,7 +54,8 @@ frame_train_pipeline = [
     dict(type='LoadAnnotations'),
     resize,
     dict(type='RandomFlip', prob=0.5),
-    dict(type='RandomTranslate', max_shift=2, img_fill=0, seg_fill=255),
+    dict(type='RandomTranslate', max_shift=2, img_fill=0, seg_fill=255,
+         seg_fill_negative=0),
     dict(type='PackSegInputs'),
 ]
 frame_test_pipeline = [

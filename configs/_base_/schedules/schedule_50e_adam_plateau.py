@@ -12,8 +12,11 @@ optim_wrapper = dict(type='OptimWrapper', optimizer=optimizer, clip_grad=None)
 param_scheduler = [
     # mmengine steps ReduceOnPlateauLR after each validation with the val
     # metrics; TrainLossMetricHook (custom_hooks) adds the epoch's mean
-    # training loss to them as 'train_loss'. torch's defaults otherwise:
-    # patience 10, relative threshold 1e-4, no cooldown.
+    # training loss to them as 'train_loss', averaged over the ranks so
+    # that every rank keeps the same learning rate (their code steps each
+    # rank's scheduler with that rank's own mean loss, so on several GPUs
+    # the ranks can reduce the rate in different epochs). torch's defaults
+    # otherwise: patience 10, relative threshold 1e-4, no cooldown.
     dict(
         type='ReduceOnPlateauLR',
         monitor='train_loss',

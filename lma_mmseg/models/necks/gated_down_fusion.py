@@ -28,12 +28,23 @@ class GatedDownFusion(FusionBase):
     ``out_channels`` differs from them, a bias-free 1x1 projection maps the
     gated sum to ``out_channels`` before the final BN and ReLU.
 
+    With ``down_bias`` the two down-projections carry a bias each, as in the
+    authors' ``FusionDown`` (mattpfr/lmanet ``models/fusion.py``, 1x1
+    convolutions with ``bias=True``: 2 x ``channels`` parameters more). The
+    biases add one constant per channel right before the bottleneck's BN,
+    which subtracts it with the batch mean in training (the loss gives them
+    no gradient; only weight decay moves them) and with the running mean,
+    which tracks it, in eval mode: they change the parameter count and the
+    checkpoint layout, not what the fusion can compute.
+
     Args:
         query_channels (int): Channels of the current frame's value.
         memory_channels (int): Channels of the memory read-out (equal to
             ``query_channels``).
         out_channels (int): Channels ``Cout`` of the fused output.
         channels (int): Bottleneck width ``C``. Defaults to 256.
+        down_bias (bool): Give ``conv1x1_q`` and ``conv1x1_m`` (the
+            down-projections) a bias. Defaults to False.
         norm_cfg (dict): Normalisation of the bottleneck and of the output
             (default: BN with learnable affine parameters).
         act_cfg (dict): Activation of the bottleneck and of the output
@@ -43,6 +54,7 @@ class GatedDownFusion(FusionBase):
 
     def __init__(self, query_channels: int, memory_channels: int,
                  out_channels: int, channels: int = 256,
+                 down_bias: bool = False,
                  norm_cfg: ConfigType = dict(type='BN', requires_grad=True),
                  act_cfg: ConfigType = dict(type='ReLU'),
                  init_cfg: OptMultiConfig = None):
@@ -55,9 +67,14 @@ class GatedDownFusion(FusionBase):
                 f'{name}: the gates multiply channel-wise, so '
                 f'`query_channels` ({query_channels}) must equal '
                 f'`memory_channels` ({memory_channels})')
-        self.query_down = nn.Conv2d(query_channels, channels, 1, bias=False)
+        if not isinstance(down_bias, bool):
+            raise TypeError(f'{name}: `down_bias` must be a bool, got '
+                            f'{down_bias!r}')
+        self.down_bias = down_bias
+        self.query_down = nn.Conv2d(
+            query_channels, channels, 1, bias=down_bias)
         self.memory_down = nn.Conv2d(
-            memory_channels, channels, 1, bias=False)
+            memory_channels, channels, 1, bias=down_bias)
         self.down_norm = build_norm_layer(norm_cfg, channels)[1]
         self.down_act = build_activation_layer(act_cfg)
         self.query_up = nn.Conv2d(channels, query_channels, 1)
