@@ -7,8 +7,6 @@ _base_ = [
     '../_base_/datasets/vspw.py', '../_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_80k.py'
 ]
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 crop_size = (480, 480)
 data_preprocessor = dict(size=crop_size)
 model = dict(

@@ -10,13 +10,12 @@ _base_ = [
     '../_base_/models/erfnet-split.py', '../_base_/datasets/demo-seq.py',
     '../_base_/default_runtime.py'
 ]
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 
 # ---- knobs -------------------------------------------------------------
 # 800 iterations: near the val plateau on the demo data (500 iterations
 # plus 300 more at lr 1e-3 end at 37.5 mIoU, 800 at once at 40.6).
-max_iters = 800  # lma-erfnet_demo.py loads work_dirs/erfnet_demo/iter_{max_iters}.pth
+# lma-erfnet_demo.py loads work_dirs/erfnet_demo/iter_{max_iters}.pth
+max_iters = 800
 val_interval = 400
 lr = 3e-3
 batch_size = 4

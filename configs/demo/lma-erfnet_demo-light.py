@@ -1,6 +1,6 @@
 # LMA-ERFNet on the synthetic demo data with the former demo recipe, the
 # "light" reference of the temporal benchmark suite
-# (lma_mmseg/evaluation/temporal_suite.py builds every variant from it):
+# (lma_mmseg/benchmarks/temporal_suite.py builds every variant from it):
 # GatedFusion with one gate per pixel and bias-free 1x1 projections, the
 # paper's form of the fusion (no residual start), window 7, no position
 # prior. configs/demo/lma-erfnet_demo.py is the recipe the suite chose.
@@ -10,8 +10,6 @@ _base_ = [
     '../_base_/models/lma-erfnet.py', '../_base_/datasets/demo-seq.py',
     '../_base_/default_runtime.py'
 ]
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 
 # ---- knobs -------------------------------------------------------------
 max_iters = 300

@@ -7,8 +7,6 @@ _base_ = [
     '../_base_/models/erfnet-split.py', 'mmseg::_base_/datasets/cityscapes.py',
     '../_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py'
 ]
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 crop_size = (512, 1024)
 data_preprocessor = dict(size=crop_size)
 model = dict(data_preprocessor=data_preprocessor)

@@ -9,8 +9,6 @@ _base_ = [
     '../_base_/datasets/cityscapes-seq.py', '../_base_/default_runtime.py',
     '../_base_/schedules/schedule_80k_adam.py'
 ]
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 crop_size = (512, 1024)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(type='VideoSegDataPreProcessor', size=crop_size)

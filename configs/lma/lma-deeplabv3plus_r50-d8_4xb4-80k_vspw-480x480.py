@@ -11,8 +11,6 @@ _base_ = [
     '../_base_/datasets/vspw.py', '../_base_/default_runtime.py',
     '../_base_/schedules/schedule_80k_adam.py'
 ]
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 crop_size = (480, 480)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(type='VideoSegDataPreProcessor', size=crop_size)

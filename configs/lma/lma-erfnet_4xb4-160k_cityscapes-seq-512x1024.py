@@ -3,8 +3,8 @@
 # GatedFusion. Only the memory heads and the fusion are trained (Adam, lr
 # 2e-4, weight decay 1e-4) on top of a trained single-frame ERFNet, e.g.
 # mmseg's, converted to the split layout:
-#   python tools/convert/mmseg_erfnet_to_split.py \
-#     https://download.openmmlab.com/mmsegmentation/v0.5/erfnet/erfnet_fcn_4x4_512x1024_160k_cityscapes/erfnet_fcn_4x4_512x1024_160k_cityscapes_20220704_162145-dc90157a.pth \
+#   URL=https://download.openmmlab.com/mmsegmentation/v0.5/erfnet/erfnet_fcn_4x4_512x1024_160k_cityscapes/erfnet_fcn_4x4_512x1024_160k_cityscapes_20220704_162145-dc90157a.pth  # noqa: E501
+#   python tools/convert/mmseg_erfnet_to_split.py "$URL" \
 #     checkpoints/erfnet-split_fcn_4xb4-160k_cityscapes-512x1024.pth
 # or the last checkpoint of
 # configs/erfnet/erfnet-split_fcn_4xb4-160k_cityscapes-512x1024.py.
@@ -12,8 +12,6 @@ _base_ = [
     '../_base_/models/lma-erfnet.py', '../_base_/datasets/cityscapes-seq.py',
     '../_base_/default_runtime.py', '../_base_/schedules/schedule_160k_adam.py'
 ]
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 crop_size = (512, 1024)
 data_preprocessor = dict(size=crop_size)
 norm_cfg = dict(type='SyncBN', requires_grad=True)

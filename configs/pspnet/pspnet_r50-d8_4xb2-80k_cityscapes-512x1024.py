@@ -1,6 +1,7 @@
 # Baseline: mmseg's single-frame PSPNet (ResNet-50-D8), unchanged, whose
 # checkpoint is the load_from of
 # configs/lma/lma-pspnet_r50-d8_4xb2-80k_cityscapes-seq-512x1024.py.
-_base_ = ['mmseg::pspnet/pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py']
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
+_base_ = [
+    'mmseg::pspnet/pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py',
+    '../_base_/custom_imports.py'
+]

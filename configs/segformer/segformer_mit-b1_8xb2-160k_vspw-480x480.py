@@ -6,8 +6,6 @@ _base_ = [
     'mmseg::_base_/models/segformer_mit-b0.py', '../_base_/datasets/vspw.py',
     '../_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py'
 ]
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 crop_size = (480, 480)
 data_preprocessor = dict(size=crop_size)
 checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segformer/mit_b1_20220624-02e5a6a1.pth'  # noqa

@@ -1,4 +1,4 @@
-"""Every config of the repository builds and trains one step on CPU.
+"""Every config of the repository loads, builds and trains one step on CPU.
 
 For each LMA config: the model builds, one training iteration on a tiny
 synthetic clip (through the config's own data preprocessor) gives a finite
@@ -6,12 +6,21 @@ loss and gradients exactly where they should be (the frozen parts get none),
 and a lone image (no memory) is segmented. Single-frame baselines build and
 train one step as well. Checkpoints of the single-frame models load into the
 LMA models with only the neck's keys missing.
+
+Every config inherits ``custom_imports`` and ``default_scope`` (stated once),
+names its crop height x width as its data do, and configs/lma/metafile.yaml
+lists the LMA configs with metadata that matches them.
 """
+import ast
+import copy
+import functools
 import glob
 import os.path as osp
+import re
 
 import pytest
 import torch
+import yaml
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.structures import PixelData
@@ -25,11 +34,11 @@ from lma_mmseg.models.backbones.erfnet_convert import convert_state_dict
 
 register_all_modules(init_default_scope=True)
 
-CFG_DIRS = ('lma', 'erfnet', 'pspnet', 'demo', 'segformer',
-            'deeplabv3plus')
+# every config under configs/ but the _base_ files
 ALL_CONFIGS = sorted(
-    osp.relpath(p, ROOT) for d in CFG_DIRS
-    for p in glob.glob(osp.join(ROOT, 'configs', d, '*.py')))
+    osp.relpath(p, ROOT)
+    for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+    if '_base_' not in osp.relpath(p, ROOT).split(osp.sep))
 LMA_CONFIGS = [
     'configs/lma/lma-erfnet_4xb4-160k_cityscapes-seq-512x1024.py',
     'configs/lma/lma-pspnet_r50-d8_4xb2-80k_cityscapes-seq-512x1024.py',
@@ -40,9 +49,9 @@ LMA_CONFIGS = [
     'configs/demo/lma-erfnet_demo-light.py',
     'configs/lma/lma-segformer_mit-b1_8xb2-160k_vspw-480x480.py',
     'configs/lma/lma-deeplabv3plus_r50-d8_4xb4-80k_vspw-480x480.py',
-    'configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-1024x512.py',
+    'configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-512x1024.py',
     'configs/lma/lma-pspnet_r101-d8_paper_6xb1-50e_'
-    'cityscapes-seq-2049x1025.py',
+    'cityscapes-seq-1025x2049.py',
 ]
 FRAME_CONFIGS = [
     'configs/erfnet/erfnet_fcn_4xb4-160k_cityscapes-512x1024.py',
@@ -52,14 +61,21 @@ FRAME_CONFIGS = [
     'configs/demo/erfnet_demo.py',
     'configs/segformer/segformer_mit-b1_8xb2-160k_vspw-480x480.py',
     'configs/deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_vspw-480x480.py',
-    'configs/erfnet/erfnet-split_paper_2xb5-50e_cityscapes-seq-1024x512.py',
+    'configs/erfnet/erfnet-split_paper_2xb5-50e_cityscapes-seq-512x1024.py',
 ]
 NUM_CLASSES = 19
 H, W = 64, 64
 
 
-def _cfg(rel):
+@functools.lru_cache(maxsize=None)
+def _load(rel):
     return Config.fromfile(osp.join(ROOT, rel))
+
+
+def _cfg(rel):
+    """The config at ``rel`` (relative to the repository), a copy that the
+    caller may change."""
+    return copy.deepcopy(_load(rel))
 
 
 def _build(rel, seed=0, **model_overrides):
@@ -117,6 +133,148 @@ def test_config_parses_with_plugin_import(rel):
 
 def test_every_config_is_tested():
     assert set(ALL_CONFIGS) == set(LMA_CONFIGS) | set(FRAME_CONFIGS)
+
+
+def _assignments(path):
+    """Names assigned at the top level of the config file ``path``."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    return {
+        target.id
+        for node in tree.body if isinstance(node, ast.Assign)
+        for target in node.targets if isinstance(target, ast.Name)
+    }
+
+
+def test_custom_imports_and_default_scope_are_stated_once():
+    """custom_imports lives in configs/_base_/custom_imports.py only and
+    default_scope in configs/_base_/default_runtime.py only (which inherits
+    the former); configs based on an mmseg:: config take default_scope from
+    mmseg's runtime. mmengine refuses a key that two bases of one config
+    define, so no other base may state them. test_config_parses_with_plugin_
+    import checks that every config inherits both; Config.fromfile imports
+    the modules of the merged config, and test_mim_train.py runs configs that
+    inherit them through mmseg's own tools/train.py."""
+    stating = dict(custom_imports=set(), default_scope=set())
+    for path in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
+                          recursive=True):
+        names = _assignments(path)
+        for key, files in stating.items():
+            if key in names:
+                files.add(osp.relpath(path, ROOT))
+    assert stating == dict(
+        custom_imports={'configs/_base_/custom_imports.py'},
+        default_scope={'configs/_base_/default_runtime.py'})
+
+
+NAME_CROP = re.compile(r'-(\d+)x(\d+)\.py$')
+
+
+def _transforms(pipeline):
+    """The transforms of a pipeline, those inside ClipTransformBroadcaster
+    included."""
+    for t in pipeline:
+        yield t
+        yield from _transforms(t.get('transforms', []))
+
+
+def _stated_sizes(cfg):
+    """The (h, w) input sizes a config states for training: ``crop_size``,
+    the data preprocessor's ``size``, RandomCrop's ``crop_size`` and the
+    ``scale`` (w, h) of a Resize to a fixed size, reversed."""
+    sizes = {}
+    if 'crop_size' in cfg:
+        sizes['crop_size'] = tuple(cfg.crop_size)
+    if cfg.model.data_preprocessor.get('size'):
+        sizes['data_preprocessor.size'] = tuple(
+            cfg.model.data_preprocessor.size)
+    for t in _transforms(cfg.train_dataloader.dataset.pipeline):
+        if t.type == 'RandomCrop':
+            sizes['RandomCrop.crop_size'] = tuple(t.crop_size)
+        elif t.type == 'Resize' and not t.get('keep_ratio', False):
+            sizes['Resize.scale (w, h) reversed'] = tuple(t.scale[::-1])
+    return sizes
+
+
+@pytest.mark.parametrize('rel', ALL_CONFIGS)
+def test_config_name_crop_is_height_x_width(rel):
+    """mmseg's names give the crop as HxW (512x1024: 512 high, 1024 wide);
+    every size the config states for its training input is that one."""
+    match = NAME_CROP.search(rel)
+    if rel.startswith('configs/demo/'):
+        assert match is None, f'{rel}: demo configs are named without a crop'
+        return
+    assert match, f'{rel}: no -HxW crop at the end of the name'
+    name_hw = tuple(map(int, match.groups()))
+    sizes = _stated_sizes(_cfg(rel))
+    assert sizes, f'{rel} states no crop or input size'
+    for key, size in sizes.items():
+        assert size == name_hw, \
+            f'{rel}: {key} is {size} (h, w), the name says {name_hw}'
+
+
+METAFILE = osp.join(ROOT, 'configs', 'lma', 'metafile.yaml')
+LMA_README = osp.join(ROOT, 'configs', 'lma', 'README.md')
+
+
+def _metafile():
+    with open(METAFILE) as f:
+        return yaml.safe_load(f)
+
+
+def test_metafile_lists_every_lma_config():
+    meta = _metafile()
+    collections = {c['Name'] for c in meta['Collections']}
+    for collection in meta['Collections']:
+        assert osp.isfile(osp.join(ROOT, collection['README']))
+    configs = [model['Config'] for model in meta['Models']]
+    assert len(set(configs)) == len(configs), 'a config is listed twice'
+    for model in meta['Models']:
+        assert osp.isfile(osp.join(ROOT, model['Config'])), model['Config']
+        assert model['Name'] == osp.splitext(osp.basename(
+            model['Config']))[0]
+        assert model['In Collection'] in collections
+    lma = {rel for rel in ALL_CONFIGS if osp.basename(rel).startswith('lma-')}
+    assert set(configs) == lma
+    with open(LMA_README) as f:
+        readme = f.read()
+    for rel in configs:
+        assert osp.basename(rel) in readme, f'{rel} not in {LMA_README}'
+
+
+@pytest.mark.parametrize(
+    'model', _metafile()['Models'], ids=lambda model: model['Name'])
+def test_metafile_metadata_matches_the_config(model):
+    cfg = _cfg(model['Config'])
+    meta = model['Metadata']
+    crop = re.fullmatch(r'\((\d+),(\d+)\)', meta['crop size'])
+    assert crop, meta['crop size']
+    assert set(_stated_sizes(cfg).values()) == {
+        tuple(map(int, crop.groups()))
+    }
+    if isinstance(meta['lr schd'], int):
+        assert cfg.train_cfg.type == 'IterBasedTrainLoop'
+        assert cfg.train_cfg.max_iters == meta['lr schd']
+    else:
+        assert cfg.train_cfg.type == 'EpochBasedTrainLoop'
+        assert meta['lr schd'] == f'{cfg.train_cfg.max_epochs} epochs'
+    # Batch Size: all GPUs together, {gpus}xb{per GPU} in the name
+    per_gpu = cfg.train_dataloader.batch_size
+    gpus = re.search(r'_(\d+)xb(\d+)-', model['Name'])
+    if gpus:
+        assert int(gpus.group(2)) == per_gpu
+        assert meta['Batch Size'] == int(gpus.group(1)) * per_gpu
+    else:
+        assert meta['Batch Size'] == per_gpu
+    # results stated in the metafile are the README's measured ones
+    if 'Results' in model:
+        with open(LMA_README) as f:
+            rows = [
+                line for line in f
+                if f'({osp.relpath(model["Config"], "configs/lma")})' in line
+            ]
+        assert len(rows) == 1, rows
+        assert f'| {model["Results"]["Metrics"]["mIoU"]:.2f} |' in rows[0]
 
 
 @pytest.mark.parametrize('rel', LMA_CONFIGS)
@@ -237,8 +395,8 @@ def test_single_frame_config_trains_one_step(rel):
     ('configs/erfnet/erfnet-split_fcn_4xb4-160k_cityscapes-512x1024.py',
      'configs/lma/lma-erfnet_4xb4-160k_cityscapes-seq-512x1024.py', False),
     ('configs/demo/erfnet_demo.py', 'configs/demo/lma-erfnet_demo.py', False),
-    ('configs/erfnet/erfnet-split_paper_2xb5-50e_cityscapes-seq-1024x512.py',
-     'configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-1024x512.py',
+    ('configs/erfnet/erfnet-split_paper_2xb5-50e_cityscapes-seq-512x1024.py',
+     'configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-512x1024.py',
      False),
     ('configs/pspnet/pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py',
      'configs/lma/lma-pspnet_r50-d8_4xb2-80k_cityscapes-seq-512x1024.py',

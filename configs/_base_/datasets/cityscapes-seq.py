@@ -1,8 +1,6 @@
 # Cityscapes video (leftImg8bit_sequence + gtFine): every annotated frame with
 # its memory frames. Pipelines follow mmseg's cityscapes.py, applied with the
 # same random parameters to every frame of a clip.
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 
 dataset_type = 'CityscapesVideoDataset'
 data_root = 'data/cityscapes/'

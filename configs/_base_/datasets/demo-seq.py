@@ -2,8 +2,6 @@
 # Cityscapes video layout at 128x256, frame 19 of every 30-frame snippet
 # annotated and partly hidden by glare/fog. A benchmark for the memory
 # mechanism, not Cityscapes.
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 
 dataset_type = 'CityscapesVideoDataset'
 data_root = 'data/demo'

@@ -8,8 +8,6 @@
 #   data/VSPW_480p/data/{video}/mask/{frame}.png
 # Evaluation: mIoU on val, and for tools/test.py the video consistency VC_8
 # and VC_16 of the VSPW toolkit over all val frames (stride 1).
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 
 dataset_type = 'VSPWDataset'
 data_root = 'data/VSPW_480p'

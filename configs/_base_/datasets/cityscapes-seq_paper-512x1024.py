@@ -1,15 +1,13 @@
 # Cityscapes video as the Local Memory Attention authors' code uses it
 # (mattpfr/lmanet, datasets/generic.py and datasets/transform.py): whole
-# frames resized to 1024x512 (w x h; no crops, no scale jitter, no
+# frames resized to 512x1024 (h x w; no crops, no scale jitter, no
 # photometric distortion), a random horizontal flip and a random translation
-# of up to 2 px drawn once per clip, evaluation at 1024x512 against
+# of up to 2 px drawn once per clip, evaluation at 512x1024 against
 # nearest-downsampled labels. T=3 memory frames for training and for the
 # validation that picks the best epoch (routines.py: the val set is built
 # with the training window); models set the test clips' frame_offsets.
 # Full-resolution mIoU is reported too (FullResIoUMetric, keys
 # full_res/...).
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 
 dataset_type = 'CityscapesVideoDataset'
 data_root = 'data/cityscapes/'
@@ -40,7 +38,7 @@ train_pipeline = [
     dict(type='PackClipSegInputs'),
 ]
 # Validation and test at the working resolution: labels are loaded before
-# the resize (nearest) and ResetOriShape keeps the predictions at 1024x512.
+# the resize (nearest) and ResetOriShape keeps the predictions at 512x1024.
 test_pipeline = [
     dict(type='LoadClipFromFiles'),
     dict(type='ClipTransformBroadcaster', transforms=[resize]),
@@ -98,7 +96,7 @@ test_dataloader = val_dataloader
 
 # mIoU at the working resolution (the number the authors report and select
 # the best epoch by), and at full resolution: the predicted label map
-# upsampled by nearest neighbour to the 2048x1024 label files, as their
+# upsampled by nearest neighbour to the 1024x2048 label files, as their
 # --use-orig-res evaluation.
 val_evaluator = [
     dict(type='IoUMetric', iou_metrics=['mIoU']),

@@ -1,8 +1,8 @@
 # The single-frame twin of
-# configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-1024x512.py: the
+# configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-512x1024.py: the
 # split ERFNet (plain EncoderDecoder) on the key frames of the same samples,
-# whole frames resized to 1024x512, the same flip and +-2 px translation,
-# the same class-weighted loss, schedule and evaluation (1024x512 and full
+# whole frames resized to 512x1024, the same flip and +-2 px translation,
+# the same class-weighted loss, schedule and evaluation (512x1024 and full
 # resolution). Fine-tunes mmseg's ERFNet (trained on 512x1024 crops of
 # full-resolution frames, converted to the split layout with
 # tools/convert/mmseg_erfnet_to_split.py) to the working resolution; its
@@ -14,12 +14,10 @@
 # both as mmseg's ERFNet checkpoint was trained.
 _base_ = [
     '../_base_/models/erfnet-split.py',
-    '../_base_/datasets/cityscapes-seq_paper-1024x512.py',
+    '../_base_/datasets/cityscapes-seq_paper-512x1024.py',
     '../_base_/default_runtime.py',
     '../_base_/schedules/schedule_50e_adam_plateau.py'
 ]
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 block_norm_cfg = dict(type='SyncBN', requires_grad=True, eps=1e-3)
 data_preprocessor = dict(size=(512, 1024))  # whole frames, no padding

@@ -4,11 +4,11 @@
 # --corr-size 21 --stm-queue-size 3 --fusion-strategy sigmoid-do1), for
 # reproducing the paper's ERFNet result (+1.7 mIoU). The mmseg-recipe
 # variant is lma-erfnet_4xb4-160k_cityscapes-seq-512x1024.py. Frames are
-# 1024x512 (w x h) whole frames.
+# 512x1024 (h x w) whole frames.
 # Starts from the single-frame ERFNet trained at the same resolution and on
-# the same data (the authors start from an ERFNet trained at 1024x512):
+# the same data (the authors start from an ERFNet trained at 512x1024):
 #   python tools/train.py \
-#     configs/erfnet/erfnet-split_paper_2xb5-50e_cityscapes-seq-1024x512.py
+#     configs/erfnet/erfnet-split_paper_2xb5-50e_cityscapes-seq-512x1024.py
 # then copy its best checkpoint (best_mIoU_epoch_*.pth) to load_from below.
 # Remaining differences from their code (README, "Differences from the
 # authors' code"): 19 class logits here; 20 in theirs (models/lmanet.py
@@ -19,12 +19,10 @@
 # (datasets/generic.py applies only ToTensor).
 _base_ = [
     '../_base_/models/lma-erfnet.py',
-    '../_base_/datasets/cityscapes-seq_paper-1024x512.py',
+    '../_base_/datasets/cityscapes-seq_paper-512x1024.py',
     '../_base_/default_runtime.py',
     '../_base_/schedules/schedule_50e_adam_plateau.py'
 ]
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 # Their BatchNorm2d layers use eps=1e-3 (models/erfnet.py, models/fusion.py)
 # and become SyncBatchNorm on several GPUs (utils/loading.py).
 norm_cfg = dict(type='SyncBN', requires_grad=True)
@@ -94,4 +92,4 @@ test_dataloader = dict(
     dataset=dict(frame_offsets=test_frame_offsets))
 log_processor = dict(by_epoch=True)
 randomness = dict(seed=0)  # main.py: torch.manual_seed(0)
-load_from = 'checkpoints/erfnet-split_paper_2xb5-50e_cityscapes-seq-1024x512.pth'  # noqa
+load_from = 'checkpoints/erfnet-split_paper_2xb5-50e_cityscapes-seq-512x1024.pth'  # noqa

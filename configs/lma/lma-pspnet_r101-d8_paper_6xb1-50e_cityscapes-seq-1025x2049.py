@@ -4,9 +4,9 @@
 # --num-epochs 50 --corr-size 21 --stm-queue-size 3 --fusion-strategy
 # sigmoid-down1), for reproducing the paper's PSPNet-101 result (+2.1 mIoU).
 # The mmseg-recipe variant is lma-pspnet_r101-d8_4xb2-80k_cityscapes-seq-
-# 512x1024.py. Whole frames resized to 2049x1025 (w x h; their work_res for
+# 512x1024.py. Whole frames resized to 1025x2049 (h x w; their work_res for
 # psp101), the same flip and translation as ERFNet, class-weighted loss,
-# evaluation at 2049x1025 and at full resolution. Starts from mmseg's
+# evaluation at 1025x2049 and at full resolution. Starts from mmseg's
 # single-frame PSPNet-101 (the authors: semseg's PSPNet-101).
 # Remaining differences from their code (README, "Differences from the
 # authors' code"), all following from mmseg's checkpoint or fixing their
@@ -25,12 +25,10 @@
 #   [0, 1] image into an integer tensor with an extra dimension.
 _base_ = [
     '../_base_/models/lma-pspnet_r50-d8.py',
-    '../_base_/datasets/cityscapes-seq_paper-1024x512.py',
+    '../_base_/datasets/cityscapes-seq_paper-512x1024.py',
     '../_base_/default_runtime.py',
     '../_base_/schedules/schedule_50e_adam_plateau.py'
 ]
-custom_imports = dict(imports=['lma_mmseg'], allow_failed_imports=False)
-default_scope = 'mmseg'
 work_size = (2049, 1025)  # (w, h): datasets/cityscapes.py work_res
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 # models/fusion.py FusionDown: BatchNorm2d(eps=1e-3).
