@@ -404,14 +404,18 @@ def test_baseline_variant_matches_reference(restore_isa, padding):
 
 
 def test_cpu_variant_from_the_environment():
+    """The variable is read at import: a good and a bad value, each in a
+    fresh process (the two run side by side)."""
     script = ('import lma_mmseg.ops as o; print(o.cpu_isa())')
-    env = dict(os.environ, LMA_MMSEG_CPU_ISA='baseline')
-    out = subprocess.run([sys.executable, '-c', script], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == 'baseline'
-    env['LMA_MMSEG_CPU_ISA'] = 'fastest'
-    out = subprocess.run([sys.executable, '-c', script], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0
-    assert 'LMA_MMSEG_CPU_ISA' in out.stderr
+    procs = [
+        subprocess.Popen([sys.executable, '-c', script],
+                         env=dict(os.environ, LMA_MMSEG_CPU_ISA=isa),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True) for isa in ('baseline', 'fastest')
+    ]
+    (good_out, good_err), (_, bad_err) = (p.communicate(timeout=300)
+                                          for p in procs)
+    assert procs[0].returncode == 0, good_err[-2000:]
+    assert good_out.strip() == 'baseline'
+    assert procs[1].returncode != 0
+    assert 'LMA_MMSEG_CPU_ISA' in bad_err

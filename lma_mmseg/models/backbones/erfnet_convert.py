@@ -100,7 +100,7 @@ def convert_checkpoint(src, dst):
     new_ckpt = dict(state_dict=convert_state_dict(state_dict, source=src))
     meta = dict(ckpt.get('meta') or {})
     meta['converted_from'] = src
-    meta['converter'] = 'tools/convert/mmseg_erfnet_to_split.py'
+    meta['converter'] = f'{__name__}.convert_checkpoint'
     new_ckpt['meta'] = meta
 
     with atomic_writer(dst) as f:

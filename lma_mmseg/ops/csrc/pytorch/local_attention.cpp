@@ -4,9 +4,9 @@
 // (kernels_cpu, kernels_cuda of common/local_attention.h). The kernels take
 // any strides and check their arguments (common/local_attention_checks.h),
 // so a direct call of torch.ops.lma.* with inconsistent tensors fails with a
-// message instead of reading out of bounds. The Python side
-// (lma_mmseg/ops/local_attention.py) adds the fake (meta) kernels, the
-// autograd formulas and the public entry points.
+// message instead of reading out of bounds. The Python side adds the fake
+// (meta) kernels and the autograd formulas (lma_mmseg/ops/library.py) and
+// the public entry points (lma_mmseg/ops/functional.py).
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
@@ -78,7 +78,7 @@ void register_kernels(torch::Library& m, K) {
 
 TORCH_LIBRARY(lma, m) {
   // fake (meta) kernels and autograd formulas are registered there
-  m.set_python_module("lma_mmseg.ops.local_attention");
+  m.set_python_module("lma_mmseg.ops.library");
   m.def(
       "local_attention_forward(Tensor q, Tensor k, Tensor v, int window, "
       "int dilation, float scale, bool mask_padding, Tensor? bias=None) "
