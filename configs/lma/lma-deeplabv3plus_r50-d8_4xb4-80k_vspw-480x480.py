@@ -14,9 +14,14 @@ _base_ = [
 crop_size = (480, 480)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(type='VideoSegDataPreProcessor', size=crop_size)
+# The memory frames, stated once: the model reads them in streaming (and
+# keeps max(|offset|) = 9 frames' keys and values), the clips of every split
+# hold them (the neck's memory_length follows: 3 frames read).
+memory_offsets = (-9, -6, -3)
 model = dict(
     type='VideoEncoderDecoder',
     data_preprocessor=data_preprocessor,
+    memory_offsets=memory_offsets,
     pretrained=None,
     decode_head=dict(num_classes=124),
     auxiliary_head=dict(num_classes=124),
@@ -26,12 +31,15 @@ model = dict(
         key_channels=128,
         value_channels=None,
         window=21,
-        memory_length=3,
         in_index=3,
         fusion=dict(type='GatedDownFusion', channels=256, norm_cfg=norm_cfg)),
     freeze_memory_encoder=True,
     freeze=('backbone', 'decode_head', 'auxiliary_head'))
-train_dataloader = dict(batch_size=4, num_workers=4)
-val_dataloader = dict(batch_size=1, num_workers=4)
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=4,
+    dataset=dict(frame_offsets=memory_offsets))
+val_dataloader = dict(
+    batch_size=1, num_workers=4, dataset=dict(frame_offsets=memory_offsets))
 test_dataloader = val_dataloader
 load_from = 'work_dirs/deeplabv3plus_r50-d8_4xb4-80k_vspw-480x480/iter_80000.pth'  # noqa

@@ -14,9 +14,14 @@ _base_ = [
 crop_size = (480, 480)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(type='VideoSegDataPreProcessor', size=crop_size)
+# The memory frames, stated once: the model reads them in streaming (and
+# keeps max(|offset|) = 9 frames' keys and values), the clips of every split
+# hold them (the neck's memory_length follows: 3 frames read).
+memory_offsets = (-9, -6, -3)
 model = dict(
     type='VideoEncoderDecoder',
     data_preprocessor=data_preprocessor,
+    memory_offsets=memory_offsets,
     backbone=dict(
         embed_dims=64, num_heads=[1, 2, 5, 8], num_layers=[2, 2, 2, 2]),
     decode_head=dict(in_channels=[64, 128, 320, 512], num_classes=124),
@@ -26,12 +31,15 @@ model = dict(
         key_channels=64,
         value_channels=None,
         window=7,
-        memory_length=3,
         in_index=3,
         fusion=dict(type='GatedDownFusion', channels=128, norm_cfg=norm_cfg)),
     freeze_memory_encoder=True,
     freeze=('backbone', 'decode_head'))
-train_dataloader = dict(batch_size=2, num_workers=4)
-val_dataloader = dict(batch_size=1, num_workers=4)
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=4,
+    dataset=dict(frame_offsets=memory_offsets))
+val_dataloader = dict(
+    batch_size=1, num_workers=4, dataset=dict(frame_offsets=memory_offsets))
 test_dataloader = val_dataloader
 load_from = 'work_dirs/segformer_mit-b1_8xb2-160k_vspw-480x480/iter_160000.pth'  # noqa

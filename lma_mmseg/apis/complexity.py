@@ -1,14 +1,14 @@
 """Parameters and FLOPs per frame: the one FLOP counter of the project.
 
 Every count traces what runs at inference: ``model.step`` (the per-frame
-streaming step of a memory model, with a full memory), the clip-mode
-forward of the last ``T + 1`` frames (re-encoding), or a single-frame
-segmentor's ``_forward``. mmengine's :class:`FlopAnalyzer` counts one
-multiply-add as one FLOP and leaves element-wise operations out; the local
-attention op reports its own analytic count (:data:`lma_mmseg.ops.
-FLOP_HANDLES`).
+streaming step of a memory model; its memory has the same shapes on every
+frame, so every frame costs the same), the clip-mode forward of ``T + 1``
+frames (re-encoding), or a single-frame segmentor's ``_forward``.
+mmengine's :class:`FlopAnalyzer` counts one multiply-add as one FLOP and
+leaves element-wise operations out; the local attention op reports its own
+analytic count (:data:`lma_mmseg.ops.FLOP_HANDLES`).
 """
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -17,7 +17,8 @@ from mmengine.model import is_model_wrapper
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from ..models.segmentors.video_encoder_decoder import is_memory_model
+from ..models.segmentors.video_encoder_decoder import (is_memory_model,
+                                                       parse_memory_offsets)
 from ..ops import FLOP_HANDLES
 
 MODES = ('single', 'streaming', 'reencode')
@@ -27,17 +28,18 @@ class _StepModule(nn.Module):
     """``model.step`` with the memory as flat tensor inputs and outputs, so
     that the jit tracer sees one module call."""
 
-    def __init__(self, model: nn.Module, spec, memory_length: int):
+    def __init__(self, model: nn.Module, spec,
+                 memory_offsets: Sequence[int]):
         super().__init__()
         self.model = model
         self.spec = spec
-        self.memory_length = memory_length
+        self.memory_offsets = tuple(memory_offsets)
 
     def forward(self, frame: Tensor, *memory: Tensor):
         logits, new_memory = self.model.step(
             frame,
             tree_unflatten(list(memory), self.spec),
-            memory_length=self.memory_length)
+            memory_offsets=self.memory_offsets)
         return (logits, *tree_flatten(new_memory)[0])
 
 
@@ -58,36 +60,50 @@ class _EncodeDecodeModule(nn.Module):
         return self.model.encode_decode(inputs, metas)
 
 
-def full_memory(model: nn.Module, frame: Tensor, memory_length: int):
-    """The memory after ``memory_length`` steps on ``frame`` (a full FIFO,
-    in the model's test mode: one memory, or one per slide window)."""
-    memory = None
-    with torch.no_grad():
-        for _ in range(memory_length):
-            _, memory = model.step(frame, memory, memory_length=memory_length)
-    return memory
+def resolve_offsets(model: nn.Module,
+                    memory_length: Optional[int] = None,
+                    memory_offsets: Optional[Sequence[int]] = None
+                    ) -> Tuple[int, ...]:
+    """The memory offsets to count: ``memory_offsets``, else the previous
+    ``memory_length`` frames ``(-T, ..., -1)``, else the model's."""
+    if memory_length is not None and memory_offsets is not None:
+        raise ValueError('give `memory_length` or `memory_offsets`, not '
+                         'both')
+    if memory_offsets is not None:
+        return parse_memory_offsets(memory_offsets, '`memory_offsets`')
+    if memory_length is not None:
+        if (isinstance(memory_length, bool)
+                or not isinstance(memory_length, int) or memory_length < 1):
+            raise ValueError(f'`memory_length` must be an int >= 1, got '
+                             f'{memory_length!r}')
+        return tuple(range(-memory_length, 0))
+    return tuple(model.memory_offsets)
 
 
 def count_flops(model: nn.Module,
                 mode: str = 'streaming',
                 shape: Sequence[int] = (512, 1024),
                 device=None,
-                memory_length=None) -> Dict:
+                memory_length: Optional[int] = None,
+                memory_offsets: Optional[Sequence[int]] = None) -> Dict:
     """FLOPs of one frame with mmengine's ``FlopAnalyzer`` (jit tracing).
 
     Args:
         model (nn.Module): The segmentor (used in eval mode).
         mode (str): ``'single'`` (``model.encode_decode`` on the frame),
-            ``'streaming'`` (``model.step`` with a full memory: the backbone
-            on the frame, the memory read-out, the fusion, the decode head
-            and the frame's own memory key and value) or ``'reencode'``
-            (the clip of ``T + 1`` frames through ``model.encode_decode``).
+            ``'streaming'`` (``model.step``: the backbone on the frame, the
+            frame's own memory key and value, the memory read-out of ``T``
+            frames, the fusion and the decode head) or ``'reencode'`` (the
+            clip of ``T + 1`` frames through ``model.encode_decode``).
             Each includes the resize of the logits to the input size.
             Defaults to ``'streaming'``.
         shape (Sequence[int]): ``(H, W)`` of the frame.
         device: Device to trace on; defaults to the model's.
-        memory_length (int, optional): Frames in memory; defaults to the
-            model's ``memory_length``.
+        memory_length (int, optional): Read the previous ``T`` frames
+            (offsets ``(-T, ..., -1)``) instead of the model's offsets.
+        memory_offsets (Sequence[int], optional): Read the frames at these
+            offsets instead of the model's (not with ``memory_length``).
+            The cost depends on the number of offsets only.
 
     Returns:
         dict: ``flops`` (int, or None when counting failed),
@@ -119,15 +135,14 @@ def count_flops(model: nn.Module,
         if mode == 'single':
             module, inputs = _EncodeDecodeModule(model), (frame, )
         else:
-            if memory_length is None:
-                memory_length = model.memory_length
+            offsets = resolve_offsets(model, memory_length, memory_offsets)
             if mode == 'streaming':
-                memory = full_memory(model, frame, memory_length)
-                tensors, spec = tree_flatten(memory)
-                module = _StepModule(model, spec, memory_length)
+                tensors, spec = tree_flatten(
+                    model.empty_memory(frame, offsets))
+                module = _StepModule(model, spec, offsets)
                 inputs = (frame, *tensors)
             else:
-                clip = frame[:, None].repeat(1, memory_length + 1, 1, 1, 1)
+                clip = frame[:, None].repeat(1, len(offsets) + 1, 1, 1, 1)
                 module, inputs = _EncodeDecodeModule(model), (clip, )
         analyzer = FlopAnalyzer(module, inputs)
         analyzer.set_op_handle(**FLOP_HANDLES)
@@ -165,18 +180,22 @@ def count_flops(model: nn.Module,
 
 def streaming_complexity(model: nn.Module,
                          input_shape: Sequence[int] = (512, 1024),
-                         memory_length=None) -> Dict:
+                         memory_length: Optional[int] = None,
+                         memory_offsets: Optional[Sequence[int]] = None
+                         ) -> Dict:
     """Parameters and FLOPs per frame of streaming inference.
 
-    A memory model is counted on one :meth:`step` with a full memory of
-    ``memory_length`` frames; another segmentor on ``model.encode_decode``
-    of one frame (see :func:`count_flops`).
+    A memory model is counted on one :meth:`step` (reading a frame per
+    memory offset); another segmentor on ``model.encode_decode`` of one
+    frame (see :func:`count_flops`).
 
     Args:
         model (nn.Module): The segmentor (used in eval mode).
         input_shape (Sequence[int]): ``(H, W)`` of the frame.
-        memory_length (int, optional): Frames in memory; defaults to the
-            model's ``memory_length``.
+        memory_length (int, optional): Read the previous ``T`` frames
+            instead of the model's offsets.
+        memory_offsets (Sequence[int], optional): Read the frames at these
+            offsets instead of the model's.
 
     Returns:
         dict: ``params``, ``flops`` (per frame), ``flops_by_module``
@@ -189,7 +208,11 @@ def streaming_complexity(model: nn.Module,
         model = model.module
     mode = 'streaming' if is_memory_model(model) else 'single'
     result = count_flops(
-        model, mode, input_shape, memory_length=memory_length)
+        model,
+        mode,
+        input_shape,
+        memory_length=memory_length,
+        memory_offsets=memory_offsets)
     if result['error'] is not None:
         raise RuntimeError(f'streaming_complexity: counting the FLOPs of '
                            f'{type(model).__name__} failed: '

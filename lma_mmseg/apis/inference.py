@@ -16,7 +16,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from mmseg.registry import MODELS
 from mmseg.utils import dataset_aliases, get_classes, get_palette
 
-from ..models.segmentors.video_encoder_decoder import is_memory_model
+from ..models.segmentors.video_encoder_decoder import (is_memory_model,
+                                                       parse_memory_offsets)
 
 NUM_EXAMPLES = 5
 
@@ -200,49 +201,70 @@ def _find_frame_offsets(dataset_cfg, where: str
     return found
 
 
-def check_memory_length(config: Config,
-                        memory_length: Optional[int] = None) -> None:
-    """Check that streaming and the test set use the same number ``T`` of
-    memory frames.
-
-    Streaming inference (:meth:`VideoEncoderDecoder.step`) keeps the
-    ``memory_length`` newest frames; clip-mode testing reads
-    ``len(frame_offsets)`` memory frames per key frame from the test
-    dataset. Both must agree, or the test scores describe another model
-    than the one deployed. Configs whose model keeps no memory, or without
-    a video test dataset, pass.
-
-    Args:
-        config (Config): The config (``model`` and ``test_dataloader``).
-        memory_length (int, optional): The model's memory length; defaults
-            to the config's ``model.neck.memory_length`` (or the neck's
-            default).
+def model_memory_offsets(config: Config) -> Optional[Tuple[int, ...]]:
+    """The memory offsets of a config's model: ``model.memory_offsets``, or
+    ``(-T, ..., -1)`` with ``T`` the neck's ``memory_length`` (the config's,
+    else the neck class's default); None for a model without memory.
 
     Raises:
-        ValueError: The two differ; the message names both values.
+        ValueError: ``model.memory_offsets`` is not a sequence of distinct
+            negative ints, oldest first; the message names the config.
     """
     model_cfg = config.get('model')
     if not model_cfg or not is_memory_model(model_cfg):
-        return
+        return None
+    offsets = model_cfg.get('memory_offsets')
+    if offsets is not None:
+        return parse_memory_offsets(
+            offsets, f'config {config.filename!r}: model.memory_offsets')
+    neck = model_cfg.get('neck') or {}
+    memory_length = neck.get('memory_length')
     if memory_length is None:
-        neck = model_cfg.get('neck') or {}
-        memory_length = neck.get('memory_length')
-        if memory_length is None:
-            memory_length = _default_of(MODELS, neck, 'memory_length')
+        memory_length = _default_of(MODELS, neck, 'memory_length')
     if memory_length is None:
+        return None
+    return tuple(range(-int(memory_length), 0))
+
+
+def check_memory_offsets(config: Config) -> None:
+    """Check that the model reads the memory frames the test clips hold.
+
+    Streaming inference (:meth:`VideoEncoderDecoder.step`) reads the frames
+    at the model's memory offsets (``model.memory_offsets``, or
+    ``(-T, ..., -1)`` with ``T = model.neck.memory_length``); clip-mode
+    testing reads the frames at the test dataset's ``frame_offsets``. Both
+    must be the same offsets, or the test scores describe another model
+    than the one deployed. Only the test set is checked: validation clips
+    may use other offsets than testing (for model selection; e.g. the
+    authors' LMA-ERFNet picks its best epoch with T=3 memory frames and is
+    tested and deployed with T=4). Configs whose model keeps no memory, or
+    without a video test dataset, pass.
+
+    Args:
+        config (Config): The config (``model`` and ``test_dataloader``).
+
+    Raises:
+        ValueError: The offsets differ; the message names both.
+    """
+    offsets = model_memory_offsets(config)
+    if offsets is None:
         return
     loader = config.get('test_dataloader')
     if not loader or not hasattr(loader, 'get'):
         return
-    for where, offsets in _find_frame_offsets(
+    model_cfg = config.model
+    source = ('model.memory_offsets'
+              if model_cfg.get('memory_offsets') is not None else
+              f'model.neck.memory_length={len(offsets)}')
+    for where, frame_offsets in _find_frame_offsets(
             loader.get('dataset'), 'test_dataloader.dataset'):
-        if len(offsets) != memory_length:
+        if tuple(frame_offsets) != offsets:
             raise ValueError(
-                f'config {config.filename!r}: the model keeps '
-                f'memory_length={memory_length} frames in streaming '
-                f'(model.neck.memory_length) but {where}={offsets} gives '
-                f'{len(offsets)} memory frames per test clip; set both to '
-                f'the same T')
+                f'config {config.filename!r}: the model reads memory frames '
+                f'at memory_offsets={offsets} in streaming (from {source}) '
+                f'but the test clips hold {where}={tuple(frame_offsets)}; '
+                f'set both to the same offsets (model.memory_offsets and '
+                f'the test dataset\'s frame_offsets)')
 
 
 def _set_dataset_meta(model: nn.Module, checkpoint: Optional[dict]) -> None:
@@ -278,8 +300,8 @@ def init_model(config: Union[str, Path, Config],
     guessed from the number of classes). The checkpoint is loaded with
     :func:`load_checkpoint_checked`, which logs missing / unexpected keys
     and raises a ``ValueError`` naming the file when nothing matches. The
-    memory length of a memory model must match the test set's number of
-    memory frames (:func:`check_memory_length`).
+    memory offsets of a memory model must be the test set's
+    (:func:`check_memory_offsets`).
 
     Args:
         config (str | Path | Config): Config file or object.
@@ -313,7 +335,7 @@ def init_model(config: Union[str, Path, Config],
     config.model.train_cfg = None
     init_default_scope(config.get('default_scope', 'mmseg'))
 
-    check_memory_length(config)
+    check_memory_offsets(config)
     model = MODELS.build(config.model)
     loaded = None
     if checkpoint is not None:

@@ -11,10 +11,11 @@ from mmseg.registry import TRANSFORMS
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
-from ..models.necks.local_memory_neck import FrameMemory
 from ..models.segmentors.video_encoder_decoder import (StepMemory,
+                                                       StreamMemory,
                                                        VideoEncoderDecoder,
-                                                       is_memory_model)
+                                                       is_memory_model,
+                                                       parse_memory_offsets)
 
 Frame = Union[str, np.ndarray]
 
@@ -110,12 +111,13 @@ class StreamingSegmenter:
     A loop over the segmentor's own per-frame step: for a memory model
     (:func:`~lma_mmseg.models.is_memory_model`) each frame goes through
     :meth:`VideoEncoderDecoder.step`, which encodes it once, reads the
-    memory keys and values of the last ``memory_length`` frames, decodes
-    and pushes the frame's own key and value; the memory is carried from
-    frame to frame here. Once ``memory_length`` frames have been seen, the
-    result for frame ``t`` equals the clip-mode ``model.predict`` on frames
-    ``t-T .. t``; before that the memory holds the frames seen so far (none
-    for the first frame: with the neck's ``empty_memory='skip'`` it is then
+    memory keys and values of the frames at the model's ``memory_offsets``
+    (e.g. ``t-9, t-6, t-3``), decodes and pushes the frame's own key and
+    value into a memory of the newest ``max(|offset|)`` frames; the memory
+    is carried from frame to frame here. The result for frame ``t`` equals
+    the clip-mode ``model.predict`` on the frames ``t + offset`` and ``t``;
+    at the start of a stream only the frames that exist are read (none for
+    the first frame: with the neck's ``empty_memory='skip'`` it is then
     segmented exactly as the single-frame model would). In ``slide`` test
     mode the step keeps one memory per window. Any other mmseg segmentor is
     run frame by frame without memory (``model.inference``).
@@ -135,18 +137,22 @@ class StreamingSegmenter:
 
     Args:
         model (BaseSegmentor): The segmentor (eval mode is set).
-        memory_length (int, optional): Frames kept in memory; defaults to
-            the model's ``memory_length`` (its neck's).
+        memory_offsets (Sequence[int], optional): Offsets of the memory
+            frames to read, oldest first; defaults to the model's
+            ``memory_offsets``. Only for a memory model.
         test_pipeline (Sequence[dict], optional): Test pipeline to use
             instead of ``model.cfg.test_pipeline``.
         step_fn (callable, optional): What runs a step of a memory model,
             with the signature of ``model.step``, e.g.
-            ``torch.compile(model.step)``. Defaults to ``model.step``.
+            ``torch.compile(model.step)``; each stream then starts from
+            ``model.empty_memory`` (not None), so a compiled step sees the
+            same input structure on every frame and compiles once.
+            Defaults to ``model.step``.
     """
 
     def __init__(self,
                  model: BaseSegmentor,
-                 memory_length: Optional[int] = None,
+                 memory_offsets: Optional[Sequence[int]] = None,
                  test_pipeline: Optional[Sequence[dict]] = None,
                  step_fn: Optional[Callable] = None):
         if is_model_wrapper(model):
@@ -156,19 +162,25 @@ class StreamingSegmenter:
                             f'segmentor, got {type(model).__name__}')
         self.model = model.eval()
         self.is_video = is_memory_model(model)
-        if memory_length is None:
-            memory_length = model.memory_length if self.is_video else 0
-        if (isinstance(memory_length, bool)
-                or not isinstance(memory_length, int) or memory_length < 0
-                or (self.is_video and memory_length == 0)):
-            raise ValueError(f'StreamingSegmenter: `memory_length` must be '
-                             f'an int >= 1 for a memory model (>= 0 '
-                             f'otherwise), got {memory_length!r}')
-        self.memory_length = memory_length if self.is_video else 0
+        if memory_offsets is not None and not self.is_video:
+            raise ValueError(
+                f'StreamingSegmenter: `memory_offsets` needs a memory model, '
+                f'got the single-frame {type(model).__name__}')
+        if memory_offsets is None:
+            memory_offsets = model.memory_offsets if self.is_video else ()
+        else:
+            memory_offsets = parse_memory_offsets(
+                memory_offsets, 'StreamingSegmenter: `memory_offsets`')
+        #: tuple[int]: Offsets of the memory frames read (() without memory).
+        self.memory_offsets = tuple(memory_offsets)
         if step_fn is not None and not callable(step_fn):
             raise TypeError(f'StreamingSegmenter: `step_fn` must be '
                             f'callable, got {type(step_fn).__name__}')
         self.step_fn = step_fn or (model.step if self.is_video else None)
+        # a step function of its own (e.g. compiled) starts every stream
+        # from an empty memory of the frames' shapes, not from None
+        self._start_empty = self.is_video and self.step_fn != model.step
+        self._empty: Dict[tuple, StepMemory] = {}
         if test_pipeline is None:
             cfg = getattr(model, 'cfg', None)
             if cfg is not None:
@@ -195,15 +207,34 @@ class StreamingSegmenter:
         return self._memory
 
     @property
+    def memory_length(self) -> int:
+        """int: Memory frames read per frame (``len(memory_offsets)``; 0
+        without memory)."""
+        return len(self.memory_offsets)
+
+    @property
     def memory_size(self) -> int:
-        """int: Number of frames currently held in memory."""
+        """int: Number of frames currently held in memory (at most
+        ``max(|offset|)``)."""
         memory = self._memory
         if memory is None:
             return 0
-        if isinstance(memory, FrameMemory):
+        if isinstance(memory, StreamMemory):
             return memory.num_frames
         return max((m.num_frames for m in memory if m is not None),
                    default=0)
+
+    def _start_memory(self, inputs: Tensor) -> Optional[StepMemory]:
+        """The memory the first step of a stream reads: None, or for a step
+        function of its own the model's empty memory (one per input shape,
+        dtype and device, learned once)."""
+        if not self._start_empty:
+            return None
+        key = (tuple(inputs.shape), inputs.dtype, inputs.device)
+        if key not in self._empty:
+            self._empty[key] = self.model.empty_memory(
+                inputs, memory_offsets=self.memory_offsets)
+        return self._empty[key]
 
     # ------------------------------------------------------------ frames
     def _pipeline(self, from_ndarray: bool) -> Compose:
@@ -285,11 +316,14 @@ class StreamingSegmenter:
                 f'new video')
         model = self.model
         if self.is_video:
+            memory = self._memory
+            if memory is None:
+                memory = self._start_memory(inputs)
             logits, self._memory = self.step_fn(
                 inputs,
-                self._memory,
+                memory,
                 batch_img_metas,
-                memory_length=self.memory_length)
+                memory_offsets=self.memory_offsets)
         else:
             if batch_img_metas is None:
                 batch_img_metas = VideoEncoderDecoder._default_metas(inputs)

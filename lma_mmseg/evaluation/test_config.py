@@ -4,9 +4,9 @@
 a Runner tests with (``tools/test.py``): on Cityscapes classes the test
 evaluator becomes ``CityscapesLeaderboardMetric`` (keeping the config's
 ``ignore_index``); other datasets (e.g. VSPW) keep the config's own metrics,
-whose results :func:`save_test_results` writes. The memory length of a
-memory model must match the test set's
-(:func:`lma_mmseg.apis.check_memory_length`). The test dataset can be
+whose results :func:`save_test_results` writes. The memory offsets of a
+memory model must be the test set's
+(:func:`lma_mmseg.apis.check_memory_offsets`). The test dataset can be
 switched to another split (:func:`switch_split`) or read without ground
 truth for a format-only export (:func:`unlabelled`), and
 ``SegVisualizationHook`` can draw overlays.
@@ -16,10 +16,10 @@ from typing import Optional
 
 from mmengine.config import Config, ConfigDict
 
-from ..apis.inference import check_memory_length
+from ..apis.inference import check_memory_offsets
+from ..benchmarks.model_benchmark import describe_model
 from ..fileio import atomic_write_json
 from .dataset_info import is_cityscapes_dataset
-from .model_info import describe_model
 
 SPLITS = ('train', 'val', 'test')
 METRIC = 'CityscapesLeaderboardMetric'
@@ -61,17 +61,19 @@ def switch_split(dataset_cfg: ConfigDict, split: str) -> None:
 def unlabelled(dataset_cfg: ConfigDict) -> None:
     """Test ``dataset_cfg`` without ground truth, in place (format-only).
 
-    The Cityscapes test split has no labels: ``*LoadAnnotations`` steps are
-    dropped from the pipeline and ``data_prefix.seg_map_path`` is set to
-    ``''``. A video dataset then lists its samples from ``key_img_path``,
-    which defaults to ``leftImg8bit/{split}`` next to a
-    ``leftImg8bit_sequence/{split}`` image folder (the annotated frames).
+    The Cityscapes test split has no labels: ``*LoadAnnotations`` and
+    ``LoadCheckedAnnotations`` steps are dropped from the pipeline and
+    ``data_prefix.seg_map_path`` is set to ``''``. A video dataset then
+    lists its samples from ``key_img_path``, which defaults to
+    ``leftImg8bit/{split}`` next to a ``leftImg8bit_sequence/{split}`` image
+    folder (the annotated frames).
     """
     pipeline = dataset_cfg.get('pipeline')
     if pipeline:
         dataset_cfg.pipeline = [
             t for t in pipeline
-            if not str(t.get('type', '')).endswith('LoadAnnotations')
+            if not str(t.get('type', '')).endswith(
+                ('LoadAnnotations', 'LoadCheckedAnnotations'))
         ]
     prefix = dataset_cfg.get('data_prefix')
     if not prefix:
@@ -138,7 +140,7 @@ def build_test_cfg(config: str,
         if cfg.get(key) is None:
             raise ValueError(f'config {config!r} has no {key}')
     # clip-mode test scores must describe the model as it streams
-    check_memory_length(cfg)
+    check_memory_offsets(cfg)
     split = split or ('test' if format_only else None)
     if split is not None:
         switch_split(cfg.test_dataloader.dataset, split)

@@ -128,41 +128,68 @@ def test_shape_mismatch_is_reported(tmp_path, log_records):
         load_checkpoint_checked(target, path, strict=True)
 
 
-def test_memory_length_must_match_the_test_set():
-    """T is stated once: streaming's memory length and the test clips'
-    memory frames must agree, wherever a model meets a test config."""
+def test_memory_offsets_must_match_the_test_set():
+    """The offsets are stated once: the frames the model reads in streaming
+    and the test clips' memory frames must be the same, wherever a model
+    meets a test config; the message names both."""
     import os.path as osp
     import subprocess
     import sys
 
     from mmengine import Config
 
-    from lma_mmseg.apis import check_memory_length
+    from lma_mmseg.apis import check_memory_offsets
     root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     config = osp.join(root, 'configs/demo/lma-erfnet_demo.py')
     cfg = Config.fromfile(config)
-    check_memory_length(cfg)  # 3 and (-3, -2, -1)
+    check_memory_offsets(cfg)  # memory_length=3: (-3, -2, -1) both
     with pytest.raises(ValueError) as err:
         init_model(config, cfg_options={'model.neck.memory_length': 4})
     message = str(err.value)
-    assert 'memory_length=4' in message
+    assert 'memory_offsets=(-4, -3, -2, -1)' in message
+    assert 'model.neck.memory_length=4' in message
     assert 'test_dataloader.dataset.frame_offsets=(-3, -2, -1)' in message
-    cfg.test_dataloader.dataset.frame_offsets = (-2, -1)
-    with pytest.raises(ValueError, match='gives 2 memory frames'):
-        check_memory_length(cfg)
-    # the neck's default (3) counts when the config does not set it
-    cfg.model.neck.pop('memory_length')
-    with pytest.raises(ValueError, match='memory_length=3'):
-        check_memory_length(cfg)
+    # as many frames, other offsets: refused (counting is not enough)
+    cfg.model.memory_offsets = (-6, -4, -2)
+    with pytest.raises(ValueError) as err:
+        check_memory_offsets(cfg)
+    message = str(err.value)
+    assert 'memory_offsets=(-6, -4, -2) in streaming (from ' \
+        'model.memory_offsets)' in message
+    assert 'test_dataloader.dataset.frame_offsets=(-3, -2, -1)' in message
     cfg.test_dataloader.dataset.frame_offsets = (-6, -4, -2)
-    check_memory_length(cfg)
+    check_memory_offsets(cfg)
+    # validation may read other frames (model selection)
+    cfg.val_dataloader.dataset.frame_offsets = (-2, -1)
+    check_memory_offsets(cfg)
+    # without memory_offsets, the neck's default length (3) counts
+    cfg.model.pop('memory_offsets')
+    cfg.model.neck.pop('memory_length')
+    with pytest.raises(ValueError, match=r'memory_offsets=\(-3, -2, -1\)'):
+        check_memory_offsets(cfg)
+    # bad offsets name the config's key
+    cfg.model.memory_offsets = (-1, -3)
+    with pytest.raises(ValueError, match='model.memory_offsets must be '
+                       'distinct and oldest first'):
+        check_memory_offsets(cfg)
     # a single-frame model has no memory to check
-    check_memory_length(Config.fromfile(
+    check_memory_offsets(Config.fromfile(
         osp.join(root, 'configs/demo/erfnet_demo.py')))
+    # the VSPW configs state (-9, -6, -3) once, for the model and the clips
+    vspw = Config.fromfile(osp.join(
+        root, 'configs/lma/lma-segformer_mit-b1_8xb2-160k_vspw-480x480.py'))
+    assert tuple(vspw.model.memory_offsets) == (-9, -6, -3)
+    check_memory_offsets(vspw)
+    vspw.test_dataloader.dataset.frame_offsets = (-3, -2, -1)
+    with pytest.raises(ValueError) as err:
+        check_memory_offsets(vspw)
+    assert 'memory_offsets=(-9, -6, -3)' in str(err.value)
+    assert 'frame_offsets=(-3, -2, -1)' in str(err.value)
     # tools/test.py refuses before testing
     proc = subprocess.run(
         [sys.executable, osp.join(root, 'tools/test.py'), config,
-         config, '--cfg-options', 'model.neck.memory_length=2'],
+         config, '--cfg-options', 'model.memory_offsets=(-9,-6,-3)'],
         capture_output=True, text=True, cwd=root)
     assert proc.returncode != 0
-    assert 'memory_length=2' in proc.stderr
+    assert 'memory_offsets=(-9, -6, -3)' in proc.stderr
+    assert 'frame_offsets=(-3, -2, -1)' in proc.stderr

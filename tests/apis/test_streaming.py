@@ -51,16 +51,23 @@ def count_backbone_images(model):
     return seen, handle
 
 
-@pytest.mark.parametrize('test_cfg', [
-    dict(mode='whole'),
-    dict(mode='slide', crop_size=(48, 48), stride=(32, 32)),
+@pytest.mark.parametrize('test_cfg, offsets', [
+    (dict(mode='whole'), None),
+    (dict(mode='slide', crop_size=(48, 48), stride=(32, 32)), None),
+    (dict(mode='whole'), (-5, -3, -2)),
 ])
-def test_streaming_equals_clip_predict(test_cfg):
+def test_streaming_equals_clip_predict(test_cfg, offsets):
     memory_length = 3
-    model = build(lma_model_cfg(memory_length, test_cfg))
-    frames = random_frames(6)
+    cfg = lma_model_cfg(memory_length, test_cfg)
+    if offsets is not None:
+        cfg['memory_offsets'] = offsets
+    model = build(cfg)
+    offsets = offsets or (-3, -2, -1)
+    assert model.memory_offsets == offsets
+    frames = random_frames(7)
     seg = StreamingSegmenter(model)
     assert seg.memory_length == memory_length
+    assert seg.memory_offsets == offsets
     seen, handle = count_backbone_images(model)
     streamed = [seg(frame) for frame in frames]
     handle.remove()
@@ -68,10 +75,13 @@ def test_streaming_equals_clip_predict(test_cfg):
     windows = 1 if test_cfg['mode'] == 'whole' else 4
     # every frame (every window of it) goes through the backbone once
     assert sum(seen) == len(frames) * windows
-    assert seg.memory_size == memory_length
+    # the memory keeps max(|offset|) frames
+    assert seg.memory_size == -offsets[0]
     for t, result in enumerate(streamed):
-        first = max(0, t - memory_length)
-        expected = clip_logits(model, frames[first:t + 1])
+        # the frames at the offsets that exist, then frame t
+        expected = clip_logits(
+            model, [frames[t + o] for o in offsets if t + o >= 0] +
+            [frames[t]])
         got = result.seg_logits.data
         assert got.shape == (5, H, W)
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
@@ -161,8 +171,10 @@ def test_bad_frames():
         seg(123)
     with pytest.raises(TypeError, match='segmentor'):
         StreamingSegmenter(torch.nn.Conv2d(3, 3, 1))
-    with pytest.raises(ValueError, match='memory_length'):
-        StreamingSegmenter(model, memory_length=-1)
+    with pytest.raises(ValueError, match='memory_offsets'):
+        StreamingSegmenter(model, memory_offsets=(-1, 1))
+    with pytest.raises(ValueError, match='needs a memory model'):
+        StreamingSegmenter(build(single_model_cfg()), memory_offsets=(-1, ))
 
 
 def test_frame_pipeline_from_clip_pipeline():

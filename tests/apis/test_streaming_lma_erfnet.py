@@ -44,11 +44,13 @@ def test_streaming_lma_erfnet_equals_clip_predict():
     handle.remove()
     assert calls == [1] * len(frames)
 
-    for t in range(memory_length, len(frames)):
-        clip = np.stack(frames[t - memory_length:t + 1])  # (T+1, H, W, 3)
+    # from the first frame on: the previous T frames that exist
+    for t in range(len(frames)):
+        first = max(0, t - memory_length)
+        clip = np.stack(frames[first:t + 1])  # (T+1, H, W, 3) from frame T
         clip = torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()
         data = model.data_preprocessor(dict(inputs=[clip]), False)
-        assert data['inputs'].shape == (1, memory_length + 1, 3, H, W)
+        assert data['inputs'].shape == (1, t + 1 - first, 3, H, W)
         with torch.no_grad():
             expected = model.predict(data['inputs'])[0].seg_logits.data
         got = streamed[t].seg_logits.data

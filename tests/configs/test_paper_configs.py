@@ -22,14 +22,14 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 import lma_mmseg  # noqa: F401
-from lma_mmseg.apis import check_memory_length
+from lma_mmseg.apis import check_memory_offsets
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PAPER_CONFIGS = [
-    'configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-1024x512.py',
-    'configs/erfnet/erfnet-split_paper_2xb5-50e_cityscapes-seq-1024x512.py',
+    'configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-512x1024.py',
+    'configs/erfnet/erfnet-split_paper_2xb5-50e_cityscapes-seq-512x1024.py',
     'configs/lma/lma-pspnet_r101-d8_paper_6xb1-50e_'
-    'cityscapes-seq-2049x1025.py',
+    'cityscapes-seq-1025x2049.py',
 ]
 FULL = (64, 128)  # (h, w) of the synthetic frames and label files
 WORK = (64, 32)  # (w, h) working size replacing 1024x512 / 2049x1025
@@ -243,7 +243,7 @@ def test_paper_config_settings(rel, size, val_offsets, test_offsets):
         assert cfg.val_dataloader.dataset[key] == \
             cfg.test_dataloader.dataset[key], key
     # the test-config check (tools/test.py, init_model) accepts it
-    check_memory_length(cfg)
+    check_memory_offsets(cfg)
     # no dropout in the ERFNet decoder (the authors' has none)
     if 'erfnet' in rel:
         assert model.decode_head.dropout_ratio == 0

@@ -262,3 +262,34 @@ def test_position_bias():
         neck.read_memory(query, longer)
     with pytest.raises(ValueError, match='position_bias'):
         build(position_bias=1)
+
+
+@pytest.mark.parametrize('padding', ['zeros', 'mask'])
+def test_attn_impl_switch(padding):
+    """'fused', 'unfused' and 'reference' read the same memory; the choice
+    changes no parameter."""
+    torch.manual_seed(8)
+    necks = {
+        impl: build(attn_impl=impl, padding=padding, position_bias=True,
+                    dilation=2).double().eval()
+        for impl in ('fused', 'unfused', 'reference')
+    }
+    assert build().attn_impl == 'fused'  # the default
+    state = necks['fused'].state_dict()
+    with torch.no_grad():
+        state['position_bias'].normal_(0, 1)
+    query = torch.randn(2, 4, 5, 7, dtype=torch.float64)
+    memory = (torch.randn(2, 3, 4, 5, 7, dtype=torch.float64),
+              torch.randn(2, 3, 6, 5, 7, dtype=torch.float64))
+    readouts = {}
+    for impl, neck in necks.items():
+        neck.load_state_dict(state, strict=True)
+        assert neck.attn_impl == impl
+        readouts[impl] = neck.read_memory(query, memory)
+    for impl in ('fused', 'unfused'):
+        torch.testing.assert_close(
+            readouts[impl], readouts['reference'], atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match='`attn_impl` must be one of'):
+        build(attn_impl='flash')
+    with pytest.raises(ValueError, match='attn_impl'):
+        build(attn_impl=None)

@@ -1,11 +1,11 @@
 """The model side of the paper configs. ERFNet
-(configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-1024x512.py): its
+(configs/lma/lma-erfnet_paper_2xb5-50e_cityscapes-seq-512x1024.py): its
 fusion is the authors' formula (per-channel gates, biased 3x3
 projections), and with ``freeze_mode='train'`` the frozen ERFNet gets no
 update while its BN statistics and the encoder's dropout follow the
 training mode; its decode head has no dropout, as the authors' decoder.
 PSPNet-101 (configs/lma/lma-pspnet_r101-d8_paper_6xb1-50e_cityscapes-seq-
-2049x1025.py): the fusion's down-projections have biases, as the authors'
+1025x2049.py): the fusion's down-projections have biases, as the authors'
 FusionDown."""
 import os.path as osp
 
@@ -27,10 +27,10 @@ register_all_modules(init_default_scope=True)
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PAPER_CFG = osp.join(
     ROOT, 'configs', 'lma',
-    'lma-erfnet_paper_2xb5-50e_cityscapes-seq-1024x512.py')
+    'lma-erfnet_paper_2xb5-50e_cityscapes-seq-512x1024.py')
 PSP_PAPER_CFG = osp.join(
     ROOT, 'configs', 'lma',
-    'lma-pspnet_r101-d8_paper_6xb1-50e_cityscapes-seq-2049x1025.py')
+    'lma-pspnet_r101-d8_paper_6xb1-50e_cityscapes-seq-1025x2049.py')
 H, W = 32, 64
 NUM_CLASSES = 19
 

@@ -5,7 +5,6 @@ import copy
 import pytest
 import torch
 from mmengine import ConfigDict
-from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint, save_checkpoint
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
@@ -14,12 +13,7 @@ from mmseg.structures import SegDataSample
 import lma_mmseg  # noqa: F401  (registers the components)
 from helpers.tiny_models import (NUM_CLASSES, tiny_backbone, tiny_head,
                                  tiny_neck)
-from lma_mmseg.models import FrameMemory
-
-
-@pytest.fixture(autouse=True)
-def mmseg_scope():
-    init_default_scope('mmseg')
+from lma_mmseg.models import StreamMemory
 
 
 def heads_cfg():
@@ -200,18 +194,22 @@ def test_step_is_the_per_frame_clip_predict(position_bias):
             calls.clear()
             logits, memory = model.step(frames[t], memory)
             assert calls == [2]  # the step encodes the frame once
-            assert isinstance(memory, FrameMemory)
+            assert isinstance(memory, StreamMemory)
             assert memory.num_frames == min(t + 1, 2)
-            assert memory.keys.shape == (2, memory.num_frames, 8, 6, 8)
-            assert memory.values.shape == (2, memory.num_frames, 16, 6, 8)
+            # one shape from the first frame on
+            assert memory.keys.shape == (2, 2, 8, 6, 8)
+            assert memory.values.shape == (2, 2, 16, 6, 8)
             first = max(0, t - 2)
             clip = frames[first:t + 1].transpose(0, 1)
             expected = model.encode_decode(clip, model._default_metas(clip))
             torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
         handle.remove()
-        # a longer FIFO than the neck's memory_length on request
-        _, longer = model.step(frames[0], memory, memory_length=4)
-        assert longer.num_frames == 3
+        # other offsets on request: the memory keeps max(|offset|) frames
+        _, longer = model.step(frames[0], memory_offsets=(-4, -1))
+        assert longer.keys.shape == (2, 4, 8, 6, 8)
+        assert longer.num_frames == 1
+        with pytest.raises(ValueError, match=r'memory keys .*K>=4'):
+            model.step(frames[1], memory, memory_offsets=(-4, -1))
         # slide: one memory per window, the segmentor's windows
         model.test_cfg = ConfigDict(
             mode='slide', crop_size=(48, 48), stride=(32, 16))
@@ -226,8 +224,10 @@ def test_step_is_the_per_frame_clip_predict(position_bias):
             model.step(frames[0], memory[:1])
         with pytest.raises(ValueError, match='one frame per stream'):
             model.step(frames[:2])
-        with pytest.raises(ValueError, match='memory_length'):
-            model.step(frames[0], memory_length=0)
+        with pytest.raises(ValueError, match='memory_offsets'):
+            model.step(frames[0], memory_offsets=(0, ))
+        with pytest.raises(ValueError, match='oldest first'):
+            model.step(frames[0], memory_offsets=(-1, -2))
 
 
 def test_predict_with_data_samples_flip_and_padding():

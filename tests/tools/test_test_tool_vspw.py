@@ -17,9 +17,10 @@ LMA_BASE = osp.join(ROOT, 'configs', '_base_', 'models', 'lma-erfnet.py')
 
 CONFIG = """
 _base_ = [{data!r}, {model!r}]
+default_scope = 'mmseg'
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(decode_head=dict(num_classes=124, norm_cfg=norm_cfg),
-             neck=dict(window=3))
+             neck=dict(window=3), memory_offsets=(-9, -6, -3))
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'),
                dist_cfg=dict(backend='gloo'))
 log_level = 'INFO'

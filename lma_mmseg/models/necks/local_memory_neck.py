@@ -1,5 +1,6 @@
 """The Local Memory Attention module, as a segmentor neck."""
 import numbers
+import warnings
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -9,12 +10,20 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptMultiConfig
 from torch import Tensor
 
+from ...ops import ATTENTION_IMPLS, ext_available
 from .utils import check_positive_int
 
 Features = Union[Tensor, Sequence[Tensor]]
 
 PADDING_MODES = ('zeros', 'mask')
 EMPTY_MEMORY_MODES = ('skip', 'zeros')
+#: Logit bias of a memory frame that is left out of the softmax (see
+#: :meth:`LocalMemoryNeck.read_memory`): its exp() relative to the logits of
+#: the valid frames (dot products far below 6e4 in magnitude) underflows to
+#: exactly 0, and it is finite in every dtype the kernels take (the float16
+#: minimum), so no kernel computes -inf - (-inf).
+MASKED_FRAME_LOGIT = -65504.0
+ATTN_IMPLS = tuple(ATTENTION_IMPLS)  # ('fused', 'unfused', 'reference')
 
 
 class FrameMemory(NamedTuple):
@@ -39,12 +48,6 @@ class FrameMemory(NamedTuple):
 Memory = Union[FrameMemory, Tuple[Tensor, Tensor]]
 
 
-def _local_attention(*args, **kwargs) -> Tensor:
-    """Call :func:`lma_mmseg.ops.local_attention` (imported on first use)."""
-    from lma_mmseg.ops import local_attention
-    return local_attention(*args, **kwargs)
-
-
 @MODELS.register_module()
 class LocalMemoryNeck(BaseModule):
     """Local Memory Attention (Paul et al., IROS 2021) as a segmentor neck.
@@ -59,14 +62,14 @@ class LocalMemoryNeck(BaseModule):
     is None) are computed. Memory frames use ``memory_key`` /
     ``memory_value``; the current frame has its own ``query_key`` (initialised
     equal to ``memory_key``) and ``query_value`` heads. For every query pixel
-    :func:`lma_mmseg.ops.local_attention` takes dot products with the memory
-    keys in a ``window`` x ``window`` window (``dilation``) centred on the
-    same position in each memory frame, runs one softmax over all
-    ``T * window**2`` positions and returns the weighted sum of the memory
-    values (the read-out). The fusion module (``fusion``, built with
-    ``query_channels`` / ``memory_channels`` = value width and
-    ``out_channels = in_channels``) combines the current frame's value with
-    the read-out.
+    the local attention (:mod:`lma_mmseg.ops`, see ``attn_impl``) takes dot
+    products with the memory keys in a ``window`` x ``window`` window
+    (``dilation``) centred on the same position in each memory frame, runs
+    one softmax over all ``T * window**2`` positions and returns the
+    weighted sum of the memory values (the read-out). The fusion module
+    (``fusion``, built with ``query_channels`` / ``memory_channels`` = value
+    width and ``out_channels = in_channels``) combines the current frame's
+    value with the read-out.
 
     Empty memory (``memory=None`` or ``T == 0``, e.g. a lone image or the
     first frame of a stream): with ``empty_memory='skip'`` (the default, as
@@ -78,9 +81,11 @@ class LocalMemoryNeck(BaseModule):
 
     The memory is a :class:`FrameMemory` (keys, values). Clip-mode
     training/inference and the per-frame streaming step of the segmentor
-    use the same three pieces: :meth:`encode_memory` (a frame's key and
-    value), :meth:`forward` (read the memory and fuse) and
-    :meth:`push_memory` (append frames to the FIFO).
+    use the same pieces: :meth:`encode_memory` (a frame's key and value)
+    and :meth:`forward` (read the memory and fuse); clip mode stacks the
+    clip's frames with :meth:`push_memory`, the streaming step keeps a
+    fixed-size memory of its own and passes the frames at its offsets with
+    a ``valid`` mask (the frames that exist yet).
 
     Shapes (``h, w`` the size of the ``in_index`` feature map)::
 
@@ -104,8 +109,9 @@ class LocalMemoryNeck(BaseModule):
         padding (str): ``'zeros'`` (the paper: out-of-map positions enter
             the softmax with logit 0 and value 0) or ``'mask'`` (they are
             left out of the softmax). Defaults to ``'zeros'``.
-        memory_length (int): Number ``T`` of past frames kept in memory by
-            streaming inference (FIFO). In clip mode the memory holds every
+        memory_length (int): Number ``T`` of memory frames that streaming
+            inference reads (the segmentor's ``memory_offsets``, one
+            position-bias row each). In clip mode the memory holds every
             frame of the clip but the last. Defaults to 3.
         in_index (int): Which backbone output to read (negative counts from
             the end). Defaults to -1.
@@ -129,6 +135,27 @@ class LocalMemoryNeck(BaseModule):
         empty_memory (str): What an empty memory does: ``'skip'`` the
             fusion (raw features pass through) or run it on a ``'zeros'``
             read-out. Defaults to ``'skip'``.
+        attn_impl (str): Which implementation of the local attention runs
+            (all three compute the same read-out; see
+            :data:`lma_mmseg.ops.ATTENTION_IMPLS`):
+
+            - ``'fused'``: :func:`lma_mmseg.ops.local_attention`, the fused
+              compiled kernels (fastest, least memory; no ``(B, T * P * P,
+              h, w)`` attention in forward).
+            - ``'unfused'``: :func:`lma_mmseg.ops.local_attention_unfused`,
+              the compiled correlation, the softmax in PyTorch and the
+              compiled aggregation (materialises the attention; the
+              baseline the fused kernels are measured against).
+            - ``'reference'``:
+              :func:`lma_mmseg.ops.local_attention_reference`, pure
+              PyTorch (any device and dtype, no compiled extension; memory
+              hungry).
+
+            When ``lma_mmseg._ext`` cannot be imported, ``'fused'`` and
+            ``'unfused'`` fall back to ``'reference'`` with a warning; the
+            attribute ``attn_impl`` holds the implementation that runs.
+            The choice changes no parameter, so checkpoints load into any
+            of them. Defaults to ``'fused'``.
         fusion (dict): Config of the fusion module, e.g.
             ``dict(type='GatedFusion')`` or
             ``dict(type='GatedDownFusion', channels=256)``. The channel
@@ -149,6 +176,7 @@ class LocalMemoryNeck(BaseModule):
                  empty_memory: str = 'skip',
                  residual: bool = False,
                  position_bias: bool = False,
+                 attn_impl: str = 'fused',
                  fusion: ConfigType = dict(type='GatedFusion'),
                  init_cfg: OptMultiConfig = None):
         super().__init__(init_cfg=init_cfg)
@@ -192,6 +220,7 @@ class LocalMemoryNeck(BaseModule):
         if not isinstance(position_bias, bool):
             raise ValueError(f'{name}: `position_bias` must be a bool, got '
                              f'{position_bias!r}')
+        self.attn_impl = self._resolve_attn_impl(attn_impl)
         if not isinstance(fusion, dict) or 'type' not in fusion:
             raise ValueError(f'{name}: `fusion` must be a config dict with '
                              f'a `type`, got {fusion!r}')
@@ -220,6 +249,21 @@ class LocalMemoryNeck(BaseModule):
             torch.zeros(self.memory_length, window * window)
         ) if position_bias else None
         self.copy_key_head()
+
+    def _resolve_attn_impl(self, attn_impl: str) -> str:
+        """Check ``attn_impl`` and fall back to ``'reference'`` when the
+        compiled extension is missing."""
+        name = type(self).__name__
+        if not isinstance(attn_impl, str) or attn_impl not in ATTN_IMPLS:
+            raise ValueError(f'{name}: `attn_impl` must be one of '
+                             f'{ATTN_IMPLS}, got {attn_impl!r}')
+        if attn_impl != 'reference' and not ext_available():
+            warnings.warn(
+                f"{name}: attn_impl={attn_impl!r} needs the compiled "
+                'extension lma_mmseg._ext, which cannot be imported; '
+                "running attn_impl='reference' (pure PyTorch) instead")
+            return 'reference'
+        return attn_impl
 
     @property
     def out_value_channels(self) -> int:
@@ -312,7 +356,7 @@ class LocalMemoryNeck(BaseModule):
                 oldest first, as :meth:`encode_memory` gives them per frame.
             values (Tensor): Their values (B, n, Cv, h, w).
             max_length (int, optional): Keep only the newest ``max_length``
-                frames (the streaming FIFO). None keeps every frame.
+                frames (a FIFO). None keeps every frame.
 
         Returns:
             FrameMemory: Keys (B, T', key_channels, h, w) and values
@@ -352,8 +396,10 @@ class LocalMemoryNeck(BaseModule):
                 f'T={keys.shape[1]}, {self.out_value_channels}, {height}, '
                 f'{width}), got {tuple(values.shape)}')
 
-    def read_memory(self, query_key: Tensor,
-                    memory: Optional[Memory]) -> Tensor:
+    def read_memory(self,
+                    query_key: Tensor,
+                    memory: Optional[Memory],
+                    valid: Optional[Tensor] = None) -> Tensor:
         """Read the memory with local attention.
 
         Args:
@@ -361,6 +407,16 @@ class LocalMemoryNeck(BaseModule):
             memory (FrameMemory, optional): Keys (B, T, key_channels, h, w)
                 and values (B, T, Cv, h, w). None or T == 0 gives a zero
                 read-out.
+            valid (Tensor, optional): Bool (T,): which memory frames exist
+                (the same for the B streams). The others are left out of
+                the one softmax: every slot of their windows gets the logit
+                bias :data:`MASKED_FRAME_LOGIT` (added to the position bias
+                and, with ``padding='zeros'``, to the 0 of outside slots),
+                so the read-out is the one of the valid frames alone. With
+                no valid frame the read-out is zero, as for an empty memory.
+                The choice is made with tensor ops (no Python branch on the
+                values), so compiled and exported graphs hold it. None: all
+                frames are valid.
 
         Returns:
             Tensor: Read-out (B, Cv, h, w).
@@ -371,7 +427,20 @@ class LocalMemoryNeck(BaseModule):
                 (batch, self.out_value_channels, height, width))
         self._check_memory(memory, batch, height, width)
         keys, values = memory
-        return _local_attention(
+        bias = self._bias_for(keys.shape[1])
+        if valid is not None:
+            self._check_valid(valid, keys.shape[1])
+            any_valid = valid.any()
+            # with no valid frame nothing is masked (no all-masked softmax)
+            # and the read-out is replaced by zeros below
+            keep = valid | ~any_valid
+            if bias is None:
+                bias = query_key.new_zeros(
+                    (keys.shape[1], self.window * self.window))
+            bias = bias.to(query_key.dtype)
+            bias = torch.where(keep[:, None], bias,
+                               bias.new_full((), MASKED_FRAME_LOGIT))
+        readout = ATTENTION_IMPLS[self.attn_impl](
             query_key,
             keys,
             values,
@@ -379,11 +448,27 @@ class LocalMemoryNeck(BaseModule):
             dilation=self.dilation,
             scale=self.scale,
             padding=self.padding,
-            bias=self._bias_for(keys.shape[1]))
+            bias=bias)
+        if valid is not None:
+            readout = torch.where(any_valid, readout,
+                                  readout.new_zeros(()))
+        return readout
+
+    def _check_valid(self, valid: Tensor, num_frames: int) -> None:
+        """Check a validity mask of ``num_frames`` memory frames."""
+        if (not isinstance(valid, Tensor) or valid.dtype != torch.bool
+                or tuple(valid.shape) != (num_frames, )):
+            raise ValueError(
+                f'{type(self).__name__}: `valid` must be a bool tensor of '
+                f'shape (T={num_frames}, ), one flag per memory frame, got '
+                f'{getattr(valid, "dtype", type(valid).__name__)} of shape '
+                f'{tuple(getattr(valid, "shape", ()))}')
 
     def _bias_for(self, num_frames: int) -> Optional[Tensor]:
         """The position bias rows of a memory of ``num_frames`` frames
-        (the most recent ones), or None without a position bias."""
+        (the most recent ones; all ``memory_length`` rows for a streaming
+        step, which reads a frame per memory offset and marks the missing
+        ones in ``valid``), or None without a position bias."""
         if self.position_bias is None:
             return None
         if num_frames > self.memory_length:
@@ -396,7 +481,8 @@ class LocalMemoryNeck(BaseModule):
 
     def forward(self,
                 inputs: Features,
-                memory: Optional[Memory] = None) -> Features:
+                memory: Optional[Memory] = None,
+                valid: Optional[Tensor] = None) -> Features:
         """Fuse the current frame's features with the memory read-out.
 
         Args:
@@ -407,6 +493,12 @@ class LocalMemoryNeck(BaseModule):
                 (B, T, key_channels, h, w) and values (B, T, Cv, h, w),
                 oldest first (see :meth:`push_memory`). None (or T == 0)
                 means an empty memory (see ``empty_memory``).
+            valid (Tensor, optional): Bool (T,): which memory frames exist
+                (a streaming step's fixed-size memory at the start of a
+                stream); the others are left out of the attention (see
+                :meth:`read_memory`). With no valid frame the result is the
+                empty memory's, chosen with ``torch.where``. None: all
+                frames are valid.
 
         Returns:
             Tensor | tuple[Tensor]: ``inputs`` with the ``in_index`` map
@@ -418,10 +510,12 @@ class LocalMemoryNeck(BaseModule):
         if self.is_empty(memory) and self.empty_memory == 'skip':
             fused = feat
         else:
-            readout = self.read_memory(self.query_key(feat), memory)
+            readout = self.read_memory(self.query_key(feat), memory, valid)
             fused = self.fusion(self.query_value(feat), readout)
             if self.residual:
                 fused = feat + self.residual_scale.view(1, -1, 1, 1) * fused
+            if valid is not None and self.empty_memory == 'skip':
+                fused = torch.where(valid.any(), fused, feat)
         if isinstance(inputs, Tensor):
             return fused
         outs = list(inputs)

@@ -1,3 +1,7 @@
-from .video_encoder_decoder import VideoEncoderDecoder, is_memory_model
+from .video_encoder_decoder import (StreamMemory, VideoEncoderDecoder,
+                                    is_memory_model, parse_memory_offsets)
 
-__all__ = ['VideoEncoderDecoder', 'is_memory_model']
+__all__ = [
+    'StreamMemory', 'VideoEncoderDecoder', 'is_memory_model',
+    'parse_memory_offsets'
+]

@@ -1,6 +1,7 @@
 """Encoder-decoder segmentor with a memory of past frames."""
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (Callable, Iterator, List, NamedTuple, Optional, Sequence,
+                    Tuple, Union)
 
 import torch
 import torch.nn as nn
@@ -9,12 +10,73 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptSampleList, SampleList
 from torch import Tensor
+from torch.utils._pytree import tree_map
 
 from ..necks.local_memory_neck import Features, FrameMemory
 
+
+class StreamMemory(NamedTuple):
+    """What :meth:`VideoEncoderDecoder.step` carries from frame to frame.
+
+    A buffer of fixed size ``K = max(|offset|)`` (the oldest memory offset
+    of the model): the memory keys and values of the newest ``K`` frames of
+    the stream, oldest first, and the number of frames seen. Before frame
+    ``t`` is segmented, slot ``K - d`` holds frame ``t - d``, which exists
+    when ``count >= d``; the other slots hold zeros and are left out of the
+    attention. The shapes never change along a stream, so a compiled step
+    compiles once and an exported step takes and returns the same tensors.
+    A named tuple of tensors: ``torch.compile`` and ``torch.export`` see
+    them as ordinary inputs and outputs.
+
+    Attributes:
+        keys (Tensor): (B, K, key_channels, h, w).
+        values (Tensor): (B, K, Cv, h, w).
+        count (Tensor): int64 scalar (0-dim): frames seen, at most ``K``.
+    """
+    keys: Tensor
+    values: Tensor
+    count: Tensor
+
+    @property
+    def num_frames(self) -> int:
+        """int: Frames held (``count``; reads the tensor)."""
+        return int(self.count)
+
+
 #: What :meth:`VideoEncoderDecoder.step` takes and returns as memory: one
-#: FrameMemory (``whole`` mode) or one per window (``slide`` mode).
-StepMemory = Union[FrameMemory, Tuple[Optional[FrameMemory], ...]]
+#: StreamMemory (``whole`` mode) or one per window (``slide`` mode).
+StepMemory = Union[StreamMemory, Tuple[Optional[StreamMemory], ...]]
+
+
+def parse_memory_offsets(offsets, where: str) -> Tuple[int, ...]:
+    """Check memory offsets: distinct negative ints, oldest first.
+
+    Args:
+        offsets (Sequence[int]): Offsets of the memory frames relative to
+            the current frame, e.g. ``(-9, -6, -3)``.
+        where (str): What to name in the error (e.g. the argument).
+
+    Returns:
+        tuple[int]: The offsets as a tuple.
+
+    Raises:
+        ValueError: ``offsets`` is empty, holds something other than
+            negative ints, or is not strictly increasing.
+    """
+    if isinstance(offsets, (str, bytes)) or not isinstance(
+            offsets, Sequence):
+        raise ValueError(f'{where} must be a sequence of negative ints, '
+                         f'oldest first, e.g. (-9, -6, -3); got {offsets!r}')
+    offsets = tuple(offsets)
+    if not offsets or any(
+            isinstance(o, bool) or not isinstance(o, int) or o >= 0
+            for o in offsets):
+        raise ValueError(f'{where} must hold at least one negative int '
+                         f'(frames before the current one), got {offsets!r}')
+    if any(a >= b for a, b in zip(offsets, offsets[1:])):
+        raise ValueError(f'{where} must be distinct and oldest first '
+                         f'(increasing), e.g. (-9, -6, -3); got {offsets!r}')
+    return offsets
 
 
 @MODELS.register_module()
@@ -38,14 +100,16 @@ class VideoEncoderDecoder(EncoderDecoder):
      loss(): extract_feat() -> decode_head.loss() (+ auxiliary heads)
      predict(): whole / slide inference (the same windows cut from every
                 frame) -> postprocess_result()
-     step(frame, memory): encode_frames(frame) -> neck(feats, memory)
-                -> decode_head.predict(); neck.encode_memory(feats)
-                -> neck.push_memory() (FIFO of memory_length frames)
+     step(frame, memory): encode_frames(frame) -> neck.encode_memory()
+                -> neck(feats, frames of memory at memory_offsets, valid)
+                -> decode_head.predict(); push the frame's key and value
+                into the StreamMemory (the newest max|offset| frames)
      _forward(): extract_feat() -> decode_head.forward()
 
     :meth:`step` is the per-frame (streaming) step: each frame is encoded
-    once and the memory keys and values of the last ``T`` frames are
-    carried from call to call. Streaming inference, speed and FLOP
+    once; the keys and values of the newest ``max(|offset|)`` frames are
+    carried from call to call (:class:`StreamMemory`) and the frames at
+    ``memory_offsets`` are read. Streaming inference, speed and FLOP
     measurements and export all run it.
 
     Args:
@@ -54,7 +118,20 @@ class VideoEncoderDecoder(EncoderDecoder):
         neck (dict): Memory neck config; the neck must provide
             ``encode_memory(feats) -> (keys, values)``,
             ``push_memory(memory, keys, values, max_length)``,
-            ``forward(feats, memory=None)`` and ``memory_length``.
+            ``forward(feats, memory=None, valid=None)`` and
+            ``memory_length``. When the config leaves ``memory_length`` out
+            it is set to ``len(memory_offsets)``.
+        memory_offsets (Sequence[int], optional): Where the memory frames
+            of a streamed frame are, relative to it, oldest first: distinct
+            negative ints, e.g. ``(-9, -6, -3)`` (CFFM's strided offsets
+            on VSPW). The training and test clips should hold the frames at
+            the same offsets (the datasets' ``frame_offsets``;
+            :func:`lma_mmseg.apis.check_memory_offsets` checks the test
+            set). Streaming keeps ``max(|offset|)`` frames and reads
+            ``len(memory_offsets)``, which must equal the neck's
+            ``memory_length`` (the position bias has one row per memory
+            frame). None reads the previous ``memory_length`` frames,
+            ``(-T, ..., -1)``. Defaults to None.
         freeze_memory_encoder (bool): Run the backbone on memory frames under
             ``torch.no_grad()`` (no gradient flows through past frames into
             the backbone; a backbone in train mode still updates its BN
@@ -97,6 +174,7 @@ class VideoEncoderDecoder(EncoderDecoder):
                  backbone: ConfigType,
                  decode_head: ConfigType,
                  neck: ConfigType,
+                 memory_offsets: Optional[Sequence[int]] = None,
                  freeze_memory_encoder: bool = True,
                  freeze: Optional[Sequence[str]] = None,
                  freeze_mode: str = 'eval',
@@ -113,14 +191,31 @@ class VideoEncoderDecoder(EncoderDecoder):
             raise ValueError(f'{type(self).__name__}: `neck` must be a '
                              f'memory neck config such as '
                              f"dict(type='LocalMemoryNeck', ...), got None")
+        name = type(self).__name__
+        if memory_offsets is not None:
+            memory_offsets = parse_memory_offsets(
+                memory_offsets, f'{name}: `memory_offsets`')
+            if hasattr(neck, 'get') and neck.get('memory_length') is None:
+                neck = dict(neck, memory_length=len(memory_offsets))
         super().__init__(
             backbone=backbone, decode_head=decode_head, neck=neck, **kwargs)
         for method in ('encode_memory', 'push_memory', 'forward'):
             if not callable(getattr(self.neck, method, None)):
                 raise ValueError(
-                    f'{type(self).__name__}: the neck '
+                    f'{name}: the neck '
                     f'{type(self.neck).__name__} has no `{method}` method; '
                     f'use a memory neck such as LocalMemoryNeck')
+        length = int(self.neck.memory_length)
+        if memory_offsets is None:
+            memory_offsets = tuple(range(-length, 0))
+        elif len(memory_offsets) != length:
+            raise ValueError(
+                f'{name}: memory_offsets={memory_offsets} reads '
+                f'{len(memory_offsets)} memory frames but the neck has '
+                f'memory_length={length} (one position-bias row per memory '
+                f'frame); set model.neck.memory_length='
+                f'{len(memory_offsets)} or leave it out')
+        self.memory_offsets = memory_offsets
         self.freeze_memory_encoder = bool(freeze_memory_encoder)
         self.freeze_mode = freeze_mode
         self.memory_encoder_mode = memory_encoder_mode
@@ -178,9 +273,14 @@ class VideoEncoderDecoder(EncoderDecoder):
 
     @property
     def memory_length(self) -> int:
-        """int: Frames ``T`` kept by the streaming FIFO (the neck's
-        ``memory_length``)."""
-        return int(self.neck.memory_length)
+        """int: Memory frames ``T`` read per frame: ``len(memory_offsets)``,
+        the neck's ``memory_length``."""
+        return len(self.memory_offsets)
+
+    @property
+    def memory_span(self) -> int:
+        """int: Frames ``K = max(|offset|)`` the streaming memory keeps."""
+        return -self.memory_offsets[0]
 
     def encode_frames(self, frames: Tensor) -> Features:
         """Run the backbone on a batch of frames: the one place where a
@@ -272,17 +372,26 @@ class VideoEncoderDecoder(EncoderDecoder):
              inputs: Tensor,
              memory: Optional[StepMemory] = None,
              batch_img_metas: Optional[List[dict]] = None,
-             memory_length: Optional[int] = None
+             memory_offsets: Optional[Sequence[int]] = None
              ) -> Tuple[Tensor, StepMemory]:
         """Segment the next frame of a stream, encoding it once.
 
-        The frame goes through the backbone once; the neck reads ``memory``
-        and fuses the read-out into the frame's features (an empty memory
-        follows the neck's ``empty_memory``), the decode head predicts, and
-        the frame's own memory key and value are pushed into the FIFO,
-        which keeps the newest ``memory_length`` frames. Once the FIFO is
-        full, the logits of frame ``t`` equal the clip-mode
-        :meth:`predict` on frames ``t-T .. t``.
+        The frame goes through the backbone once and its memory key and
+        value are computed; the neck reads the frames of ``memory`` at
+        ``memory_offsets`` (those that exist: at the start of a stream the
+        others are left out of the attention, and with none the neck
+        follows its ``empty_memory``) and fuses the read-out into the
+        frame's features; the decode head predicts; the frame's key and
+        value are pushed into the memory, which keeps the newest
+        ``K = max(|offset|)`` frames. The logits of frame ``t`` equal the
+        clip-mode :meth:`predict` on the frames ``t + offset`` that exist,
+        then frame ``t``.
+
+        The memory has one shape from the first frame on (a
+        :class:`StreamMemory`: zero keys and values and ``count=0`` when
+        ``memory`` is None), so the same computation runs on every frame:
+        a compiled step compiles once (start it from :meth:`empty_memory`)
+        and an exported step is this step.
 
         ``test_cfg.mode='slide'`` cuts the same windows as
         :meth:`slide_inference` and keeps one memory per window.
@@ -290,33 +399,35 @@ class VideoEncoderDecoder(EncoderDecoder):
         Args:
             inputs (Tensor): The frame (B, 3, H, W), preprocessed as the
                 data preprocessor does (B streams in lockstep).
-            memory (FrameMemory | tuple[FrameMemory], optional): What the
-                previous step returned; None for an empty memory (first
-                frame, lone image).
+            memory (StreamMemory | tuple[StreamMemory], optional): What the
+                previous step returned (or :meth:`empty_memory`); None for
+                an empty memory (first frame, lone image).
             batch_img_metas (list[dict], optional): Metainfo of the frames;
                 defaults to the input size.
-            memory_length (int, optional): FIFO length; defaults to
-                :attr:`memory_length`.
+            memory_offsets (Sequence[int], optional): The offsets to read;
+                defaults to :attr:`memory_offsets`. A memory keeps
+                ``max(|offset|)`` frames, so the offsets of one stream must
+                not change.
 
         Returns:
             tuple: Logits (B, num_classes, H, W) at the input size, as
             :meth:`encode_decode` returns them, and the new memory: a
-            :class:`FrameMemory` (keys (B, T, Ck, h, w), values
-            (B, T, Cv, h, w), oldest first) in ``whole`` mode, a tuple of
-            them (one per window) in ``slide`` mode.
+            :class:`StreamMemory` (keys (B, K, Ck, h, w), values
+            (B, K, Cv, h, w), oldest first, and the count) in ``whole``
+            mode, a tuple of them (one per window) in ``slide`` mode.
         """
+        name = f'{type(self).__name__}.step'
         if not isinstance(inputs, Tensor) or inputs.dim() != 4:
             raise ValueError(
-                f'{type(self).__name__}.step: `inputs` must be one frame '
-                f'per stream (B, C, H, W), got '
+                f'{name}: `inputs` must be one frame per stream '
+                f'(B, C, H, W), got '
                 f'{tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__}'  # noqa: E501
             )
-        if memory_length is None:
-            memory_length = self.memory_length
-        if (isinstance(memory_length, bool)
-                or not isinstance(memory_length, int) or memory_length < 1):
-            raise ValueError(f'{type(self).__name__}.step: `memory_length` '
-                             f'must be an int >= 1, got {memory_length!r}')
+        if memory_offsets is None:
+            memory_offsets = self.memory_offsets
+        else:
+            memory_offsets = parse_memory_offsets(memory_offsets,
+                                                  f'{name}: `memory_offsets`')
         if batch_img_metas is None:
             batch_img_metas = self._default_metas(inputs)
         else:
@@ -325,7 +436,7 @@ class VideoEncoderDecoder(EncoderDecoder):
             'whole'
         if mode == 'whole':
             return self._step_frame(inputs, memory, batch_img_metas,
-                                    memory_length)
+                                    memory_offsets)
         if mode != 'slide':
             raise ValueError(f"{type(self).__name__}: test_cfg.mode must be "
                              f"'whole' or 'slide', got {mode!r}")
@@ -334,9 +445,9 @@ class VideoEncoderDecoder(EncoderDecoder):
             memory = (None, ) * len(windows)
         elif (not isinstance(memory, (tuple, list))
               or len(memory) != len(windows)
-              or isinstance(memory, FrameMemory)):
+              or isinstance(memory, StreamMemory)):
             raise ValueError(
-                f'{type(self).__name__}.step: in slide mode `memory` must '
+                f'{name}: in slide mode `memory` must '
                 f'hold one memory per window ({len(windows)} windows for '
                 f'input size {tuple(inputs.shape[-2:])}), got '
                 f'{type(memory).__name__} of length '
@@ -345,23 +456,100 @@ class VideoEncoderDecoder(EncoderDecoder):
 
         def window_step(crop, metas, index):
             logits, new_memory[index] = self._step_frame(
-                crop, memory[index], metas, memory_length)
+                crop, memory[index], metas, memory_offsets)
             return logits
 
         logits = self._slide(inputs, batch_img_metas, window_step)
         return logits, tuple(new_memory)
 
-    def _step_frame(self, inputs: Tensor, memory: Optional[FrameMemory],
+    @torch.no_grad()
+    def empty_memory(self,
+                     inputs: Tensor,
+                     memory_offsets: Optional[Sequence[int]] = None
+                     ) -> StepMemory:
+        """The memory a stream of frames like ``inputs`` starts from.
+
+        Zero keys and values of ``max(|offset|)`` frames and ``count=0``
+        (one per window in ``slide`` mode), shaped as :meth:`step` returns
+        them: ``step(frame, empty_memory(frame))`` equals
+        ``step(frame, None)``. A compiled step started from it sees the same
+        input structure on every frame and compiles once. The shapes are
+        learned by running :meth:`step` once on ``inputs`` (nothing of it
+        is kept).
+
+        Args:
+            inputs (Tensor): A frame (B, 3, H, W) of the stream.
+            memory_offsets (Sequence[int], optional): As for :meth:`step`.
+
+        Returns:
+            StreamMemory | tuple[StreamMemory]: The empty memory.
+        """
+        _, memory = self.step(inputs, None, memory_offsets=memory_offsets)
+        return tree_map(torch.zeros_like, memory)
+
+    def _check_stream_memory(self, memory, keys: Tensor, values: Tensor,
+                             span: int) -> None:
+        """Check a memory passed to :meth:`step` against the frame's own
+        keys (B, Ck, h, w) and values (B, Cv, h, w)."""
+        name = f'{type(self).__name__}.step'
+        if not isinstance(memory, StreamMemory):
+            raise ValueError(
+                f'{name}: `memory` must be the StreamMemory (keys, values, '
+                f'count) that the previous step or empty_memory() returned, '
+                f'or None; got {type(memory).__name__}')
+        for field, new in (('keys', keys), ('values', values)):
+            buffer = getattr(memory, field)
+            if (not isinstance(buffer, Tensor) or buffer.dim() != 5
+                    or buffer.shape[0] != new.shape[0]
+                    or buffer.shape[2:] != new.shape[1:]
+                    or buffer.shape[1] < span):
+                raise ValueError(
+                    f'{name}: memory {field} must have shape (B={new.shape[0]}'
+                    f', K>={span}, {", ".join(map(str, new.shape[1:]))}) for '
+                    f'this frame and offsets reaching back {span} frames, got '
+                    f'{tuple(getattr(buffer, "shape", ()))}; call reset() '
+                    f'(or pass None) before a new video')
+        count = memory.count
+        if (not isinstance(count, Tensor) or count.dim() != 0
+                or count.dtype != torch.int64):
+            raise ValueError(
+                f'{name}: memory count must be an int64 scalar tensor, got '
+                f'{getattr(count, "dtype", type(count).__name__)} of shape '
+                f'{tuple(getattr(count, "shape", ()))}')
+
+    def _step_frame(self, inputs: Tensor, memory: Optional[StreamMemory],
                     batch_img_metas: List[dict],
-                    memory_length: int) -> Tuple[Tensor, FrameMemory]:
+                    memory_offsets: Tuple[int, ...]
+                    ) -> Tuple[Tensor, StreamMemory]:
         """One step on a whole frame (or one window of it)."""
         feats = self.encode_frames(inputs)
-        fused = self.neck(feats, memory=memory)
+        keys, values = self.neck.encode_memory(feats)
+        span = -memory_offsets[0]
+        if memory is None:
+            batch = keys.shape[0]
+            memory = StreamMemory(
+                keys.new_zeros((batch, span, *keys.shape[1:])),
+                values.new_zeros((batch, span, *values.shape[1:])),
+                torch.zeros((), dtype=torch.int64, device=keys.device))
+        else:
+            self._check_stream_memory(memory, keys, values, span)
+        size = memory.keys.shape[1]
+        # frame t + offset exists once -offset frames were seen
+        distances = torch.tensor([-o for o in memory_offsets],
+                                 device=memory.count.device)
+        valid = memory.count >= distances
+        read = FrameMemory(
+            _frames_at(memory.keys, memory_offsets),
+            _frames_at(memory.values, memory_offsets))
+        fused = self.neck(feats, memory=read, valid=valid)
         logits = self.decode_head.predict(fused, batch_img_metas,
                                           self.test_cfg)
-        keys, values = self.neck.encode_memory(feats)
-        memory = self.neck.push_memory(
-            memory, keys[:, None], values[:, None], max_length=memory_length)
+        memory = StreamMemory(
+            torch.cat([memory.keys[:, 1:],
+                       keys[:, None].to(memory.keys.dtype)], dim=1),
+            torch.cat([memory.values[:, 1:],
+                       values[:, None].to(memory.values.dtype)], dim=1),
+            torch.clamp(memory.count + 1, max=size))
         return logits, memory
 
     # ---------------------------------------------------------- inference
@@ -474,6 +662,16 @@ def _eval_mode(module: nn.Module, enabled: bool = True) -> Iterator[None]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def _frames_at(buffer: Tensor, offsets: Sequence[int]) -> Tensor:
+    """Frames of a buffer (B, K, ...) whose slot ``K - 1`` is the previous
+    frame, at ``offsets`` (negative): (B, len(offsets), ...)."""
+    size = buffer.shape[1]
+    index = [size + o for o in offsets]
+    if index == list(range(index[0], index[-1] + 1)):  # a view
+        return buffer[:, index[0]:index[-1] + 1]
+    return buffer[:, index]
 
 
 def _stack_frames(per_frame: List[Features]) -> Features:
