@@ -1,7 +1,8 @@
 # Copyright (c) lma_mmseg contributors. All rights reserved.
 """Write the synthetic video segmentation demo data in the Cityscapes layout.
 
-The data and its layout are described in :mod:`lma_mmseg.datasets.synthetic`
+The data and its layout are described in
+:mod:`lma_mmseg.datasets.prep.synthetic`
 (a benchmark for the memory mechanism, not Cityscapes). Every file is written
 atomically.
 
@@ -20,7 +21,8 @@ _ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-import lma_mmseg.datasets.synthetic as synthetic  # noqa: E402
+import lma_mmseg.datasets.prep.synthetic as synthetic  # noqa: E402
+from lma_mmseg.datasets.prep.degradations import DEGRADATIONS  # noqa: E402
 from lma_mmseg.fileio import atomic_write_text  # noqa: E402
 
 
@@ -43,7 +45,7 @@ def parse_args(argv=None):
     parser.add_argument('--num-test', type=int, default=10)
     parser.add_argument(
         '--frames',
-        choices=('all', 'auto', 'memory'),
+        choices=synthetic.FRAME_CHOICES,
         default='auto',
         help="'all': frames 0..29 of every snippet; 'memory': frames 10..19; "
         "'auto': frames 0..29 for the first snippet of each city, 10..19 for "
@@ -64,7 +66,7 @@ def parse_args(argv=None):
         "rectangles/ellipses) or 'regions' (whole regions)")
     parser.add_argument(
         '--mode',
-        choices=synthetic.DEGRADATION_MODES,
+        choices=list(DEGRADATIONS),
         default='glare',
         help="degradation of the annotated frame: 'glare' (glare/fog over "
         "the hidden area, the demo data), 'occlusion' (moving grey "
@@ -92,22 +94,24 @@ def main(argv=None):
     args = parse_args(argv)
     command = 'python tools/make_demo_data.py ' + ' '.join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    try:
+        settings = synthetic.DemoDataSettings(
+            size=tuple(args.size),
+            seed=args.seed,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            num_test=args.num_test,
+            frames=args.frames,
+            hidden_range=tuple(args.hidden_range),
+            noise_std=args.noise_std,
+            hide=args.hide,
+            mode=args.mode,
+            severity=args.severity,
+            speeds=args.speeds)
+    except ValueError as exc:
+        raise SystemExit(f'make_demo_data.py: error: {exc}')
     summary = synthetic.make_demo_data(
-        args.out,
-        size=args.size,
-        seed=args.seed,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        num_test=args.num_test,
-        frames=args.frames,
-        hidden_range=args.hidden_range,
-        noise_std=args.noise_std,
-        hide=args.hide,
-        mode=args.mode,
-        severity=args.severity,
-        speeds=args.speeds,
-        command=command,
-        verbose=True)
+        args.out, settings, command=command, verbose=True)
     print(
         f'\nWrote synthetic demo data to {args.out} '
         f'({summary["size"][0]}x{summary["size"][1]}, seed {args.seed}, '

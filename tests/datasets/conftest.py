@@ -1,10 +1,9 @@
 """Shared fixtures: a tiny synthetic Cityscapes-video tree written by
-lma_mmseg.datasets.synthetic."""
+lma_mmseg.datasets.prep.synthetic."""
 import pytest
-from mmengine.registry import init_default_scope
 
 import lma_mmseg  # noqa: F401  (registers the components)
-from lma_mmseg.datasets import synthetic
+from lma_mmseg.datasets.prep import synthetic
 
 TINY_SIZE = (32, 64)
 TINY_COUNTS = dict(num_train=6, num_val=2, num_test=2)
@@ -26,7 +25,9 @@ def make_demo():
 def demo_root(tmp_path_factory, make_demo):
     """A tiny demo tree, shared read-only by the tests of this folder."""
     root = str(tmp_path_factory.mktemp('demo'))
-    make_demo.make_demo_data(root, size=TINY_SIZE, seed=0, **TINY_COUNTS)
+    make_demo.make_demo_data(
+        root,
+        make_demo.DemoDataSettings(size=TINY_SIZE, seed=0, **TINY_COUNTS))
     return root
 
 
@@ -37,8 +38,3 @@ def demo_copy(tmp_path, demo_root):
     dst = str(tmp_path / 'demo')
     shutil.copytree(demo_root, dst)
     return dst
-
-
-@pytest.fixture(autouse=True)
-def mmseg_scope():
-    init_default_scope('mmseg')

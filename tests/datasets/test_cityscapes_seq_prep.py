@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lma_mmseg.datasets import cityscapes_seq_prep as prep
+from lma_mmseg.datasets.prep import cityscapes_seq as prep
 from lma_mmseg.fileio import is_temp_file
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -169,7 +169,7 @@ def test_only_needed_members_then_label_train_ids(archives, tmp_path,
 
 DRIVER = textwrap.dedent("""
     import os, signal, sys
-    from lma_mmseg.datasets import cityscapes_seq_prep as prep
+    from lma_mmseg.datasets.prep import cityscapes_seq as prep
     calls = [0]
     real = prep._copy_stream
 
@@ -199,7 +199,10 @@ def test_killed_run_is_finished_by_a_rerun(archives, tmp_path):
     partial = tree(out)
     temps = [n for n in partial if is_temp_file(n)]
     assert len(temps) == 1
-    complete = partial - set(temps)
+    # the killed run's lock file stays; the system released its lock, so a
+    # rerun takes it over
+    assert prep.LOCK_NAME in partial
+    complete = partial - set(temps) - {prep.LOCK_NAME}
     assert len(complete) == 4
     for name in complete:  # what is there under a final name is complete
         with open(osp.join(out, name), 'rb') as f:

@@ -1,7 +1,8 @@
-"""The synthetic demo data (lma_mmseg.datasets.synthetic and its command
-line tools/make_demo_data.py): layout, labels, determinism and the
+"""The synthetic demo data (lma_mmseg.datasets.prep.synthetic and its
+command line tools/make_demo_data.py): layout, labels, determinism and the
 degradation that hides the class evidence on the annotated frame."""
 import glob
+import importlib.util
 import json
 import os.path as osp
 
@@ -11,8 +12,16 @@ import pytest
 from cityscapesscripts.helpers.labels import trainId2label
 
 from helpers import ROOT
-from helpers.tools import run_tool
 from lma_mmseg.fileio import stale_temp_files
+
+
+def make_demo_tool():
+    """tools/make_demo_data.py, loaded in this process."""
+    spec = importlib.util.spec_from_file_location(
+        'make_demo_data_tool', osp.join(ROOT, 'tools', 'make_demo_data.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _files(root):
@@ -77,7 +86,8 @@ def test_labels_match_cityscapesscripts(demo_root, demo_spec):
 
 def test_deterministic_for_a_seed(tmp_path, make_demo, demo_root, demo_spec):
     again = str(tmp_path / 'again')
-    make_demo.make_demo_data(again, seed=0, **demo_spec)
+    make_demo.make_demo_data(again,
+                             make_demo.DemoDataSettings(seed=0, **demo_spec))
     assert _files(again) == _files(demo_root)
     for rel in _files(demo_root):
         with open(osp.join(again, rel), 'rb') as a, \
@@ -86,11 +96,9 @@ def test_deterministic_for_a_seed(tmp_path, make_demo, demo_root, demo_spec):
     other = str(tmp_path / 'other')
     make_demo.make_demo_data(
         other,
-        size=demo_spec['size'],
-        seed=1,
-        num_train=1,
-        num_val=0,
-        num_test=0)
+        make_demo.DemoDataSettings(
+            size=demo_spec['size'], seed=1, num_train=1, num_val=0,
+            num_test=0))
     rel = 'gtFine/train/aachen/aachen_000000_000019_gtFine_labelTrainIds.png'
     with open(osp.join(other, rel), 'rb') as a, \
             open(osp.join(demo_root, rel), 'rb') as b:
@@ -106,12 +114,12 @@ def test_key_frame_hides_the_class_evidence(make_demo):
     assert spread.min() >= 100
     dists = np.abs(colours[:, None] - colours[None]).max(-1)
     assert dists[~np.eye(19, dtype=bool)].min() >= 100
-    textures = make_demo.texture_bank()
+    settings = make_demo.DemoDataSettings(
+        size=(128, 256), hidden_range=(0.3, 0.5), noise_std=6.0)
     fractions = []
     for i in range(6):
         rng = np.random.default_rng([3, 0, i])
-        snippet = make_demo.SnippetRenderer(
-            rng, (128, 256), colours, textures, (0.3, 0.5), 6.0)
+        snippet = make_demo.SnippetRenderer(rng, settings)
         hidden = snippet.hidden > 0
         fractions.append(hidden.mean())
         key, label = snippet.frame(make_demo.KEY_FRAME)
@@ -141,12 +149,12 @@ def test_key_frame_hides_the_class_evidence(make_demo):
 
 
 def test_hide_whole_regions(tmp_path, make_demo):
-    colours = make_demo.class_colours()
+    settings = make_demo.DemoDataSettings(
+        size=(128, 256), hidden_range=(0.3, 0.5), noise_std=6.0,
+        hide='regions')
     for i in range(4):
         rng = np.random.default_rng([4, 0, i])
-        snippet = make_demo.SnippetRenderer(
-            rng, (128, 256), colours, make_demo.texture_bank(), (0.3, 0.5),
-            6.0, 'regions')
+        snippet = make_demo.SnippetRenderer(rng, settings)
         hidden = snippet.hidden > 0
         assert 0.3 <= hidden.mean() <= 0.56
         seg = snippet.segments(make_demo.KEY_FRAME)
@@ -155,22 +163,19 @@ def test_hide_whole_regions(tmp_path, make_demo):
                 not hidden[seg == region].any()
     summary = make_demo.make_demo_data(
         str(tmp_path),
-        size=(32, 64),
-        num_train=1,
-        num_val=0,
-        num_test=0,
-        hide='regions')
+        make_demo.DemoDataSettings(
+            size=(32, 64), num_train=1, num_val=0, num_test=0,
+            hide='regions'))
     assert summary['hide'] == 'regions'
     with pytest.raises(ValueError, match='hide'):
-        make_demo.make_demo_data(str(tmp_path), hide='everything')
+        make_demo.DemoDataSettings(hide='everything')
 
 
 def test_smooth_motion(make_demo):
     """Consecutive frames show the same scene shifted by a few pixels."""
-    colours = make_demo.class_colours()
     rng = np.random.default_rng([5, 0, 0])
     snippet = make_demo.SnippetRenderer(
-        rng, (128, 256), colours, make_demo.texture_bank(), (0.3, 0.5), 6.0)
+        rng, make_demo.DemoDataSettings(size=(128, 256)))
     steps = np.abs(np.diff(snippet.pan, axis=0)).max()
     assert 1 <= steps <= 5
     _, a = snippet.frame(10)
@@ -179,20 +184,30 @@ def test_smooth_motion(make_demo):
 
 
 def test_bad_arguments(tmp_path, make_demo):
+    settings = make_demo.DemoDataSettings
     with pytest.raises(ValueError, match='size'):
-        make_demo.make_demo_data(str(tmp_path), size=(8, 8))
+        settings(size=(8, 8))
     with pytest.raises(ValueError, match='frames'):
-        make_demo.make_demo_data(str(tmp_path), frames='some')
+        settings(frames='some')
     with pytest.raises(ValueError, match='hidden_range'):
-        make_demo.make_demo_data(str(tmp_path), hidden_range=(0.6, 0.2))
+        settings(hidden_range=(0.6, 0.2))
+    with pytest.raises(ValueError, match='num_val'):
+        settings(num_val=-1)
+    with pytest.raises(ValueError, match='seed'):
+        settings(seed=1.5)
+    with pytest.raises(TypeError, match='DemoDataSettings'):
+        make_demo.make_demo_data(str(tmp_path), dict(size=(32, 64)))
+    assert not glob.glob(osp.join(str(tmp_path), '*'))
 
 
-def test_cli(tmp_path):
+def test_cli(tmp_path, capsys):
     out = str(tmp_path / 'cli')
-    text = run_tool(
-        'make_demo_data.py', '--out', out, '--size', '32', '64',
-        '--num-train', '2', '--num-val', '1', '--num-test', '0', '--frames',
-        'memory', '--json', tmp_path / 'summary.json', check=True).stdout
+    make_demo_tool().main([
+        '--out', out, '--size', '32', '64', '--num-train', '2', '--num-val',
+        '1', '--num-test', '0', '--frames', 'memory', '--json',
+        str(tmp_path / 'summary.json')
+    ])
+    text = capsys.readouterr().out
     assert 'Wrote synthetic demo data' in text and 'hidden' in text
     summary = json.load(open(tmp_path / 'summary.json'))
     assert summary['splits']['train']['files'] == 2 * (10 + 1 + 3)
@@ -203,6 +218,11 @@ def test_cli(tmp_path):
     meta = json.load(open(osp.join(out, 'meta.json')))
     meta.pop('seconds'), summary.pop('seconds')
     assert meta == summary
+    # the command line recorded in README.txt; bad settings are named
+    assert 'Generated with: python tools/make_demo_data.py --out' in open(
+        osp.join(out, 'README.txt')).read()
+    with pytest.raises(SystemExit, match='num_val must be an integer >= 0'):
+        make_demo_tool().main(['--out', out, '--num-val', '-1'])
 
 
 @pytest.mark.slow
@@ -212,7 +232,7 @@ def test_default_demo_data_full_epoch(tmp_path, make_demo):
     from mmengine.config import Config
     from mmseg.registry import DATASETS
     out = str(tmp_path / 'demo')
-    run_tool('make_demo_data.py', '--out', out, check=True)
+    make_demo_tool().main(['--out', out])
     cfg = Config.fromfile(
         osp.join(ROOT, 'configs', '_base_', 'datasets', 'demo-seq.py'))
     for loader, n in ((cfg.train_dataloader, 60), (cfg.val_dataloader, 20)):

@@ -1,19 +1,20 @@
 """Degradation modes of the synthetic video generator: the default data is
 unchanged, each mode touches only the annotated frame (occlusion: only the
-occluders), severity 0 is the clean frame, labels are never degraded, and
-each degradation does what it says (measured)."""
+occluders), severity 0 is the clean frame, labels are never degraded, each
+degradation does what it says (measured), and the degradations are one
+registered class each."""
 import glob
 import hashlib
+import importlib.util
 import json
 import os.path as osp
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from lma_mmseg.datasets import synthetic as S
+from lma_mmseg.datasets.prep import degradations as D
+from lma_mmseg.datasets.prep import synthetic as S
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SIZE = (64, 128)
@@ -41,26 +42,27 @@ def tree_hash(root):
 @pytest.mark.parametrize('hide', ['regions', 'blocks'])
 def test_default_mode_writes_the_same_data(tmp_path, hide):
     kw = dict(size=(48, 96), seed=5, num_train=3, num_val=2, num_test=1)
-    S.make_demo_data(str(tmp_path / 'a'), hide=hide, **kw)
+    S.make_demo_data(str(tmp_path / 'a'), S.DemoDataSettings(hide=hide, **kw))
     assert tree_hash(str(tmp_path / 'a')) == DEFAULT_TREE_HASHES[hide]
     # spelled out: the same tree
     S.make_demo_data(
-        str(tmp_path / 'b'), hide=hide, mode='glare', severity=1.0, **kw)
+        str(tmp_path / 'b'),
+        S.DemoDataSettings(hide=hide, mode='glare', severity=1.0, **kw))
     assert tree_hash(str(tmp_path / 'b')) == DEFAULT_TREE_HASHES[hide]
 
 
 def snippet(mode, severity, speeds=None, index=1):
-    return S.SnippetRenderer(
-        np.random.default_rng([0, 0, index]),
-        SIZE,
-        S.class_colours(),
-        S.texture_bank(),
-        (0.3, 0.5),
-        6.0,
-        'regions',
+    settings = S.DemoDataSettings(
+        size=SIZE,
+        hidden_range=(0.3, 0.5),
+        noise_std=6.0,
+        hide='regions',
         mode=mode,
         severity=severity,
-        speeds=speeds,
+        speeds=speeds)
+    return S.SnippetRenderer(
+        np.random.default_rng([0, 0, index]),
+        settings,
         mode_rng=np.random.default_rng([0, 0, index, 1]))
 
 
@@ -81,7 +83,35 @@ def clean():
     return render(snippet('blur', 0.0))
 
 
-@pytest.mark.parametrize('mode', S.DEGRADATION_MODES)
+def test_one_registered_class_per_mode():
+    assert tuple(D.DEGRADATIONS) == ('glare', 'occlusion', 'blur', 'noise',
+                                     'dropout')
+    for name, cls in D.DEGRADATIONS.items():
+        assert issubclass(cls, D.Degradation) and cls.name == name
+        assert snippet(name, 1.0).degradation.__class__ is cls
+    with pytest.raises(KeyError, match='glare'):
+        D.register_degradation('glare')(D.Glare)
+
+    @D.register_degradation('test-invert')
+    class Invert(D.Degradation):
+        note = 'inverted'
+
+        def degrade_key(self, img, tex):
+            return 255 - img
+
+    try:
+        snip = snippet('test-invert', 1.0)
+        ref = snippet('glare', 0.0)
+        # the whole key frame, inverted before the same sensor noise
+        assert snip.degraded_mask().all()
+        inv = key_frame(snip).astype(np.float64).ravel()
+        clean = key_frame(ref).astype(np.float64).ravel()
+        assert np.corrcoef(inv, clean)[0, 1] < -0.9
+    finally:
+        del D.DEGRADATIONS['test-invert']
+
+
+@pytest.mark.parametrize('mode', list(D.DEGRADATIONS))
 def test_severity_zero_is_the_clean_render(mode, clean):
     imgs, labels = render(snippet(mode, 0.0))
     for a, b in zip(imgs, clean[0]):
@@ -105,7 +135,7 @@ def test_clean_key_frame_shows_the_class_colours(clean):
     assert np.median(err1[hidden].max(-1)) > S.TEXTURE_AMPLITUDE + 30
 
 
-@pytest.mark.parametrize('mode', S.DEGRADATION_MODES)
+@pytest.mark.parametrize('mode', list(D.DEGRADATIONS))
 def test_mode_changes_the_key_frame_only(mode, clean):
     snip = snippet(mode, 1.0)
     imgs, labels = render(snip)
@@ -113,7 +143,7 @@ def test_mode_changes_the_key_frame_only(mode, clean):
         if mode == 'occlusion':
             # only under the occluders of that frame
             diff = np.any(imgs[t] != clean[0][t], axis=-1)
-            occ = snip.occluder_mask(t)
+            occ = snip.degradation.occluder_mask(t)
             assert occ.any() and not (diff & ~occ).any(), t
             assert diff[occ].mean() > 0.7
         else:
@@ -142,7 +172,7 @@ def test_blur_lowers_gradient_energy_and_contrast(clean):
 def test_dropout_darkens(clean):
     key = key_frame(snippet('dropout', 1.0))
     ref = clean[0][S.KEY_FRAME].astype(np.float64)
-    assert key.mean() < (S.MIN_EXPOSURE + 0.05) * ref.mean()
+    assert key.mean() < (D.MIN_EXPOSURE + 0.05) * ref.mean()
     half = key_frame(snippet('dropout', 0.5))
     assert key.mean() < half.mean() < ref.mean()
 
@@ -159,7 +189,7 @@ def test_noise_blocks_cover_their_fraction_and_raise_local_variance(
     snip = snippet('noise', severity)
     key = key_frame(snip)
     cover = snip.degraded_mask()
-    assert abs(cover.mean() - S.MAX_COVER * severity) < 0.07
+    assert abs(cover.mean() - D.MAX_COVER * severity) < 0.07
     inner = cv2.erode(cover.astype(np.uint8), np.ones((5, 5))) > 0
     var = local_var(key)
     ref = local_var(clean[0][S.KEY_FRAME])
@@ -171,14 +201,14 @@ def test_noise_blocks_cover_their_fraction_and_raise_local_variance(
 @pytest.mark.parametrize('severity', [0.4, 1.0])
 def test_occluders_cover_their_fraction_and_move(severity, clean):
     snip = snippet('occlusion', severity)
-    key_mask = snip.occluder_mask(S.KEY_FRAME)
-    assert abs(key_mask.mean() - S.MAX_COVER * severity) < 0.07
+    key_mask = snip.degradation.occluder_mask(S.KEY_FRAME)
+    assert abs(key_mask.mean() - D.MAX_COVER * severity) < 0.07
     key = key_frame(snip).astype(np.float32)
     # grey: the channels agree up to texture-free noise
     spread = key.max(-1) - key.min(-1)
     assert np.median(spread[key_mask]) < 25
     # the memory frames show part of what the key frame's occluders hide
-    prev = snip.occluder_mask(S.KEY_FRAME - 3)
+    prev = snip.degradation.occluder_mask(S.KEY_FRAME - 3)
     assert (key_mask & ~prev).sum() > 0.1 * key_mask.sum()
 
 
@@ -191,8 +221,8 @@ def test_speeds_add_objects_at_their_speed():
     for t in (10, 15, 19):
         # a static object moves with the scene (against the pan)
         np.testing.assert_allclose(
-            np.array(snip._centre(static, t)) -
-            np.array(snip._centre(static, S.KEY_FRAME)),
+            np.array(snip.centre(static, t)) -
+            np.array(snip.centre(static, S.KEY_FRAME)),
             -(pan[t] - pan[S.KEY_FRAME]),
             atol=1e-4)
     step = np.array(fast['track'][19]) - fast['track'][18]
@@ -206,30 +236,30 @@ def test_speeds_add_objects_at_their_speed():
     assert label.shape == SIZE
 
 
-def test_bad_arguments(tmp_path):
+def test_bad_arguments():
     with pytest.raises(ValueError, match='mode'):
-        S.make_demo_data(str(tmp_path), size=(32, 64), mode='rain')
+        S.DemoDataSettings(size=(32, 64), mode='rain')
     with pytest.raises(ValueError, match='severity'):
-        S.make_demo_data(str(tmp_path), size=(32, 64), severity=1.5)
+        S.DemoDataSettings(size=(32, 64), severity=1.5)
     with pytest.raises(ValueError, match='speeds'):
-        S.make_demo_data(str(tmp_path), size=(32, 64), speeds=(-1, ))
+        S.DemoDataSettings(size=(32, 64), speeds=(-1, ))
 
 
-def test_cli_mode_options(tmp_path):
+def test_cli_mode_options(tmp_path, capsys):
     out = str(tmp_path / 'd')
-    proc = subprocess.run([
-        sys.executable,
-        osp.join(REPO, 'tools', 'make_demo_data.py'), '--out', out, '--size',
-        '32', '64', '--num-train', '2', '--num-val', '1', '--num-test', '0',
-        '--mode', 'noise', '--severity', '0.6', '--speeds', '0', '3'
-    ],
-                          capture_output=True,
-                          text=True,
-                          cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
+    spec = importlib.util.spec_from_file_location(
+        'make_demo_data_tool', osp.join(REPO, 'tools', 'make_demo_data.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main([
+        '--out', out, '--size', '32', '64', '--num-train', '2', '--num-val',
+        '1', '--num-test', '0', '--mode', 'noise', '--severity', '0.6',
+        '--speeds', '0', '3'
+    ])
+    stdout = capsys.readouterr().out
     meta = json.load(open(osp.join(out, 'meta.json')))
     assert meta['mode'] == 'noise' and meta['severity'] == 0.6
     assert meta['speeds'] == [0.0, 3.0]
     assert abs(meta['hidden_fraction']['mean'] - 0.3) < 0.1
     assert 'colour noise' in open(osp.join(out, 'README.txt')).read()
-    assert 'hidden by noise' in proc.stdout
+    assert 'hidden by noise' in stdout

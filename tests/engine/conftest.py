@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lma_mmseg.datasets.synthetic import make_demo_data
+from lma_mmseg.datasets.prep import DemoDataSettings, make_demo_data
 
 
 @pytest.fixture(scope='session')
@@ -9,8 +9,8 @@ def demo_data(tmp_path_factory):
     """A few demo clips (64x128) of the synthetic generator."""
     root = tmp_path_factory.mktemp('engine_demo') / 'demo'
     make_demo_data(
-        str(root), size=(64, 128), num_train=4, num_val=1, num_test=1,
-        frames='memory')
+        str(root), DemoDataSettings(size=(64, 128), num_train=4, num_val=1,
+                                    num_test=1, frames='memory'))
     return root
 
 

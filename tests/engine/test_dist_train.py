@@ -166,9 +166,9 @@ def test_demo_config_as_documented(tmp_path):
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
-    from lma_mmseg.datasets.synthetic import make_demo_data
-    make_demo_data(str(tmp_path / 'data' / 'demo'), num_train=4, num_val=1,
-                   num_test=0, frames='memory')
+    from lma_mmseg.datasets.prep import DemoDataSettings, make_demo_data
+    make_demo_data(str(tmp_path / 'data' / 'demo'), DemoDataSettings(
+        num_train=4, num_val=1, num_test=0, frames='memory'))
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', 'erfnet_demo.py'))
     lma_cfg = Config.fromfile(DEMO_CONFIG)
     start = tmp_path / lma_cfg.load_from

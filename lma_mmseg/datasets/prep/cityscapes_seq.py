@@ -16,12 +16,24 @@ Every file is written atomically (temporary file, then rename), so a file
 under its final name is complete. A rerun skips the files already there (of
 the member's size) and removes the temporary files an interrupted run left.
 
+Sources are not trusted: every member's destination is resolved and must
+lie inside ``out`` (a name such as ``gtFine/train/x/../../../../etc/F`` is
+refused before anything is written), symbolic links of an extracted tree
+that lead out of it are not followed, every extracted image is decoded
+(and sized against its snippet's annotated frame) before it is placed, and a
+polygon file's ``imgWidth`` x ``imgHeight`` must be its frame's size (the
+label image is drawn at that size). One run at a time writes into ``out``:
+a second one is refused with the holder's pid and host (:func:`prepare`
+holds :func:`lma_mmseg.fileio.folder_lock` on ``out``).
+
 Sources (``ZIP_OR_DIR``) are official zip files, folders holding them, or
 folders holding already extracted ``leftImg8bit_sequence/`` and/or
 ``gtFine/`` trees.
 """
+import contextlib
 import glob
 import io
+import json
 import logging
 import os
 import os.path as osp
@@ -32,8 +44,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from mmengine.logging import print_log
 
-from ..fileio import (atomic_write_bytes, atomic_writer, is_temp_file,
-                      remove_stale_temp_files)
+from ...fileio import (atomic_path, atomic_write_bytes, folder_lock,
+                       is_temp_file, output_folder, remove_stale_temp_files)
 
 __all__ = [
     'OFFICIAL_ZIPS', 'PrepError', 'MissingMembersError', 'ZipSource',
@@ -51,6 +63,11 @@ KEY_RE = re.compile(r'^(?P<city>[^/]+)_(?P<seq>\d{6})_(?P<frame>\d{6})'
 POLYGONS = '_gtFine_polygons.json'
 TRAIN_IDS = '_gtFine_labelTrainIds.png'
 FRAME_SUFFIX = '_leftImg8bit.png'
+#: The lock file :func:`prepare` holds in ``out``.
+LOCK_NAME = '.cityscapes_seq.lock'
+#: ``{split}/{city}/{city}_{seq}`` of a frame or gtFine member: its snippet.
+SNIPPET_RE = re.compile(r'^(?:leftImg8bit_sequence|gtFine)/(?P<split>[^/]+)/'
+                        r'(?P<city>[^/]+)/(?P=city)_(?P<seq>\d{6})_\d{6}_')
 
 
 class PrepError(RuntimeError):
@@ -146,19 +163,35 @@ class ZipSource:
         self.copy_to(name, buf)
         return buf.getvalue()
 
+    def check(self, name: str) -> None:
+        """Nothing to refuse: a zip member is read from the archive."""
+
     def __repr__(self) -> str:
         return self.path
 
 
+def _inside(path: str, folder: str) -> bool:
+    """Whether the resolved ``path`` lies in the resolved ``folder``."""
+    return osp.commonpath([path, folder]) == folder
+
+
 class DirSource:
     """An extracted tree holding ``leftImg8bit_sequence/`` and/or
-    ``gtFine/``."""
+    ``gtFine/``.
+
+    Symbolic links inside ``leftImg8bit_sequence/`` and ``gtFine/`` that
+    lead out of that folder (once resolved) are not followed: such a member
+    is refused by :meth:`check` (the two folders themselves may be links,
+    e.g. to another disk).
+    """
 
     def __init__(self, path: str):
         self.path = path
         self._members = {}
+        self._outside = {}
         for top in (SEQ_DIR, GT_DIR):
             base = osp.join(path, top)
+            real_base = osp.realpath(base)
             for folder, _, files in os.walk(base):
                 for name in files:
                     if is_temp_file(name):
@@ -166,6 +199,25 @@ class DirSource:
                     full = osp.join(folder, name)
                     rel = osp.relpath(full, path).replace(os.sep, '/')
                     self._members[rel] = full
+                    real = osp.realpath(full)
+                    if not _inside(real, real_base):
+                        self._outside[rel] = real
+
+    def check(self, name: str) -> None:
+        """Refuse a member that is a link out of its tree.
+
+        Raises:
+            PrepError: The member resolves outside the tree (named, with
+                its target).
+        """
+        full = self._members[name]
+        real = osp.realpath(full)
+        top = osp.realpath(osp.join(self.path, name.split('/', 1)[0]))
+        if name in self._outside or not _inside(real, top):
+            raise PrepError(
+                f'{full} is a symbolic link to {real}, outside the source '
+                f'tree {top}; links out of the tree are not followed '
+                '(copy the file into the tree)')
 
     def names(self) -> Iterable[str]:
         return self._members.keys()
@@ -176,6 +228,7 @@ class DirSource:
     archive_bytes = 0
 
     def copy_to(self, name: str, dst) -> int:
+        self.check(name)
         try:
             with open(self._members[name], 'rb') as src:
                 return _copy_stream(src, dst)
@@ -184,6 +237,7 @@ class DirSource:
                 from exc
 
     def read(self, name: str) -> bytes:
+        self.check(name)
         with open(self._members[name], 'rb') as f:
             return f.read()
 
@@ -299,11 +353,165 @@ def _remove_stale_temps(folders: Iterable[str]) -> int:
         if osp.isdir(folder))
 
 
+def _check_destinations(out: str, members: Sequence[str],
+                        index: 'SourceIndex') -> None:
+    """Refuse the run when a member's resolved destination is not inside
+    ``out`` (``..`` in its name, or a link in ``out`` leading elsewhere).
+
+    Raises:
+        PrepError: Naming every such member, its source and destination.
+    """
+    real_out = osp.realpath(out)
+    bad = []
+    for name in members:
+        parts = name.split('/')
+        dst = osp.realpath(osp.join(real_out, *parts))
+        if any(p in ('', '.', '..') for p in parts) or \
+                not _inside(dst, real_out) or dst == real_out:
+            bad.append(f'{name} (in {index.where[name]!r}) -> {dst}')
+    if bad:
+        shown = '\n  '.join(bad[:20])
+        more = f'\n  ... and {len(bad) - 20} more' if len(bad) > 20 else ''
+        raise PrepError(
+            f'{len(bad)} member(s) would be written outside the output '
+            f'folder {out} ({real_out}); refused, nothing was written:\n  '
+            f'{shown}{more}')
+
+
+def _snippet(name: str) -> Optional[str]:
+    """``{split}/{city}/{city}_{seq}`` of a frame or gtFine member."""
+    match = SNIPPET_RE.match(name)
+    if match is None:
+        return None
+    return f'{match["split"]}/{match["city"]}/{match["city"]}_{match["seq"]}'
+
+
+def _size_text(size: Tuple[int, int]) -> str:
+    return f'{size[0]}x{size[1]}'
+
+
+def _decode_image(path: str, what: str) -> Tuple[int, int]:
+    """Decode a PNG file completely; return its (width, height).
+
+    Raises:
+        PrepError: ``what`` is not a decodable PNG, or larger than PIL's
+            ``Image.MAX_IMAGE_PIXELS`` (decompression bomb).
+    """
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            size = img.size
+            if img.format != 'PNG':
+                raise PrepError(f'{what} is a {img.format} image, not a PNG')
+            if Image.MAX_IMAGE_PIXELS and \
+                    size[0] * size[1] > Image.MAX_IMAGE_PIXELS:
+                raise PrepError(
+                    f'{what} claims {_size_text(size)} pixels, more than '
+                    f'{Image.MAX_IMAGE_PIXELS} (PIL.Image.MAX_IMAGE_PIXELS); '
+                    'refused')
+            img.load()
+    except (PrepError, FileNotFoundError):
+        raise
+    except Exception as exc:  # UnidentifiedImageError, OSError, SyntaxError
+        raise PrepError(f'{what} is not a decodable PNG image '
+                        f'({type(exc).__name__}: {exc})') from exc
+    return size
+
+
+def _header_size(path: str) -> Tuple[int, int]:
+    """(width, height) from an image file's header (nothing decoded)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except Exception as exc:
+        raise PrepError(f'{path} is not a readable image ({exc})') from exc
+
+
+def _polygons_size(data: bytes, what: str) -> Tuple[int, int]:
+    """``(imgWidth, imgHeight)`` of a polygon file's content."""
+    try:
+        annotation = json.loads(data)
+        size = (annotation['imgWidth'], annotation['imgHeight'])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PrepError(f'{what} is not a Cityscapes polygon file '
+                        f'({type(exc).__name__}: {exc})') from exc
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+               for v in size):
+        raise PrepError(f'{what}: imgWidth and imgHeight must be positive '
+                        f'ints, got {size}')
+    return size
+
+
+def _verify_member(tmp: str, name: str, source,
+                   expected: Optional[Tuple[int, int]]
+                   ) -> Optional[Tuple[int, int]]:
+    """Check an extracted member (still under its temporary name) before it
+    is placed: a PNG must decode, with the size of its snippet's annotated
+    frame (``expected``) when known; a polygon file must claim that size.
+
+    Returns:
+        tuple | None: The image's (width, height), None for other files.
+
+    Raises:
+        PrepError: Naming the member, its source and the sizes.
+    """
+    what = f'member {name} of {source!r}'
+    if name.endswith('.png'):
+        size = _decode_image(tmp, what)
+    elif name.endswith(POLYGONS):
+        with open(tmp, 'rb') as f:
+            size = _polygons_size(f.read(), what)
+    else:
+        return None
+    if expected is not None and size != expected:
+        raise PrepError(
+            f'{what} is {_size_text(size)} (width x height), but the '
+            f'annotated frame of its snippet is {_size_text(expected)}; '
+            'refused')
+    return size
+
+
+def _frame_of_polygons(json_path: str) -> str:
+    """The annotated frame ``{root}/leftImg8bit_sequence/{split}/{city}/
+    {stem}_leftImg8bit.png`` of ``{root}/gtFine/{split}/{city}/
+    {stem}_gtFine_polygons.json``."""
+    city_dir = osp.dirname(json_path)
+    split_dir = osp.dirname(city_dir)
+    root = osp.dirname(osp.dirname(split_dir))
+    stem = osp.basename(json_path)[:-len(POLYGONS)]
+    return osp.join(root, SEQ_DIR, osp.basename(split_dir),
+                    osp.basename(city_dir), stem + FRAME_SUFFIX)
+
+
 def _label_train_ids(json_path: str) -> str:
-    """Create the labelTrainIds PNG of one polygon file (worker)."""
+    """Create the labelTrainIds PNG of one polygon file (worker).
+
+    The label image is drawn at the polygon file's ``imgWidth`` x
+    ``imgHeight``, which must be the size of its annotated frame.
+    """
     from cityscapesscripts.helpers.annotation import Annotation
     from cityscapesscripts.preparation.json2labelImg import createLabelImage
     dst = json_path[:-len(POLYGONS)] + TRAIN_IDS
+    frame = _frame_of_polygons(json_path)
+    if not osp.isfile(frame):
+        raise ValueError(
+            f'{json_path}: its annotated frame {frame} is missing; the label '
+            'image is bounded by the frame\'s size')
+    with open(json_path, 'rb') as f:
+        try:
+            claimed = _polygons_size(f.read(), json_path)
+        except PrepError as exc:
+            raise ValueError(str(exc)) from exc
+    try:
+        frame_size = _header_size(frame)
+    except PrepError as exc:
+        raise ValueError(str(exc)) from exc
+    if claimed != frame_size:
+        raise ValueError(
+            f'{json_path} claims a {_size_text(claimed)} image, but its '
+            f'frame {frame} is {_size_text(frame_size)}; refused (the label '
+            'image would be drawn at the claimed size)')
     try:
         annotation = Annotation()
         annotation.fromJsonFile(json_path)
@@ -328,6 +536,10 @@ def create_label_train_ids(root: str,
     """Create ``*_gtFine_labelTrainIds.png`` next to every polygon file of
     ``root/gtFine/{split}`` that lacks one, with cityscapesscripts' label
     table (as its ``createTrainIdLabelImgs``), in ``workers`` processes.
+
+    Each polygon file's ``imgWidth`` x ``imgHeight`` must be the size of its
+    annotated frame in ``root/leftImg8bit_sequence`` (a ``ValueError``
+    names both otherwise).
 
     Returns:
         tuple: (created, already there).
@@ -367,6 +579,41 @@ def create_label_train_ids(root: str,
     return len(todo), done
 
 
+def _extract(index: 'SourceIndex', members: Sequence[str], out: str,
+             key_frames: Sequence[str], bar) -> Tuple[int, int, int]:
+    """Extract ``members`` into ``out``, the annotated frames first; every
+    member is checked (:func:`_verify_member`) before it is placed.
+
+    Returns:
+        tuple: (extracted, skipped, bytes written).
+    """
+    key_set = set(key_frames)
+    order = [m for m in members if m in key_set] + \
+        [m for m in members if m not in key_set]
+    sizes: Dict[str, Tuple[int, int]] = {}
+    extracted = skipped = written = 0
+    for name in order:
+        source = index.where[name]
+        dst = osp.join(out, name)
+        snippet = _snippet(name)
+        size = source.size_of(name)
+        if osp.isfile(dst) and osp.getsize(dst) == size:
+            skipped += 1
+            if name in key_set:
+                sizes[snippet] = _header_size(dst)
+        else:
+            with atomic_path(dst) as tmp:
+                with open(tmp, 'wb') as f:
+                    written += source.copy_to(name, f)
+                got = _verify_member(tmp, name, source, sizes.get(snippet))
+            if name in key_set:
+                sizes[snippet] = got
+            extracted += 1
+        if bar is not None:
+            bar.update()
+    return extracted, skipped, written
+
+
 def prepare(sources: Sequence[str],
             out: str,
             offsets: Dict[str, Sequence[int]],
@@ -374,6 +621,12 @@ def prepare(sources: Sequence[str],
             label_train_ids: bool = True,
             progress: bool = True) -> dict:
     """Extract the needed frames and ``gtFine``, then create labelTrainIds.
+
+    Nothing is written before the plan is complete: every needed member
+    exists, its destination lies inside ``out`` and no member of an
+    extracted tree is a link out of it. The run then holds the lock of
+    ``out`` (:data:`LOCK_NAME`) and extracts each member through a
+    temporary file, decoded and sized before it is placed.
 
     Args:
         sources (Sequence[str]): Zip files or folders (see the module doc).
@@ -389,20 +642,60 @@ def prepare(sources: Sequence[str],
         ``skipped`` (already complete), ``bytes_written``, ``archive_bytes``
         (size of the zip sources), ``stale_temps_removed``,
         ``label_train_ids`` (created, already there).
+
+    Raises:
+        MissingMembersError: Needed members are in no source.
+        PrepError: A corrupt archive or member, a member outside ``out``,
+            a link out of a source tree, an image that does not decode or
+            has another size than its snippet's annotated frame.
+        FolderLockedError: Another run writes into ``out``.
+        OSError: ``out`` cannot be written (named).
     """
     for split, offs in offsets.items():
         if any(int(o) > 0 for o in offs):
             raise ValueError(f'offsets of split {split} must be <= 0 (frames '
                              f'before the annotated one), got {list(offs)}')
     opened = open_sources(sources)
-    index = SourceIndex(opened)
-    members, counts = plan_members(index, offsets)
+    try:
+        index = SourceIndex(opened)
+        members, counts = plan_members(index, offsets)
+        _check_destinations(out, members, index)
+        for name in members:
+            index.where[name].check(name)
+        key_frames = [
+            _frame_name(split, key, 0) for split in offsets
+            for key in index.key_frames(split)
+        ]
+        created = not osp.lexists(out)
+        output_folder(out, 'output folder')
+        try:
+            with folder_lock(out, LOCK_NAME,
+                             command=f'cityscapes_seq prepare -> {out}'):
+                summary = _prepare_locked(index, members, counts, key_frames,
+                                          out, offsets, workers,
+                                          label_train_ids, progress)
+        except BaseException:
+            if created:  # leave no empty folder behind
+                with contextlib.suppress(OSError):
+                    os.rmdir(out)
+            raise
+        summary['archive_bytes'] = sum(s.archive_bytes for s in opened
+                                       if isinstance(s, ZipSource))
+    finally:
+        for source in opened:
+            if isinstance(source, ZipSource):
+                source.zip.close()
+    return summary
+
+
+def _prepare_locked(index, members, counts, key_frames, out, offsets,
+                    workers, label_train_ids, progress) -> dict:
+    """The writing part of :func:`prepare`, under the lock of ``out``."""
     removed = _remove_stale_temps(
         {osp.join(out, osp.dirname(m)) for m in members})
     if removed:
         print_log(f'removed {removed} partial file(s) of an interrupted run',
                   'current')
-    extracted = skipped = written = 0
     bar = None
     if progress:
         from mmengine.utils import ProgressBar
@@ -410,52 +703,61 @@ def prepare(sources: Sequence[str],
                               for s, n in counts.items())
         print_log(f'{len(members)} files needed ({per_split})', 'current')
         bar = ProgressBar(len(members))
-    for name in members:
-        source = index.where[name]
-        dst = osp.join(out, name)
-        size = source.size_of(name)
-        if osp.isfile(dst) and osp.getsize(dst) == size:
-            skipped += 1
-        else:
-            with atomic_writer(dst, 'wb') as f:
-                written += source.copy_to(name, f)
-            extracted += 1
-        if bar is not None:
-            bar.update()
+    extracted, skipped, written = _extract(index, members, out, key_frames,
+                                           bar)
     if bar is not None:
         print()
     labels = (0, 0)
     if label_train_ids:
         labels = create_label_train_ids(
             out, list(offsets), workers=workers, progress=progress)
-    archive_bytes = sum(s.archive_bytes for s in opened
-                        if isinstance(s, ZipSource))
-    for source in opened:
-        if isinstance(source, ZipSource):
-            source.zip.close()
     return dict(
         key_frames=dict(counts),
         members=len(members),
         extracted=extracted,
         skipped=skipped,
         bytes_written=written,
-        archive_bytes=archive_bytes,
         stale_temps_removed=removed,
         label_train_ids=dict(created=labels[0], existing=labels[1]))
 
 
 def check(out: str, offsets: Dict[str, Sequence[int]]) -> List[str]:
-    """Files a prepared tree lacks for the clips of ``offsets``.
+    """Files of a prepared tree that are missing or bad for the clips of
+    ``offsets``.
 
     The annotated frames are those of ``out/gtFine/{split}`` (polygon or
     labelTrainIds files); for each, the frames at the offsets (and itself)
-    in ``leftImg8bit_sequence`` and its labelTrainIds file must exist.
+    in ``leftImg8bit_sequence`` and its labelTrainIds file must exist and
+    decode, with the annotated frame's size (the labelTrainIds file: one
+    channel).
 
     Returns:
-        list[str]: The missing paths (a split without any annotation is
-        reported as its ``gtFine`` folder).
+        list[str]: A missing file as its path; a bad one as ``path (what is
+        wrong)``; a split without any annotation as its ``gtFine`` folder.
     """
-    missing = []
+    problems = []
+
+    def decoded(path: str, expected=None, gray=False):
+        """Size of a decodable image, recording a problem otherwise."""
+        if not osp.isfile(path):
+            problems.append(path)
+            return None
+        try:
+            size = _decode_image(path, path)
+            if gray:
+                mode = _image_mode(path)
+                if mode not in ('L', 'P', 'I', 'I;16'):
+                    raise PrepError(f'{path} has mode {mode}, not one '
+                                    'channel of class ids')
+        except PrepError as exc:
+            problems.append(f'{path} ({exc})')
+            return None
+        if expected is not None and size != expected:
+            problems.append(f'{path} ({_size_text(size)}, expected '
+                            f'{_size_text(expected)} as its annotated '
+                            'frame)')
+        return size
+
     for split, offs in offsets.items():
         folder = osp.join(out, GT_DIR, split)
         keys = set()
@@ -464,19 +766,25 @@ def check(out: str, offsets: Dict[str, Sequence[int]]) -> List[str]:
                 city = osp.basename(osp.dirname(path))
                 keys.add(f'{city}/{osp.basename(path)[:-len(pattern)]}')
         if not keys:
-            missing.append(f'{folder}{os.sep} (no *{POLYGONS} or '
-                           f'*{TRAIN_IDS}: gtFine of split {split} missing)')
+            problems.append(
+                f'{folder}{os.sep} (no *{POLYGONS} or *{TRAIN_IDS}: gtFine '
+                f'of split {split} missing)')
             continue
         offs = sorted(set(int(o) for o in offs) | {0})
         for key in sorted(keys):
+            size = decoded(osp.join(out, _frame_name(split, key, 0)))
             for offset in offs:
-                path = osp.join(out, _frame_name(split, key, offset))
-                if not osp.isfile(path):
-                    missing.append(path)
-            label = osp.join(folder, key + TRAIN_IDS)
-            if not osp.isfile(label):
-                missing.append(label)
-    return missing
+                if offset != 0:
+                    decoded(osp.join(out, _frame_name(split, key, offset)),
+                            size)
+            decoded(osp.join(folder, key + TRAIN_IDS), size, gray=True)
+    return problems
+
+
+def _image_mode(path: str) -> str:
+    from PIL import Image
+    with Image.open(path) as img:
+        return img.mode
 
 
 def _dataset_cfgs(cfg):
