@@ -14,22 +14,32 @@ Every writer of the package goes through this module, with one scheme:
 
 If anything fails before step 3 the temporary file is removed and the error
 propagates, so the destination either keeps its previous content or does
-not exist. Only a process killed between steps 1 and 3 leaves a temporary
-file behind; :func:`stale_temp_files` finds such leftovers and
+not exist; an ``OSError`` of the writing (a full disk, a read-only folder)
+names the destination. A temporary file that vanished before step 3 (another
+process removed it) is an error too, never a silently missing file. Only a
+process killed between steps 1 and 3 leaves a temporary file behind;
+:func:`stale_temp_files` finds such leftovers and
 :func:`remove_stale_temp_files` deletes them.
+
+:func:`output_folder` checks up front that a tool can write into its output
+folder, and :func:`folder_lock` keeps a second process from writing into a
+folder that one is filling.
 
 All functions take the destination path first.
 """
 import contextlib
+import errno
 import glob
 import io
 import json
 import os
 import os.path as osp
 import re
+import socket
 import tempfile
+import time
 import zipfile
-from typing import IO, Iterable, Iterator, List, Tuple, Union
+from typing import IO, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -38,9 +48,11 @@ TEMP_MARK = '.tmp'
 _TEMP_RE = re.compile(r'^\..+\.[^.]+' + re.escape(TEMP_MARK) + r'(\.[^.]*)?$')
 
 __all__ = [
-    'atomic_path', 'atomic_writer', 'atomic_write_bytes', 'atomic_write_text',
-    'atomic_write_json', 'atomic_write_png', 'atomic_write_zip',
-    'is_temp_file', 'stale_temp_files', 'remove_stale_temp_files'
+    'AtomicTarget', 'atomic_path', 'atomic_writer', 'atomic_write_bytes',
+    'atomic_write_text', 'atomic_write_json', 'atomic_write_png',
+    'atomic_write_zip', 'is_temp_file', 'stale_temp_files',
+    'remove_stale_temp_files', 'output_folder', 'FolderLockedError',
+    'folder_lock'
 ]
 
 
@@ -71,6 +83,99 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
+def _naming(exc: OSError, path: str, tmp: Optional[str] = None) -> OSError:
+    """An error of writing ``path`` (through ``tmp``) as one of the same
+    class that names ``path``, e.g. ``[Errno 28] cannot write /out/x.png: No
+    space left on device``. Errors about other files (a source that cannot
+    be read) are returned unchanged."""
+    if exc.errno is None or exc.filename not in (None, path, tmp):
+        return exc
+    try:
+        return type(exc)(
+            exc.errno, f'cannot write {path}: {exc.strerror or exc}')
+    except Exception:  # a subclass with another constructor
+        return exc
+
+
+class AtomicTarget:
+    """One atomic write through a temporary file: the object behind
+    :func:`atomic_path`, for writers that finish in another place than they
+    start (e.g. a video writer closed after its last frame).
+
+    Args:
+        path (str | PathLike): Destination. Its folder is created if missing.
+
+    Attributes:
+        path (str): The destination (absolute).
+        tmp (str): The temporary file next to it (exists, empty, at first).
+    """
+
+    def __init__(self, path: PathLike):
+        self.path = osp.abspath(os.fspath(path))
+        folder, name = osp.split(self.path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, self.tmp = tempfile.mkstemp(
+                dir=folder,
+                prefix=f'.{name}.',
+                suffix=TEMP_MARK + osp.splitext(name)[1])
+        except OSError as exc:
+            raise _naming(exc, self.path, exc.filename) from exc
+        try:
+            os.fchmod(fd, _default_mode())
+        finally:
+            os.close(fd)
+        self._done = False
+
+    def commit(self) -> str:
+        """Sync the temporary file and rename it to :attr:`path`.
+
+        Raises:
+            FileNotFoundError: The temporary file is gone (another process
+                removed it): the destination was not written.
+            OSError: Syncing or renaming failed (named after the
+                destination); the temporary file is removed.
+        """
+        if self._done:
+            raise RuntimeError(
+                f'the atomic write of {self.path} is already '
+                'finished')
+        self._done = True
+        if not osp.exists(self.tmp):
+            raise self.vanished()
+        try:
+            _fsync_file(self.tmp)
+            os.replace(self.tmp, self.path)
+        except FileNotFoundError as exc:
+            raise self.vanished() from exc
+        except OSError as exc:
+            self._remove_tmp()
+            raise _naming(exc, self.path, self.tmp) from exc
+        except BaseException:  # interrupted (KeyboardInterrupt, ...)
+            self._remove_tmp()
+            raise
+        _fsync_dir(osp.dirname(self.path))
+        return self.path
+
+    def vanished(self) -> FileNotFoundError:
+        """The error of a temporary file that is gone (removed by another
+        process): it names the destination, which was not written."""
+        return FileNotFoundError(
+            errno.ENOENT,
+            f'cannot write {self.path}: its temporary file {self.tmp} '
+            'vanished before it was renamed (did another process remove '
+            'it?); the file was not written')
+
+    def discard(self) -> None:
+        """Remove the temporary file; :attr:`path` keeps what it had."""
+        self._done = True
+        self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[str]:
     """A temporary path next to ``path``, moved to ``path`` on success.
@@ -85,34 +190,32 @@ def atomic_path(path: PathLike) -> Iterator[str]:
     Yields:
         str: The temporary file's path (the file exists, empty). On a normal
         exit of the ``with`` block the file is synced and renamed to
-        ``path``; on an exception it is removed and the exception propagates.
-        A ``with`` block that removes the temporary file itself (e.g. because
-        there was nothing to write) leaves ``path`` untouched.
+        ``path``; on an exception it is removed and the exception propagates
+        (an ``OSError`` renamed to name ``path``). A temporary file that is
+        gone at the end of the block raises ``FileNotFoundError``: use
+        :class:`AtomicTarget` and its ``discard`` to give up a write.
     """
-    path = osp.abspath(os.fspath(path))
-    folder, name = osp.split(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=folder,
-        prefix=f'.{name}.',
-        suffix=TEMP_MARK + osp.splitext(name)[1])
+    target = AtomicTarget(path)
     try:
-        os.fchmod(fd, _default_mode())
-        os.close(fd)
-        yield tmp
-        if not osp.exists(tmp):
-            return
-        _fsync_file(tmp)
-        os.replace(tmp, path)
+        yield target.tmp
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and \
+                not osp.exists(target.tmp):
+            raise target.vanished() from exc
+        target.discard()
+        named = _naming(exc, target.path, target.tmp)
+        if named is exc:
+            raise
+        raise named from exc
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        target.discard()
         raise
-    _fsync_dir(folder)
+    target.commit()
 
 
 @contextlib.contextmanager
-def atomic_writer(path: PathLike, mode: str = 'wb',
+def atomic_writer(path: PathLike,
+                  mode: str = 'wb',
                   encoding: str = 'utf-8') -> Iterator[IO]:
     """Open a temporary file next to ``path``; move it to ``path`` on success.
 
@@ -157,8 +260,8 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> str:
     return os.fspath(path)
 
 
-def atomic_write_text(path: PathLike, text: str,
-                      encoding: str = 'utf-8') -> str:
+def atomic_write_text(
+        path: PathLike, text: str, encoding: str = 'utf-8') -> str:
     """Write ``text`` to ``path`` atomically (no newline translation).
 
     Returns:
@@ -200,20 +303,23 @@ def atomic_write_png(path: PathLike, array: np.ndarray) -> str:
     from PIL import Image
     array = np.asarray(array)
     if array.ndim != 2:
-        raise ValueError(f'atomic_write_png({os.fspath(path)!r}): expected a '
-                         f'(H, W) label map, got shape {tuple(array.shape)}')
+        raise ValueError(
+            f'atomic_write_png({os.fspath(path)!r}): expected a '
+            f'(H, W) label map, got shape {tuple(array.shape)}')
     if array.size and (array.min() < 0 or array.max() > 255):
-        raise ValueError(f'atomic_write_png({os.fspath(path)!r}): values must '
-                         f'lie in [0, 255], got [{array.min()}, '
-                         f'{array.max()}]')
+        raise ValueError(
+            f'atomic_write_png({os.fspath(path)!r}): values must '
+            f'lie in [0, 255], got [{array.min()}, '
+            f'{array.max()}]')
     buf = io.BytesIO()
     image = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
     image.save(buf, format='PNG')
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def atomic_write_zip(path: PathLike,
-                     members: Iterable[Tuple[str, Union[str, bytes]]]) -> str:
+def atomic_write_zip(
+        path: PathLike, members: Iterable[Tuple[str, Union[str,
+                                                           bytes]]]) -> str:
     """Write a zip archive atomically.
 
     Args:
@@ -266,3 +372,130 @@ def remove_stale_temp_files(folder: PathLike) -> List[str]:
             os.unlink(path)
             removed.append(path)
     return removed
+
+
+def output_folder(path: PathLike, what: str = 'output folder') -> str:
+    """Create ``path`` if needed and check that files can be written in it,
+    before any work whose results would go there.
+
+    Args:
+        path (str | PathLike): The folder.
+        what (str): How messages name it, e.g. ``'--out'``.
+
+    Returns:
+        str: ``path``.
+
+    Raises:
+        NotADirectoryError: ``path`` (or a folder above it) is a file.
+        OSError: The folder cannot be created or written (read-only, no
+            permission, full); the message names it.
+    """
+    path = os.fspath(path)
+    if osp.exists(path) and not osp.isdir(path):
+        raise NotADirectoryError(
+            errno.ENOTDIR, f'{what} {path!r} is a file, not a folder')
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(
+            dir=path, prefix='.write-probe.', suffix=TEMP_MARK)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise type(exc)(
+            exc.errno, f'{what} {path!r} cannot be written: '
+            f'{exc.strerror or exc}') from exc
+    return path
+
+
+class FolderLockedError(RuntimeError):
+    """Another process holds the lock of a folder (see :func:`folder_lock`).
+
+    Attributes:
+        lock_file (str): The lock file.
+        holder (dict): What the holder wrote into it (``pid``, ``host``,
+            ``since``, ``command``).
+    """
+
+    def __init__(self, lock_file: str, holder: dict):
+        self.lock_file = lock_file
+        self.holder = holder
+        since = holder.get('since')
+        when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since)) \
+            if isinstance(since, (int, float)) else 'an unknown time'
+        super().__init__(
+            f'{osp.dirname(lock_file)} is being written by another run: '
+            f'process {holder.get("pid", "?")} on host '
+            f'{holder.get("host", "?")} ({holder.get("command") or "?"}) '
+            f'holds {lock_file} since {when}; wait for it to finish')
+
+
+def _read_holder(lock_file: str) -> dict:
+    try:
+        with open(lock_file, encoding='utf-8') as f:
+            holder = json.load(f)
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+@contextlib.contextmanager
+def folder_lock(
+        folder: PathLike,
+        name: str = '.lock',
+        command: Optional[str] = None) -> Iterator[str]:
+    """Hold an exclusive lock on ``folder`` while writing into it.
+
+    The lock is an ``fcntl.flock`` on ``folder/name``, so the system
+    releases it when its holder dies (no stale lock after a kill); the file
+    records the holder's pid, host, start time and ``command`` for the
+    message a second process gets. The file is removed on release.
+
+    Args:
+        folder (str | PathLike): The folder (created if missing).
+        name (str): The lock file's name. Defaults to ``'.lock'``.
+        command (str, optional): What the holder does, for the message.
+
+    Yields:
+        str: The lock file's path.
+
+    Raises:
+        FolderLockedError: Another process holds the lock; the message names
+            it (pid, host, since when).
+    """
+    import fcntl
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    lock_file = osp.join(folder, name)
+    while True:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES,
+                                 errno.EWOULDBLOCK):
+                raise
+            raise FolderLockedError(
+                lock_file, _read_holder(lock_file)) from None
+        # the holder before us may have removed the file after we opened
+        # it: a lock on a removed file locks nothing, start again
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_file))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        holder = dict(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            since=time.time(),
+            command=command)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(holder).encode())
+        yield lock_file
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_file)
+        os.close(fd)

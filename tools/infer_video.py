@@ -1,9 +1,10 @@
 """Segment a video (a folder of frames or a video file) frame by frame.
 
 Streaming inference with :class:`lma_mmseg.apis.StreamingSegmenter`: every
-frame is encoded once and, for LMA models, reads the memory of the previous
-frames. Writes a colour overlay per frame (the dataset palette blended over
-the frame) and an MP4 of the overlays, and prints the time per frame.
+frame is encoded once and, for LMA models, reads the memory frames at the
+model's memory offsets. Writes a colour overlay per frame (the dataset
+palette blended over the frame) and an MP4 of the overlays, and prints the
+time per frame.
 
 Example::
 
@@ -15,7 +16,11 @@ Outputs in ``--out``: ``overlays/<frame name>.png`` (video files:
 ``frame_000000.png`` ...), ``<input name>.mp4`` and ``summary.json``
 (frames, timings). Every file is written atomically. If a frame cannot be
 read, the tool stops with an error that names it; the overlays already
-written stay, and the MP4 of the frames before it is still completed.
+written stay, and the MP4 of the frames before it is still completed. Bad
+input (a folder with two frames of one name such as ``f000.png`` and
+``f000.jpg``, a folder named like an image, a missing file) and an ``--out``
+that cannot be written end the tool with one line ``infer_video.py: error:
+...`` and exit status 2 (``--debug`` shows the traceback).
 """
 import argparse
 import json
@@ -31,7 +36,8 @@ from mmengine.utils import ProgressBar
 from lma_mmseg.apis.video_io import (AtomicVideoWriter, FrameSource,
                                      InputError, colourise, get_palette,
                                      write_png)
-from lma_mmseg.fileio import atomic_write_text
+from lma_mmseg.fileio import atomic_write_text, output_folder
+from lma_mmseg.utils import add_debug_argument, run_main
 
 
 def parse_args(argv=None):
@@ -56,6 +62,7 @@ def parse_args(argv=None):
         help='frame rate of the MP4 (default: the video\'s own, or 10 for '
         'a folder of frames)')
     parser.add_argument('--no-video', action='store_true', help='write no MP4')
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -69,6 +76,7 @@ def run(args) -> dict:
                                                  'checkpoint')):
         if not osp.isfile(path):
             raise InputError(f'{what} file {path!r} not found')
+    output_folder(args.out, '--out')
 
     import torch
 
@@ -149,14 +157,9 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except InputError as e:
-        print(f'infer_video.py: error: {e}', file=sys.stderr)
-        return 2
+    run(parse_args(argv))
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main, prog='infer_video.py'))

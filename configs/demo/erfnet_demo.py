@@ -35,7 +35,7 @@ model = dict(
 # (random flip of whole frames); validation on whole frames.
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='RandomCrop', crop_size=train_crop, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs'),

@@ -5,11 +5,20 @@
 # configs/lma/lma-erfnet_4xb4-160k_cityscapes-seq-512x1024.py.
 _base_ = [
     '../_base_/models/erfnet-split.py', 'mmseg::_base_/datasets/cityscapes.py',
-    '../_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py'
+    '../_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py',
+    '../_base_/datasets/cityscapes_checked-labels.py'
 ]
 crop_size = (512, 1024)
 data_preprocessor = dict(size=crop_size)
 model = dict(data_preprocessor=data_preprocessor)
-train_dataloader = dict(batch_size=4, num_workers=4)
-val_dataloader = dict(batch_size=1, num_workers=4)
+# labels through the loader that checks the class range
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=4,
+    dataset=dict(pipeline={{_base_.checked_train_pipeline}}))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=4,
+    dataset=dict(pipeline={{_base_.checked_test_pipeline}}))
 test_dataloader = val_dataloader
+tta_pipeline = {{_base_.checked_tta_pipeline}}

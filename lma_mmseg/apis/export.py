@@ -1,23 +1,25 @@
 """Export the per-frame step for deployment (``torch.export``, AOTInductor).
 
 The exported program is :meth:`VideoEncoderDecoder.step` at a fixed input
-size with a FULL memory of ``T = memory_length`` frames, the memory tensors
-being explicit inputs and outputs::
+size, its memory (a :class:`~lma_mmseg.models.StreamMemory`) being explicit
+inputs and outputs::
 
     logits, *memory = program(frame, *memory)
     # frame (B, 3, H, W), preprocessed as the data preprocessor does
-    # memory: keys (B, T, Ck, h, w), values (B, T, Cv, h, w) in whole test
-    #         mode; one such pair per window, in window order, in slide mode
+    # memory: keys (B, K, Ck, h, w), values (B, K, Cv, h, w) and count (an
+    #         int64 scalar: frames seen, at most K) in whole test mode, with
+    #         K = max(|offset|) of the model's memory_offsets; one such
+    #         triple per window, in window order, in slide mode
     # logits (B, num_classes, H, W)
 
-First frames: the program always reads T frames. :class:`ExportedStreamer`
-starts a stream by computing the first frame's own key and value (one call
-on an all-zero memory, whose logits are dropped) and filling all T slots
-with them; frames ``0 .. T-1`` therefore read a memory in which the first
-frame stands in for the frames before it (as re-encoding a clip padded with
-its first frame does), where the eager step reads a shorter memory (and
-skips the fusion on frame 0). From frame ``T`` on, the exported stream
-equals the eager step.
+The memory has the same shapes on every frame: a stream starts from zero
+keys and values and ``count = 0`` (:func:`zero_memory`, what
+:class:`ExportedStreamer` does), and the program reads the frames at the
+model's memory offsets that exist, leaving the others out of the attention,
+exactly as the eager step does. An exported stream therefore equals the eager
+step from its first frame on, for consecutive and strided offsets.
+``step.json`` records the offsets, the memory shapes and dtypes, the
+preprocessing and the classes.
 
 The local attention is a ``torch.library`` op of :mod:`lma_mmseg.ops`: a
 process that loads the program must ``import lma_mmseg`` first.
@@ -34,6 +36,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ..fileio import atomic_write_json, atomic_writer
 from ..models.segmentors.video_encoder_decoder import is_memory_model
+from .archive import check_archive, validate_step_info
 
 STEP_PROGRAM = 'step.pt2'
 AOTI_PACKAGE = 'step_aoti.pt2'
@@ -41,41 +44,42 @@ STEP_INFO = 'step.json'
 
 
 class StepModule(nn.Module):
-    """:meth:`VideoEncoderDecoder.step` with a full memory as flat tensor
+    """:meth:`VideoEncoderDecoder.step` with the memory as flat tensor
     inputs and outputs (the module that is exported).
 
     Args:
         model (VideoEncoderDecoder): The segmentor, in eval mode.
-        spec (TreeSpec): Structure of the memory (one ``FrameMemory``, or
+        spec (TreeSpec): Structure of the memory (one ``StreamMemory``, or
             one per slide window), from ``tree_flatten``.
-        memory_length (int): ``T``.
+        memory_offsets (Sequence[int]): The offsets the step reads.
     """
 
-    def __init__(self, model: nn.Module, spec, memory_length: int):
+    def __init__(self, model: nn.Module, spec,
+                 memory_offsets: Sequence[int]):
         super().__init__()
         self.model = model
         self.spec = spec
-        self.memory_length = int(memory_length)
+        self.memory_offsets = tuple(memory_offsets)
 
     def forward(self, frame: Tensor, *memory: Tensor) -> Tuple[Tensor, ...]:
         logits, new_memory = self.model.step(
             frame,
             tree_unflatten(list(memory), self.spec),
-            memory_length=self.memory_length)
+            memory_offsets=self.memory_offsets)
         return (logits, *tree_flatten(new_memory)[0])
 
 
-def example_memory(model: nn.Module, frame: Tensor,
-                   memory_length: Optional[int] = None) -> List[Tensor]:
-    """A full memory (flat list of tensors) built by stepping ``frame``
-    ``memory_length`` times, and its tree structure."""
-    if memory_length is None:
-        memory_length = model.memory_length
-    memory = None
-    with torch.no_grad():
-        for _ in range(memory_length):
-            _, memory = model.step(frame, memory, memory_length=memory_length)
-    return tree_flatten(memory)
+def example_memory(model: nn.Module,
+                   frame: Tensor,
+                   memory_offsets: Optional[Sequence[int]] = None):
+    """The empty memory a stream of frames like ``frame`` starts from
+    (:meth:`VideoEncoderDecoder.empty_memory`: zero keys and values, count
+    0), flattened.
+
+    Returns:
+        tuple: The flat list of memory tensors and its tree structure.
+    """
+    return tree_flatten(model.empty_memory(frame, memory_offsets))
 
 
 def _check_model(model: nn.Module) -> nn.Module:
@@ -94,13 +98,15 @@ def export_step(model: nn.Module,
                 out_dir: str,
                 batch_size: int = 1,
                 aoti: bool = False) -> Dict[str, str]:
-    """Export ``model.step`` with a full memory to ``out_dir``.
+    """Export ``model.step`` with its fixed-size memory to ``out_dir``.
 
     Writes ``step.pt2`` (a ``torch.export`` program, load it with
-    ``torch.export.load(path).module()``), ``step.json`` (shapes, ``T``,
-    preprocessing, classes; see :func:`step_info`) and, with ``aoti``, the
-    AOTInductor package ``step_aoti.pt2`` (load it with
+    ``torch.export.load(path).module()``), ``step.json`` (shapes, memory
+    offsets, preprocessing, classes; see :func:`step_info`) and, with
+    ``aoti``, the AOTInductor package ``step_aoti.pt2`` (load it with
     ``torch._inductor.aoti_load_package``). Files are written atomically.
+    The example memory traced is the empty one; the program runs any
+    memory of the same shapes (see the module docstring).
 
     Args:
         model (VideoEncoderDecoder): The segmentor.
@@ -111,7 +117,8 @@ def export_step(model: nn.Module,
 
     Returns:
         dict: ``program``, ``info`` (and ``aoti``) paths,
-        ``num_memory_tensors`` and ``memory_length``.
+        ``num_memory_tensors``, ``memory_length`` (frames read) and
+        ``memory_offsets``.
     """
     model = _check_model(model)
     if len(shape) != 2 or any(int(s) < 1 for s in shape):
@@ -121,16 +128,21 @@ def export_step(model: nn.Module,
     frame = torch.zeros(batch_size, 3, int(shape[0]), int(shape[1]),
                         device=device)
     tensors, spec = example_memory(model, frame)
-    module = StepModule(model, spec, model.memory_length).eval()
+    module = StepModule(model, spec, model.memory_offsets).eval()
     os.makedirs(out_dir, exist_ok=True)
     with torch.no_grad():
         program = torch.export.export(module, (frame, *tensors))
     paths = dict(
         program=osp.join(out_dir, STEP_PROGRAM),
         num_memory_tensors=len(tensors),
-        memory_length=model.memory_length)
+        memory_length=model.memory_length,
+        memory_offsets=list(model.memory_offsets))
+    # the archive holds no pickled sample inputs (loading unpickles nothing
+    # but tensors); AOTInductor compiles from them, so they come back after
+    example_inputs, program.example_inputs = program.example_inputs, None
     with atomic_writer(paths['program'], 'wb') as f:
         torch.export.save(program, f)
+    program.example_inputs = example_inputs
     if aoti:
         from torch._inductor import aoti_compile_and_package
         paths['aoti'] = osp.join(out_dir, AOTI_PACKAGE)
@@ -143,8 +155,10 @@ def export_step(model: nn.Module,
 
 def step_info(model: nn.Module, frame: Tensor,
               memory: Sequence[Tensor]) -> dict:
-    """What a deployment needs besides the program: input and memory
-    shapes, ``T``, the preprocessing and the classes."""
+    """What a deployment needs besides the program: the input shape, the
+    memory offsets (``memory_offsets``; ``memory_length`` frames read,
+    ``memory_span`` frames kept), the memory tensors' shapes and dtypes (in
+    program order), the preprocessing and the classes."""
     pre = model.data_preprocessor
     meta = getattr(model, 'dataset_meta', None) or {}
 
@@ -156,7 +170,10 @@ def step_info(model: nn.Module, frame: Tensor,
     return dict(
         input_shape=list(frame.shape),
         memory_shapes=[list(t.shape) for t in memory],
+        memory_dtypes=[str(t.dtype).replace('torch.', '') for t in memory],
+        memory_offsets=[int(o) for o in model.memory_offsets],
         memory_length=int(model.memory_length),
+        memory_span=int(model.memory_span),
         test_mode=(model.test_cfg or {}).get('mode', 'whole'),
         num_classes=int(model.decode_head.num_classes),
         mean=as_list(getattr(pre, 'mean', None)),
@@ -177,60 +194,74 @@ def load_step(path: str, aoti: bool = False):
     import lma_mmseg.ops  # noqa: F401  (registers the local attention op)
     if not osp.isfile(path):
         raise FileNotFoundError(f'exported step {path!r} not found')
+    # refuse pickles that need more than the weights-only loader, before
+    # torch's loader (which may retry without weights_only) sees them
+    check_archive(path)
     if aoti:
         from torch._inductor import aoti_load_package
         return aoti_load_package(path)
     return torch.export.load(path).module()
 
 
+def zero_memory(info: dict,
+                device: Optional[torch.device] = None) -> List[Tensor]:
+    """The memory tensors a stream starts from (zero keys and values,
+    count 0), from ``step.json``'s ``memory_shapes`` and ``memory_dtypes``.
+
+    Args:
+        info (dict): What :func:`load_step_info` returns.
+        device (torch.device, optional): Where to put them (CPU).
+    """
+    shapes = info.get('memory_shapes')
+    dtypes = info.get('memory_dtypes')
+    if not shapes or not dtypes or len(shapes) != len(dtypes):
+        raise ValueError(
+            f'step.json must give memory_shapes and memory_dtypes of the '
+            f'same length, got {shapes!r} and {dtypes!r}; export the model '
+            f'again with tools/deploy/export.py')
+    return [
+        torch.zeros(shape, dtype=getattr(torch, dtype), device=device)
+        for shape, dtype in zip(shapes, dtypes)
+    ]
+
+
 class ExportedStreamer:
     """Run a stream of preprocessed frames through an exported step.
 
-    See the module docstring for how the first frames are handled.
+    Every stream starts from ``memory`` (the empty memory: zero keys and
+    values, count 0; see :func:`zero_memory`), so frame ``t`` of the stream
+    gives the logits of the eager :meth:`VideoEncoderDecoder.step` from
+    ``t = 0`` on.
 
     Args:
         step (callable): What :func:`load_step` returns.
-        memory_length (int): ``T`` of the exported program.
+        memory (Sequence[Tensor]): The memory tensors a stream starts from,
+            in program order.
     """
 
-    def __init__(self, step, memory_length: int):
+    def __init__(self, step, memory: Sequence[Tensor]):
+        if not callable(step):
+            raise TypeError(f'ExportedStreamer: `step` must be callable, got '
+                            f'{type(step).__name__}')
+        if not memory or not all(isinstance(t, Tensor) for t in memory):
+            raise ValueError('ExportedStreamer: `memory` must be the memory '
+                             'tensors a stream starts from (zero_memory())')
         self.step = step
-        self.memory_length = int(memory_length)
+        self.start_memory = [t.clone() for t in memory]
         self.memory: Optional[List[Tensor]] = None
 
     def reset(self) -> None:
         """Forget the memory (before a new video)."""
         self.memory = None
 
-    def start(self, frame: Tensor, template: Sequence[Tensor]) -> None:
-        """Fill the memory with ``frame``'s own keys and values.
-
-        Args:
-            frame (Tensor): The first frame (B, 3, H, W).
-            template (Sequence[Tensor]): Tensors shaped as the memory
-                inputs (their values are not used).
-        """
-        outs = self.step(frame, *[torch.zeros_like(t) for t in template])
-        self.memory = [
-            m[:, -1:].expand_as(m).contiguous() for m in outs[1:]
-        ]
-
-    def __call__(self, frame: Tensor,
-                 template: Optional[Sequence[Tensor]] = None) -> Tensor:
+    def __call__(self, frame: Tensor) -> Tensor:
         """Logits (B, num_classes, H, W) of the next frame.
 
         Args:
             frame (Tensor): The frame (B, 3, H, W), preprocessed.
-            template (Sequence[Tensor], optional): Memory-shaped tensors,
-                needed for the first frame of a stream.
         """
-        if self.memory is None:
-            if template is None:
-                raise ValueError('ExportedStreamer: the first frame of a '
-                                 'stream needs `template` (the memory '
-                                 'tensors\' shapes)')
-            self.start(frame, template)
-        outs = self.step(frame, *self.memory)
+        memory = self.start_memory if self.memory is None else self.memory
+        outs = self.step(frame, *memory)
         self.memory = list(outs[1:])
         return outs[0]
 
@@ -244,7 +275,11 @@ def load_step_info(program_dir: str) -> dict:
             f'{path!r} not found: {program_dir!r} is not a folder written '
             f'by tools/deploy/export.py')
     with open(path) as f:
-        return json.load(f)
+        try:
+            info = json.load(f)
+        except ValueError as exc:
+            raise ValueError(f'{path}: not valid JSON ({exc})') from exc
+    return validate_step_info(info, program_dir)
 
 
 def preprocess_frame(image, info: dict) -> Tensor:
@@ -303,8 +338,7 @@ def stream_exported(program_dir: str,
     step = load_step(path, aoti=aoti)
     if not frames:
         raise ValueError('stream_exported: no frames given')
-    streamer = ExportedStreamer(step, info['memory_length'])
-    template = [torch.zeros(shape) for shape in info['memory_shapes']]
+    streamer = ExportedStreamer(step, zero_memory(info))
     times, outputs = [], []
     bar = None
     if progress:
@@ -317,7 +351,7 @@ def stream_exported(program_dir: str,
         x = preprocess_frame(image, info)
         start = time.perf_counter()
         with torch.no_grad():
-            logits = streamer(x, template)
+            logits = streamer(x)
         times.append((time.perf_counter() - start) * 1000.0)
         label = logits.argmax(dim=1)[0].to(torch.uint8).numpy()
         stem = osp.splitext(osp.basename(frame_path))[0]

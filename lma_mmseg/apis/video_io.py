@@ -12,7 +12,7 @@ from typing import Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..fileio import atomic_path, atomic_write_bytes
+from ..fileio import AtomicTarget, atomic_write_bytes
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 VIDEO_EXTENSIONS = (
@@ -25,11 +25,39 @@ class InputError(ValueError):
 
 # ----------------------------------------------------------------- input
 def list_frames(folder: str) -> List[str]:
-    """The image files of ``folder``, sorted by name."""
+    """The image files of ``folder``, sorted by name.
+
+    Each frame's outputs are named after its stem (the name without the
+    extension), so two frames of one stem (``f000.png`` and ``f000.jpg``)
+    are refused rather than one overwriting the other's output. A folder
+    whose name has an image extension is refused too.
+
+    Raises:
+        InputError: ``folder`` is not a folder, holds no frame, holds a
+            folder named like a frame, or two frames of one stem (both
+            named).
+    """
+    if not osp.isdir(folder):
+        raise InputError(
+            f'frame folder {folder!r} does not exist or is not '
+            'a folder')
     names = sorted(
         name for name in os.listdir(folder)
-        if osp.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-        and osp.isfile(osp.join(folder, name)))
+        if osp.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
+    stems = {}
+    for name in names:
+        path = osp.join(folder, name)
+        if not osp.isfile(path):
+            raise InputError(
+                f'{path!r} in the frame folder is not a file (a folder '
+                'named like an image?); move it out of the frame folder')
+        stem = osp.splitext(name)[0]
+        if stem in stems:
+            raise InputError(
+                f'frames {osp.join(folder, stems[stem])!r} and {path!r} have '
+                f'one name {stem!r}: their outputs would overwrite each '
+                'other; keep one of them')
+        stems[stem] = name
     if not names:
         raise InputError(
             f'input folder {folder!r} holds no frames (no file with an '
@@ -154,8 +182,9 @@ def write_png(path: str, img: np.ndarray) -> None:
 
 
 class AtomicVideoWriter:
-    """An MP4 (mp4v) written atomically (:func:`lma_mmseg.fileio.atomic_path`):
-    it appears under ``path`` only when closed with at least one frame.
+    """An MP4 (mp4v) written atomically
+    (:class:`lma_mmseg.fileio.AtomicTarget`): it appears under ``path`` only
+    when closed with at least one frame.
 
     Args:
         path (str): Destination ``.mp4`` file.
@@ -167,16 +196,15 @@ class AtomicVideoWriter:
         self.path = path
         self.size = size
         self.num_frames = 0
-        self._target = atomic_path(path)
-        self.tmp = self._target.__enter__()
+        self._target = AtomicTarget(path)
+        self.tmp = self._target.tmp
         self.writer = cv2.VideoWriter(
             self.tmp, cv2.VideoWriter_fourcc(*'mp4v'), fps, size)
         if not self.writer.isOpened():
-            error = RuntimeError(
+            self._target.discard()
+            raise RuntimeError(
                 f'OpenCV cannot write an mp4v video to '
                 f'{path!r} (no encoder available)')
-            self._target.__exit__(type(error), error, None)
-            raise error
 
     def write(self, img: np.ndarray) -> None:
         self.writer.write(img)
@@ -186,9 +214,10 @@ class AtomicVideoWriter:
         """Finish the file; keep it under its name if any frame was
         written, else remove it."""
         self.writer.release()
-        if not (keep and self.num_frames):
-            os.unlink(self.tmp)
-        self._target.__exit__(None, None, None)
+        if keep and self.num_frames:
+            self._target.commit()
+        else:
+            self._target.discard()
 
 
 def get_palette(model) -> np.ndarray:

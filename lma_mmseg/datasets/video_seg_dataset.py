@@ -170,7 +170,7 @@ class VideoSegDataset(BaseSegDataset):
         if listing is None:
             listing = {}
             suffix = self.img_suffix
-            names = os.listdir(folder) if osp.isdir(folder) else []
+            names = sorted(os.listdir(folder)) if osp.isdir(folder) else []
             for name in names:
                 if not name.endswith(suffix):
                     continue
@@ -178,7 +178,20 @@ class VideoSegDataset(BaseSegDataset):
                 if parts is None:
                     continue
                 head, digits, tail = parts
-                listing.setdefault((head, tail), {})[int(digits)] = name
+                frames = listing.setdefault((head, tail), {})
+                path = osp.join(folder, name)
+                if not osp.isfile(path):
+                    raise ValueError(
+                        f'{self.__class__.__name__}: {path} is not a file (a '
+                        'folder named like a frame?); move it out of the '
+                        'frame folder')
+                if int(digits) in frames:
+                    raise ValueError(
+                        f'{self.__class__.__name__}: '
+                        f'{osp.join(folder, frames[int(digits)])} and {path} '
+                        f'are both frame {int(digits)} of one snippet; keep '
+                        'one of them')
+                frames[int(digits)] = name
             self._listing_cache[folder] = listing
         return listing.get((before, after), {})
 

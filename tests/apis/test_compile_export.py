@@ -2,8 +2,7 @@
 import copy
 import json
 import os.path as osp
-import subprocess
-import sys
+import re
 
 import numpy as np
 import pytest
@@ -14,12 +13,13 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
+from helpers import ROOT
+from helpers.tools import run_tool
 from lma_mmseg.apis import init_model
-from lma_mmseg.apis.export import (ExportedStreamer, example_memory,
-                                   export_step, load_step)
-from lma_mmseg.models import FrameMemory
+from lma_mmseg.apis.export import (ExportedStreamer, example_memory, load_step,
+                                   zero_memory)
+from lma_mmseg.models import StreamMemory
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs/demo/lma-erfnet_demo.py')
 H, W = 64, 128
 
@@ -49,11 +49,11 @@ def eager_stream(model, frames):
 def test_compiled_step_has_no_graph_break(model):
     frames = torch.randn(5, 1, 3, H, W)
     compiled = torch.compile(model.step, fullgraph=True)
-    memory = None
+    memory = model.empty_memory(frames[0])
     with torch.no_grad():
         for frame, expected in zip(frames, eager_stream(model, frames)):
             logits, memory = compiled(frame, memory)
-            assert isinstance(memory, FrameMemory)
+            assert isinstance(memory, StreamMemory)
             torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
 
 
@@ -132,50 +132,74 @@ def test_compiled_training_iteration_has_no_graph_break():
         assert error <= 3e-2 * eager[1][key].norm() + 1e-4, key
 
 
+@pytest.fixture(scope='module')
+def exported(model, tmp_path_factory):
+    """The model exported once by tools/deploy/export.py (program and
+    AOTInductor package), shared by the tests below: the export runs in its
+    own process, as users run it."""
+    tmp = tmp_path_factory.mktemp('export')
+    ckpt = tmp / 'lma.pth'
+    torch.save(dict(state_dict=model.state_dict()), ckpt)
+    out = tmp / 'export'
+    proc = run_tool('deploy/export.py', CONFIG, ckpt, '--shape', H, W,
+                    '--out', out, '--aoti')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the paths: the JSON object on the lines after mmengine's log
+    start = re.search(r'^\{', proc.stdout, re.MULTILINE).start()
+    return out, json.loads(proc.stdout[start:])
+
+
 @pytest.mark.slow
-def test_exported_step_equals_eager(model, tmp_path):
-    paths = export_step(model, (H, W), str(tmp_path), aoti=True)
+def test_exported_step_equals_eager(model, exported):
+    out, paths = exported
+    assert sorted(paths) == [
+        'aoti', 'info', 'memory_length', 'memory_offsets',
+        'num_memory_tensors', 'program'
+    ]
+    assert (out / 'step.pt2').is_file() and (out / 'step.json').is_file()
+    assert (out / 'step_aoti.pt2').is_file()
     info = json.loads(open(paths['info']).read())
     assert info['memory_length'] == model.memory_length == 3
+    assert info['memory_offsets'] == paths['memory_offsets'] == [-3, -2, -1]
     assert info['input_shape'] == [1, 3, H, W]
+    # keys, values (3 frames at 1/8) and the count of frames seen
+    assert info['memory_shapes'] == [[1, 3, 16, 8, 16], [1, 3, 64, 8, 16],
+                                     []]
     frames = torch.randn(6, 1, 3, H, W)
-    # 5 consecutive frames from a full memory
-    memory, spec = example_memory(model, frames[0])
+    expected = eager_stream(model, frames)
+    # a stream from its first frame (an empty memory, as the eager step
+    # starts): equal to the eager step on every frame
+    memory, _ = example_memory(model, frames[0])
+    assert [list(t.shape) for t in memory] == info['memory_shapes']
     for path, aoti in ((paths['program'], False), (paths['aoti'], True)):
         program = load_step(path, aoti=aoti)
-        eager_memory = FrameMemory(*memory)
         flat = list(memory)
+        eager_memory = None
         with torch.no_grad():
-            for frame in frames[1:]:
-                expected, eager_memory = model.step(frame, eager_memory)
+            for t, frame in enumerate(frames):
                 logits, *flat = program(frame, *flat)
+                _, eager_memory = model.step(frame, eager_memory)
                 torch.testing.assert_close(
-                    logits, expected, atol=1e-4, rtol=0)
+                    logits, expected[t], atol=1e-4, rtol=0)
                 torch.testing.assert_close(
                     flat[0], eager_memory.keys, atol=1e-4, rtol=0)
-    # a stream from its first frame: equal to eager once T frames are in
-    streamer = ExportedStreamer(load_step(paths['program']), 3)
-    template = [torch.zeros(shape) for shape in info['memory_shapes']]
-    with torch.no_grad():
-        got = [streamer(frame, template) for frame in frames]
-    for t, expected in enumerate(eager_stream(model, frames)):
-        if t >= 3:
-            torch.testing.assert_close(got[t], expected, atol=1e-4, rtol=0)
+                assert int(flat[2]) == int(eager_memory.count) == \
+                    min(t + 1, 3)
+    # ExportedStreamer starts every stream from zeros (step.json's shapes)
+    streamer = ExportedStreamer(load_step(paths['program']),
+                                zero_memory(info))
+    for _ in range(2):
+        with torch.no_grad():
+            got = [streamer(frame) for frame in frames]
+        for t in range(len(frames)):
+            torch.testing.assert_close(
+                got[t], expected[t], atol=1e-4, rtol=0)
+        streamer.reset()
 
 
 @pytest.mark.slow
-def test_export_tools(model, tmp_path):
-    ckpt = tmp_path / 'lma.pth'
-    torch.save(dict(state_dict=model.state_dict()), ckpt)
-    out = tmp_path / 'export'
-    run = dict(capture_output=True, text=True, cwd=ROOT)
-    proc = subprocess.run([
-        sys.executable, 'tools/deploy/export.py', CONFIG,
-        str(ckpt), '--shape', str(H), str(W), '--out',
-        str(out)
-    ], **run)
-    assert proc.returncode == 0, proc.stderr
-    assert (out / 'step.pt2').is_file() and (out / 'step.json').is_file()
+def test_stream_exported_tool(exported, tmp_path):
+    out, _ = exported
     import cv2
     frames_dir = tmp_path / 'frames'
     frames_dir.mkdir()
@@ -185,22 +209,14 @@ def test_export_tools(model, tmp_path):
             str(frames_dir / f'f{i:03d}.png'),
             rng.integers(0, 256, (H * 2, W * 2, 3), dtype=np.uint8))
     preds = tmp_path / 'preds'
-    proc = subprocess.run([
-        sys.executable, 'tools/deploy/stream_exported.py',
-        str(out),
-        str(frames_dir), '--out',
-        str(preds)
-    ], **run)
+    proc = run_tool('deploy/stream_exported.py', out, frames_dir, '--out',
+                    preds)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in preds.iterdir())
     assert names == [f'f{i:03d}.png' for i in range(4)]
     label = cv2.imread(str(preds / 'f003.png'), cv2.IMREAD_UNCHANGED)
     assert label.shape == (H, W) and label.max() < 19
     # bad input names what is wrong
-    proc = subprocess.run([
-        sys.executable, 'tools/deploy/stream_exported.py',
-        str(tmp_path / 'nowhere'),
-        str(frames_dir), '--out',
-        str(preds)
-    ], **run)
+    proc = run_tool('deploy/stream_exported.py', tmp_path / 'nowhere',
+                    frames_dir, '--out', preds)
     assert proc.returncode == 2 and 'step.json' in proc.stderr

@@ -22,7 +22,7 @@ import lma_mmseg  # noqa: F401
 from helpers import ROOT
 from helpers.tools import run_tool
 from lma_mmseg.apis import init_model
-from lma_mmseg.datasets.synthetic import make_demo_data
+from lma_mmseg.datasets.prep import DemoDataSettings, make_demo_data
 
 DATASET_CFG = osp.join(ROOT, 'configs/_base_/datasets/demo-seq.py')
 LMA_MODEL_CFG = osp.join(ROOT, 'configs/_base_/models/lma-erfnet.py')
@@ -41,8 +41,8 @@ class UnrelatedObject:
 def demo_master(tmp_path_factory):
     root = tmp_path_factory.mktemp('demo_master') / 'demo'
     make_demo_data(
-        str(root), size=(64, 128), num_train=2, num_val=1, num_test=1,
-        frames='memory')
+        str(root), DemoDataSettings(size=(64, 128), num_train=2, num_val=1,
+                                    num_test=1, frames='memory'))
     return root
 
 

@@ -77,6 +77,10 @@ def parse_args(argv=None):
         nargs='+',
         action=DictAction,
         help='override settings of the config, key=value pairs')
+    parser.add_argument(
+        '--debug',
+        action='store_true',
+        help='on an error, show the traceback instead of one line')
     args = parser.parse_args(argv)
     if args.flow == 'raft' and not args.raft_weights:
         parser.error('--flow raft needs --raft-weights FILE (a local '
@@ -89,12 +93,14 @@ def main(argv=None) -> dict:
     from mmseg.registry import DATASETS
 
     from lma_mmseg.apis import init_model
-    from lma_mmseg.evaluation.model_info import describe_model
+    from lma_mmseg.benchmarks import describe_model
     from lma_mmseg.evaluation.temporal_consistency import (
         TC_KIND, build_flow_estimator, default_offsets,
         evaluate_temporal_consistency)
-    from lma_mmseg.fileio import atomic_write_json
+    from lma_mmseg.fileio import atomic_write_json, output_folder
 
+    if args.out:
+        output_folder(args.out, '--out')
     offsets = tuple(args.offsets) if args.offsets else default_offsets(
         args.num_frames)
     if args.flow == 'raft':
@@ -139,5 +145,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
-    sys.exit(0)
+    # bad input (e.g. two frames of one number in a snippet folder) or an
+    # unwritable --out: one line `temporal_consistency.py: error: ...`, exit 2
+    from lma_mmseg.utils import run_main
+    sys.exit(run_main(main, prog='temporal_consistency.py'))

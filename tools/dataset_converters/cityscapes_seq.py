@@ -20,11 +20,22 @@ finishes what an interrupted run left. ``--config`` takes the splits and
 offsets of the config's video datasets (and ``--out`` defaults to its
 ``data_root``).
 
-``--check`` lists every file the config's clips need that ``--out`` lacks,
-one per line, and exits with status 1 if any is missing (0 otherwise).
+``--check`` lists every file the config's clips need that ``--out`` lacks
+or that does not decode with its annotated frame's size, one per line, and
+exits with status 1 if any (0 otherwise).
+
+Hostile or broken input is refused with one line ``cityscapes_seq.py:
+error: ...`` and exit status 2 (``--debug`` shows the traceback): a member
+whose destination would lie outside ``--out``, a link out of an extracted
+tree, a member that is not a decodable image of its snippet's size, a
+polygon file claiming another size than its frame, an ``--out`` that cannot
+be written (a file, read-only, full) or that another run is writing into
+(the message names its pid and host). Nothing half-written is left.
 """
 import argparse
 import sys
+
+from lma_mmseg.utils import add_debug_argument, run_main
 
 
 def parse_args(argv=None):
@@ -55,8 +66,9 @@ def parse_args(argv=None):
         help='do not create *_gtFine_labelTrainIds.png')
     parser.add_argument(
         '--check', action='store_true',
-        help='only list the files the clips need that --out lacks; exit 1 '
-        'if any')
+        help='only list the files the clips need that --out lacks or that '
+        'do not decode with the expected size; exit 1 if any')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if not args.check and not args.sources:
         parser.error('give the archives (ZIP_OR_DIR ...) or --check')
@@ -69,7 +81,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from lma_mmseg.datasets import cityscapes_seq_prep as prep
+    from lma_mmseg.datasets.prep import cityscapes_seq as prep
 
     data_root = None
     if args.config:
@@ -79,23 +91,25 @@ def main(argv=None) -> int:
     out = args.out or data_root or 'data/cityscapes'
     plan = ', '.join(f'{s}: {o}' for s, o in offsets.items())
     if args.check:
-        missing = prep.check(out, offsets)
-        for path in missing:
+        problems = prep.check(out, offsets)
+        for path in problems:
             print(path)
-        print(f'{len(missing)} missing file(s) under {out} for offsets '
-              f'{plan}', file=sys.stderr)
-        return 1 if missing else 0
+        print(f'{len(problems)} missing or bad file(s) under {out} for '
+              f'offsets {plan}', file=sys.stderr)
+        return 1 if problems else 0
     print(f'preparing {out} for offsets {plan}')
-    try:
-        summary = prep.prepare(
-            args.sources, out, offsets, workers=args.workers,
-            label_train_ids=not args.no_label_train_ids)
-    except (prep.PrepError, FileNotFoundError, ValueError) as exc:
-        print(f'cityscapes_seq.py: error: {exc}', file=sys.stderr)
-        return 2
+    summary = prep.prepare(
+        args.sources, out, offsets, workers=args.workers,
+        label_train_ids=not args.no_label_train_ids)
     prep.log_summary(summary)
     return 0
 
 
+def cli(argv=None) -> int:
+    """:func:`main` with bad input as one ``error:`` line and status 2."""
+    from lma_mmseg.datasets.prep.cityscapes_seq import PrepError
+    return run_main(main, argv, prog='cityscapes_seq.py', errors=(PrepError, ))
+
+
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli())

@@ -1,10 +1,11 @@
 """Export the per-frame streaming step of an LMA model for deployment.
 
-Writes ``OUT/step.pt2`` (a ``torch.export`` program of ``model.step`` with
-a full memory, the memory keys and values as explicit inputs and outputs),
-``OUT/step.json`` (shapes, memory length, preprocessing, classes) and, with
-``--aoti``, the AOTInductor package ``OUT/step_aoti.pt2``. See
-:mod:`lma_mmseg.apis.export` for how a stream's first frames are handled.
+Writes ``OUT/step.pt2`` (a ``torch.export`` program of ``model.step``, its
+fixed-size memory (keys, values and the count of frames seen) as explicit
+inputs and outputs), ``OUT/step.json`` (shapes and dtypes, memory offsets,
+preprocessing, classes) and, with ``--aoti``, the AOTInductor package
+``OUT/step_aoti.pt2``. A stream starts from an all-zero memory and equals
+the eager step from its first frame on (see :mod:`lma_mmseg.apis.export`).
 
 Example::
 
@@ -18,6 +19,8 @@ import json
 import sys
 
 from mmengine.config import DictAction
+
+from lma_mmseg.utils import add_debug_argument, run_main
 
 
 def parse_args(argv=None):
@@ -45,6 +48,7 @@ def parse_args(argv=None):
         nargs='+',
         action=DictAction,
         help='override settings of the config, key=value')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f'--batch-size must be >= 1, got {args.batch_size}')
@@ -57,6 +61,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from lma_mmseg.apis import init_model
     from lma_mmseg.apis.export import export_step
+    from lma_mmseg.fileio import output_folder
+    output_folder(args.out, '--out')
     model = init_model(
         args.config,
         args.checkpoint,
@@ -69,9 +75,11 @@ def main(argv=None) -> dict:
     return paths
 
 
+def cli(argv=None) -> int:
+    """:func:`main` with bad input (a single-frame model: ``TypeError``) or
+    an unwritable ``--out`` as one ``error:`` line and status 2."""
+    return run_main(main, argv, prog='export.py', errors=(TypeError, ))
+
+
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileNotFoundError, ValueError, TypeError) as e:
-        print(f'export.py: error: {e}', file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli())

@@ -1,6 +1,8 @@
 """Run a folder of video frames through an exported streaming step.
 
-Frames (``.png``/``.jpg``/``.jpeg``/``.bmp``, sorted by name) are resized to
+Frames (image files, sorted by name; two of one name such as ``f000.png``
+and ``f000.jpg`` are refused, their predictions would overwrite each
+other) are resized to
 the exported size, normalised as the model's data preprocessor does, run in
 order through ``DIR/step.pt2`` (or ``DIR/step_aoti.pt2`` with ``--aoti``),
 and each prediction is written as a label PNG (class indices) to ``--out``.
@@ -14,11 +16,10 @@ Example::
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
+from lma_mmseg.utils import add_debug_argument, run_main
 
 
 def parse_args(argv=None):
@@ -29,26 +30,19 @@ def parse_args(argv=None):
     parser.add_argument('--out', required=True, help='prediction folder')
     parser.add_argument(
         '--aoti', action='store_true', help='use the AOTInductor package')
+    add_debug_argument(parser)
     return parser.parse_args(argv)
-
-
-def list_frames(folder: str):
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'frame folder {folder!r} not found')
-    frames = sorted(
-        osp.join(folder, name) for name in os.listdir(folder)
-        if name.lower().endswith(IMAGE_EXTENSIONS))
-    if not frames:
-        raise ValueError(f'no image ({", ".join(IMAGE_EXTENSIONS)}) in '
-                         f'{folder!r}')
-    return frames
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     from lma_mmseg.apis.export import stream_exported
+    from lma_mmseg.apis.video_io import list_frames
+    from lma_mmseg.fileio import output_folder
+    frames = list_frames(args.frames)
+    output_folder(args.out, '--out')
     result = stream_exported(
-        args.program_dir, list_frames(args.frames), args.out, aoti=args.aoti)
+        args.program_dir, frames, args.out, aoti=args.aoti)
     summary = dict(
         frames=result['frames'],
         ms_per_frame=round(result['ms_per_frame'], 3),
@@ -58,8 +52,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as e:
-        print(f'stream_exported.py: error: {e}', file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_main(main, prog='stream_exported.py'))

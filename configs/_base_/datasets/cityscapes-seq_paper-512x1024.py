@@ -49,7 +49,7 @@ test_pipeline = [
 # resize, flip and translation.
 frame_train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     resize,
     dict(type='RandomFlip', prob=0.5),
     dict(type='RandomTranslate', max_shift=2, img_fill=0, seg_fill=255,
@@ -58,7 +58,7 @@ frame_train_pipeline = [
 ]
 frame_test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     resize,
     dict(type='ResetOriShape'),
     dict(type='PackSegInputs'),

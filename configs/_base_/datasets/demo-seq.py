@@ -33,7 +33,7 @@ test_pipeline = [
 # baseline trained and tested on the same data.
 frame_train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(
         type='RandomResize',
         scale=img_scale,
@@ -45,7 +45,7 @@ frame_train_pipeline = [
 ]
 frame_test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs'),
 ]
 

@@ -13,7 +13,9 @@ dataset_type = 'VSPWDataset'
 data_root = 'data/VSPW_480p'
 img_scale = (853, 480)  # (w, h), as CFFM
 crop_size = (480, 480)  # (h, w)
-frame_offsets = (-9, -6, -3)  # memory frames, oldest first
+# memory frames, oldest first; an LMA config sets them to its model's
+# memory_offsets (stated once there)
+frame_offsets = (-9, -6, -3)
 train_pipeline = [
     dict(type='LoadClipFromFiles'),
     dict(
@@ -44,7 +46,7 @@ test_pipeline = [
 # baselines the LMA models start from.
 frame_train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(
         type='RandomResize',
         scale=img_scale,
@@ -58,7 +60,7 @@ frame_train_pipeline = [
 frame_test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(
