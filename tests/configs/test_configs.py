@@ -153,8 +153,8 @@ def test_custom_imports_and_default_scope_are_stated_once():
     mmseg's runtime. mmengine refuses a key that two bases of one config
     define, so no other base may state them. test_config_parses_with_plugin_
     import checks that every config inherits both; Config.fromfile imports
-    the modules of the merged config, and test_mim_train.py runs configs that
-    inherit them through mmseg's own tools/train.py."""
+    the modules of the merged config, and configs/test_demo_train.py runs
+    configs that inherit them through mmseg's own tools/train.py."""
     stating = dict(custom_imports=set(), default_scope=set())
     for path in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
                           recursive=True):

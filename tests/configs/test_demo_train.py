@@ -1,6 +1,8 @@
-"""The demo configs train end to end with tools/train.py and mmseg's own
-tools/train.py: single-frame ERFNet, then LMA-ERFNet from its checkpoint,
-each with a validation mIoU logged (a few iterations on tiny demo data)."""
+"""The demo configs train end to end with our tools/train.py and with
+mmseg's own tools/train.py (which knows nothing about lma_mmseg: it works
+because the configs carry the ``custom_imports``/``default_scope`` lines):
+single-frame ERFNet, then LMA-ERFNet from its checkpoint, each with a
+validation mIoU logged (a few iterations on tiny demo data)."""
 import glob
 import json
 import os.path as osp
@@ -12,11 +14,15 @@ import pytest
 
 from helpers import ROOT
 from helpers.tools import tool_env
+from lma_mmseg.datasets.prep import DemoDataSettings, make_demo_data
 
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 MMSEG_TRAIN = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools',
                        'train.py')
-ITERS = 4
+TRAINERS = dict(ours=TRAIN, mmseg=MMSEG_TRAIN)
+ERFNET = osp.join(ROOT, 'configs', 'demo', 'erfnet_demo.py')
+LMA = osp.join(ROOT, 'configs', 'demo', 'lma-erfnet_demo.py')
+ITERS = 2
 
 
 def _run(args, cwd):
@@ -58,34 +64,47 @@ def _options(data_root, extra=()):
     return ['--cfg-options'] + opts + list(extra)
 
 
-@pytest.mark.slow
-def test_demo_configs_train_and_log_miou(tmp_path):
-    data_root = str(tmp_path / 'demo')
-    _run([
-        osp.join(ROOT, 'tools', 'make_demo_data.py'), '--out', data_root,
-        '--num-train', '4', '--num-val', '2', '--num-test', '1', '--frames',
-        'memory'
-    ], ROOT)
-
-    erf_dir = str(tmp_path / 'erfnet_demo')
-    _run([
-        TRAIN,
-        osp.join(ROOT, 'configs', 'demo', 'erfnet_demo.py'), '--work-dir',
-        erf_dir
-    ] + _options(data_root), ROOT)
-    ckpt = osp.join(erf_dir, f'iter_{ITERS}.pth')
-    assert osp.isfile(ckpt)
-    (metrics, ) = _val_metrics(erf_dir)
+def _train(tool, config, work_dir, data_root, extra=()):
+    """Train ``config`` with ``tool``; check the checkpoint, the logged
+    iterations and the validation mIoU; return the log."""
+    log = _run([tool, config, '--work-dir', work_dir] +
+               _options(data_root, extra), osp.dirname(work_dir))
+    assert osp.isfile(osp.join(work_dir, f'iter_{ITERS}.pth'))
+    assert f'Iter(train) [{ITERS}/{ITERS}]' in log
+    (metrics, ) = _val_metrics(work_dir)
     assert 0 <= metrics['mIoU'] <= 100
+    return log
 
-    for name, tool in (('ours', TRAIN), ('mmseg', MMSEG_TRAIN)):
-        lma_dir = str(tmp_path / f'lma_{name}')
-        log = _run([
-            tool,
-            osp.join(ROOT, 'configs', 'demo', 'lma-erfnet_demo.py'),
-            '--work-dir', lma_dir
-        ] + _options(data_root, [f'load_from={ckpt}']), ROOT)
-        assert f'Load checkpoint from {ckpt}' in log
-        assert osp.isfile(osp.join(lma_dir, f'iter_{ITERS}.pth'))
-        (metrics, ) = _val_metrics(lma_dir)
-        assert 0 <= metrics['mIoU'] <= 100
+
+@pytest.fixture(scope='module')
+def erfnet_run(tmp_path_factory):
+    """Demo data and a single-frame ERFNet trained on it by our
+    tools/train.py (the start of the LMA runs)."""
+    tmp = tmp_path_factory.mktemp('demo_train')
+    data_root = str(tmp / 'demo')
+    make_demo_data(
+        data_root,
+        DemoDataSettings(size=(32, 64), seed=0, num_train=4, num_val=2,
+                         num_test=1, frames='memory'))
+    work_dir = str(tmp / 'erfnet_ours')
+    _train(TRAIN, ERFNET, work_dir, data_root)
+    return dict(data_root=data_root,
+                ckpt=osp.join(work_dir, f'iter_{ITERS}.pth'))
+
+
+@pytest.mark.slow
+def test_mmseg_train_script_runs_the_single_frame_demo(erfnet_run,
+                                                       tmp_path):
+    assert osp.isfile(MMSEG_TRAIN), MMSEG_TRAIN
+    _train(MMSEG_TRAIN, ERFNET, str(tmp_path / 'erfnet_mmseg'),
+           erfnet_run['data_root'])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('trainer', ['ours', 'mmseg'])
+def test_lma_demo_trains_from_the_single_frame_checkpoint(
+        erfnet_run, trainer, tmp_path):
+    ckpt = erfnet_run['ckpt']
+    log = _train(TRAINERS[trainer], LMA, str(tmp_path / f'lma_{trainer}'),
+                 erfnet_run['data_root'], [f'load_from={ckpt}'])
+    assert f'Load checkpoint from {ckpt}' in log

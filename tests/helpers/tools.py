@@ -1,6 +1,10 @@
-"""Run a command-line script of ``tools/`` as a subprocess."""
+"""Run a command-line script of ``tools/``: as a subprocess, or in this
+process where the process boundary is not what a test checks."""
+import contextlib
+import io
 import os
 import os.path as osp
+import runpy
 import subprocess
 import sys
 
@@ -51,3 +55,38 @@ def run_tool(script, *args, env=None, timeout=600, check=False, cwd=ROOT):
             f'tools/{script} exited with {proc.returncode}:\n'
             f'{(proc.stdout + proc.stderr)[-5000:]}')
     return proc
+
+
+def run_tool_in_process(script, *args):
+    """Run ``tools/<script> args`` in this process, as ``python`` would run
+    it (``__main__``, ``sys.argv``), and capture what it prints.
+
+    For the checks of a tool's arguments and bad input, which fail before any
+    heavy work: they skip a fresh interpreter's start-up (several seconds of
+    imports). Tests of what crosses the process boundary (exit at
+    interpreter shutdown, environment variables read at import, signals,
+    several processes) use :func:`run_tool`.
+
+    Returns:
+        subprocess.CompletedProcess: ``returncode`` (the ``SystemExit`` code,
+        0 when the script returns), ``stdout`` and ``stderr`` as text.
+    """
+    path = osp.join(ROOT, 'tools', script)
+    argv = [path] + [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, code = sys.argv, 0
+    sys.argv = argv
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(path, run_name='__main__')
+            except SystemExit as exc:
+                if exc.code is None or isinstance(exc.code, int):
+                    code = exc.code or 0
+                else:  # sys.exit('message'): printed, status 1
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+    finally:
+        sys.argv = saved_argv
+    return subprocess.CompletedProcess(argv, code, out.getvalue(),
+                                       err.getvalue())

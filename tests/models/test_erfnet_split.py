@@ -15,7 +15,7 @@ from mmseg.utils import register_all_modules
 
 import lma_mmseg  # noqa: F401  (registers the split ERFNet)
 from helpers import ROOT
-from helpers.tools import run_tool
+from helpers.tools import run_tool, run_tool_in_process
 from lma_mmseg.models.backbones import erfnet_convert as converter
 
 register_all_modules(init_default_scope=True)
@@ -167,7 +167,8 @@ def test_converter_rejects_wrong_inputs(mmseg_erfnet):
 
 
 def test_converter_reports_missing_file(tmp_path):
-    proc = run_tool(CONVERTER, tmp_path / 'nope.pth', tmp_path / 'o.pth')
+    proc = run_tool_in_process(CONVERTER, tmp_path / 'nope.pth',
+                               tmp_path / 'o.pth')
     assert proc.returncode == 1
     assert 'nope.pth' in proc.stderr and 'Traceback' not in proc.stderr
     assert not (tmp_path / 'o.pth').exists()

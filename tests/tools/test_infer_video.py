@@ -9,7 +9,7 @@ import torch
 
 import lma_mmseg  # noqa: F401
 from helpers import ROOT
-from helpers.tools import run_tool
+from helpers.tools import run_tool, run_tool_in_process
 from lma_mmseg.apis import StreamingSegmenter, init_model
 from lma_mmseg.apis.video_io import colourise
 from lma_mmseg.fileio import stale_temp_files
@@ -61,6 +61,11 @@ def model_files(tmp_path_factory):
 
 def infer_video(*args):
     return run_tool('infer_video.py', *args, timeout=300)
+
+
+def infer_video_in_process(*args):
+    """The tool in this process: for bad input, refused before any work."""
+    return run_tool_in_process('infer_video.py', *args)
 
 
 def _frames(folder, num=4, size=(48, 64), seed=0):
@@ -157,7 +162,7 @@ def test_bad_input_paths(tmp_path, model_files, case):
         path, expected = tmp_path / 'one.png', 'is a single image'
         cv2.imwrite(str(path), np.zeros((4, 4, 3), np.uint8))
     out = tmp_path / 'out'
-    proc = infer_video(config, ckpt, path, '--out', out)
+    proc = infer_video_in_process(config, ckpt, path, '--out', out)
     assert proc.returncode == 2
     err = proc.stderr
     assert expected in err and str(path) in err
@@ -168,12 +173,12 @@ def test_bad_input_paths(tmp_path, model_files, case):
 def test_bad_options(tmp_path, model_files):
     config, ckpt = model_files
     frames = _frames(tmp_path / 'clip', num=1)
-    proc = infer_video(config, ckpt, frames, '--out', tmp_path / 'o',
-                       '--opacity', '1.5')
+    proc = infer_video_in_process(config, ckpt, frames, '--out',
+                                  tmp_path / 'o', '--opacity', '1.5')
     assert proc.returncode == 2
     assert '--opacity must be in [0, 1]' in proc.stderr
-    proc = infer_video(config, tmp_path / 'no.pth', frames, '--out',
-                       tmp_path / 'o')
+    proc = infer_video_in_process(config, tmp_path / 'no.pth', frames,
+                                  '--out', tmp_path / 'o')
     assert proc.returncode == 2
     assert 'checkpoint file' in proc.stderr
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from helpers.tools import run_tool
-from lma_mmseg.datasets.synthetic import make_demo_data
+from helpers.tools import run_tool, run_tool_in_process
+from lma_mmseg.datasets.prep import DemoDataSettings, make_demo_data
 from lma_mmseg.evaluation.leaderboard import collect_runs
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -43,8 +43,8 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('tc_tool')
     moving = tmp / 'demo'
     make_demo_data(
-        str(moving), size=(32, 64), seed=2, num_train=1, num_val=2,
-        num_test=1, frames='memory')
+        str(moving), DemoDataSettings(size=(32, 64), seed=2, num_train=1,
+                                      num_val=2, num_test=1, frames='memory'))
     # a static copy: frames 16..18 of every val snippet = its key frame 19
     static = tmp / 'static'
     shutil.copytree(moving, static)
@@ -110,11 +110,17 @@ def test_memory_model_streams_with_warmup(setup):
     assert len(data['per_class_iou']) == 19
 
 
+def _run_in_process(*args):
+    """The tool in this process: for bad arguments, refused early."""
+    proc = run_tool_in_process('analysis/temporal_consistency.py', *args)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
 def test_bad_arguments_are_named(setup):
-    rc, log = _run(setup['single', 'static'], setup['single', 'ckpt'],
-                   '--flow', 'raft')
+    rc, log = _run_in_process(setup['single', 'static'],
+                              setup['single', 'ckpt'], '--flow', 'raft')
     assert rc == 2 and '--raft-weights' in log
-    rc, log = _run(setup['single', 'moving'], setup['single', 'ckpt'],
-                   '--num-frames', '12')
+    rc, log = _run_in_process(setup['single', 'moving'],
+                              setup['single', 'ckpt'], '--num-frames', '12')
     # frames 10..19 exist: offset -11 (frame 8) does not
     assert rc != 0 and '_000008_leftImg8bit.png' in log

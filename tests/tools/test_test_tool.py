@@ -20,7 +20,7 @@ from PIL import Image
 import lma_mmseg  # noqa: F401
 from helpers import ROOT
 from helpers.tools import run_tool
-from lma_mmseg.datasets.synthetic import make_demo_data
+from lma_mmseg.datasets.prep import DemoDataSettings, make_demo_data
 from lma_mmseg.evaluation.test_config import build_test_cfg, switch_split
 
 ERFNET_BASE = osp.join(ROOT, 'configs', '_base_', 'models', 'erfnet-split.py')
@@ -66,6 +66,7 @@ test_cfg = dict(type='TestLoop')
 
 LMA_CONFIG = """
 _base_ = [{data!r}, {model!r}]
+default_scope = 'mmseg'
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(decode_head=dict(norm_cfg=norm_cfg))
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'),
@@ -108,8 +109,9 @@ def demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('test_tool')
     data_root = tmp / 'demo'
     make_demo_data(
-        str(data_root), size=(64, 128), seed=1, num_train=1, num_val=3,
-        num_test=2, frames='memory')
+        str(data_root), DemoDataSettings(size=(64, 128), seed=1, num_train=1,
+                                         num_val=3, num_test=2,
+                                         frames='memory'))
     # the tool reads the key frames from leftImg8bit/ (single frame)
     for split in ('val', 'test'):
         assert glob.glob(
