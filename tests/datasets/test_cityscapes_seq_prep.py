@@ -17,11 +17,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.tools import run_tool_in_process
 from lma_mmseg.datasets.prep import cityscapes_seq as prep
 from lma_mmseg.fileio import is_temp_file
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOL = osp.join(ROOT, 'tools', 'dataset_converters', 'cityscapes_seq.py')
+
+
+def run_converter(*args):
+    """The converter's command line, in this process (the killed run is
+    the test of a process boundary here)."""
+    return run_tool_in_process('dataset_converters/cityscapes_seq.py',
+                               *args)
+
+
 H, W = 24, 48
 #: split -> annotated frames (city, seq, frame)
 KEYS = {
@@ -208,10 +217,8 @@ def test_killed_run_is_finished_by_a_rerun(archives, tmp_path):
         with open(osp.join(out, name), 'rb') as f:
             assert f.read() == archives['members'][name]
 
-    result = subprocess.run(
-        [sys.executable, TOOL, *archives['paths'].values(), '--out', out,
-         '--splits', 'train', '--offsets', '-3', '-2', '-1'],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_converter(*archives['paths'].values(), '--out', out,
+                           '--splits', 'train', '--offsets', '-3', '-2', '-1')
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-2000:]
     assert 'removed 1 partial file(s)' in log
@@ -230,10 +237,8 @@ def test_corrupt_archive_and_corrupt_member_are_named(archives, tmp_path):
     bad.write_bytes(b'PK\x03\x04 this is not a zip archive')
     with pytest.raises(prep.PrepError, match=str(bad)):
         prep.open_sources([str(bad)])
-    proc = subprocess.run(
-        [sys.executable, TOOL, str(bad), archives['paths'][
-            'gtFine_trainvaltest.zip'], '--out', str(tmp_path / 'o')],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_converter(bad, archives['paths']['gtFine_trainvaltest.zip'],
+                         '--out', tmp_path / 'o')
     assert proc.returncode == 2 and str(bad) in proc.stderr
     assert 'Traceback' not in proc.stderr
 
@@ -272,10 +277,7 @@ def test_missing_member_is_named(tmp_path):
                      {'val': [-3, -2, -1]}, progress=False)
     assert victim in str(err.value) and err.value.missing == [victim]
     assert not osp.exists(tmp_path / 'o')  # nothing written
-    proc = subprocess.run(
-        [sys.executable, TOOL, str(tmp_path), '--out', str(tmp_path / 'o'),
-         '--splits', 'val'],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_converter(tmp_path, '--out', tmp_path / 'o', '--splits', 'val')
     assert proc.returncode == 2 and victim in proc.stderr
     # without gtFine no annotated frame is known
     with pytest.raises(prep.MissingMembersError, match='gtFine/val'):
@@ -307,9 +309,7 @@ def test_config_offsets_and_check(archives, tmp_path):
     prep.prepare(list(archives['paths'].values()), str(out),
                  {'train': [-3, -2, -1], 'val': [-3, -2, -1]},
                  progress=False)
-    proc = subprocess.run(
-        [sys.executable, TOOL, '--check', '--config', str(config)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_converter('--check', '--config', config)
     assert proc.returncode == 1
     listed = set(proc.stdout.split())
     missing = {
@@ -321,13 +321,9 @@ def test_config_offsets_and_check(archives, tmp_path):
     assert listed == missing
 
     # --config extracts what is missing; then --check passes
-    proc = subprocess.run(
-        [sys.executable, TOOL, *archives['paths'].values(), '--config',
-         str(config)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_converter(*archives['paths'].values(), '--config', config)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = subprocess.run(
-        [sys.executable, TOOL, '--check', '--config', str(config)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_converter('--check', '--config', config)
     assert proc.returncode == 0 and proc.stdout == ''
 
     # and the prepared tree loads as the config's datasets
