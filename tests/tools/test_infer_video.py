@@ -64,7 +64,8 @@ def infer_video(*args):
 
 
 def infer_video_in_process(*args):
-    """The tool in this process: for bad input, refused before any work."""
+    """The tool in this process (``test_folder_of_frames`` runs it as a
+    process)."""
     return run_tool_in_process('infer_video.py', *args)
 
 
@@ -137,7 +138,7 @@ def test_video_file_input(tmp_path, model_files):
         writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
     writer.release()
     out = tmp_path / 'out'
-    proc = infer_video(config, ckpt, video, '--out', out)
+    proc = infer_video_in_process(config, ckpt, video, '--out', out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in (out / 'overlays').iterdir()) == [
         f'frame_{i:06d}.png' for i in range(3)
@@ -189,7 +190,7 @@ def test_unreadable_frame_keeps_earlier_results(tmp_path, model_files):
     bad = frames / 'f_001.png'
     bad.write_bytes(bad.read_bytes()[:40])  # truncated PNG
     out = tmp_path / 'out'
-    proc = infer_video(config, ckpt, frames, '--out', out)
+    proc = infer_video_in_process(config, ckpt, frames, '--out', out)
     assert proc.returncode == 2
     err = proc.stderr
     assert f'cannot read frame {str(bad)!r}' in err
