@@ -7,10 +7,11 @@ Usage::
         [--device cpu|cuda] [--shape H W] [--frames N] [--warmup N]
         [--modes single|streaming|reencode ...] [--frames-dir DIR]
         [--threads N]
+        [--compile [--compile-backend NAME]] [--dtype float32|float16|bfloat16]
         [--out JSON] [--no-flops] [--cfg-options KEY=VALUE ...]
 
 What is measured and the JSON written to ``--out`` (atomically) are
-described in :mod:`lma_mmseg.evaluation.benchmark`.
+described in :mod:`lma_mmseg.benchmarks.model_benchmark`.
 """
 import argparse
 import sys
@@ -18,9 +19,9 @@ import sys
 import torch
 from mmengine.config import DictAction
 
-from lma_mmseg.evaluation.benchmark import (DTYPES, MODES, baseline_report,
-                                            format_report, run_benchmark)
-from lma_mmseg.fileio import atomic_write_json
+from lma_mmseg.benchmarks import (DTYPES, MODEL_MODES, ModelProblem,
+                                  baseline_report, model_report,
+                                  run_model_benchmark, write_json)
 
 
 def parse_args(argv=None):
@@ -49,7 +50,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--modes',
         nargs='+',
-        choices=MODES,
+        choices=MODEL_MODES,
         help='modes of CONFIG (default: streaming reencode for memory '
         'models, single otherwise)')
     parser.add_argument(
@@ -71,6 +72,10 @@ def parse_args(argv=None):
         help='also time every mode through torch.compile, interleaved with '
         'eager (the first compiled frames compile: give enough --warmup)')
     parser.add_argument(
+        '--compile-backend',
+        default='inductor',
+        help='torch.compile backend of --compile (default inductor)')
+    parser.add_argument(
         '--dtype',
         choices=list(DTYPES),
         default='float32',
@@ -88,36 +93,48 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.baseline_out and not args.baseline:
         parser.error('--baseline-out needs --baseline')
+    if args.frames < 1 or args.warmup < 0:
+        parser.error('--frames must be >= 1 and --warmup >= 0')
+    if args.threads is not None and args.threads < 1:
+        parser.error('--threads must be >= 1')
+    if min(args.shape) < 8:
+        parser.error('--shape must be at least 8 8')
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import lma_mmseg  # noqa: F401  (registers the components)
-    res = run_benchmark(
-        args.config,
-        checkpoint=args.checkpoint,
-        baseline=args.baseline,
-        baseline_checkpoint=args.baseline_checkpoint,
-        device=args.device,
-        shape=args.shape,
-        frames=args.frames,
-        warmup=args.warmup,
-        modes=args.modes,
+    try:
+        problem = ModelProblem(
+            args.config,
+            checkpoint=args.checkpoint,
+            cfg_options=args.cfg_options,
+            baseline=args.baseline,
+            baseline_checkpoint=args.baseline_checkpoint,
+            device=args.device,
+            shape=args.shape,
+            frames=args.frames,
+            warmup=args.warmup,
+            modes=args.modes,
+            dtype=args.dtype,
+            compile=args.compile,
+            compile_backend=args.compile_backend,
+            frames_dir=args.frames_dir,
+            seed=args.seed)
+    except ValueError as e:
+        raise SystemExit(f'benchmark: {e}')
+    res = run_model_benchmark(
+        problem,
         threads=args.threads,
-        frames_dir=args.frames_dir,
-        seed=args.seed,
         flops=not args.no_flops,
-        progress=not args.no_progress,
-        cfg_options=args.cfg_options,
-        compile=args.compile,
-        dtype=args.dtype)
-    print(format_report(res))
+        progress=not args.no_progress)
+    print(model_report(res))
     if args.out:
-        atomic_write_json(args.out, res)
+        write_json(args.out, res)
         print(f'results written to {args.out}')
     if args.baseline_out:
-        atomic_write_json(args.baseline_out, baseline_report(res))
+        write_json(args.baseline_out, baseline_report(res))
         print(f'baseline results written to {args.baseline_out}')
     return res
 

@@ -24,8 +24,8 @@ import json
 import os.path as osp
 from typing import List, Optional, Sequence
 
+from ..benchmarks.model_benchmark import BENCH_KIND, PRIMARY_KEYS
 from ..fileio import atomic_write_bytes, atomic_write_text
-from .benchmark import BENCH_KIND, PRIMARY_KEYS
 from .metrics.cityscapes_leaderboard_metric import TEST_KIND
 from .temporal_consistency import TC_KIND
 

@@ -1,17 +1,26 @@
-"""The benchmark runner (lma_mmseg.evaluation.benchmark) and its command
-line tools/benchmark.py: JSON fields, interleaved baseline, overhead."""
+"""tools/benchmark.py, the command line of the model benchmark
+(lma_mmseg.benchmarks.model_benchmark): JSON files, printed table, argument
+errors."""
+import importlib.util
 import json
 import os.path as osp
 
 import pytest
 
-import lma_mmseg  # noqa: F401
 from helpers import ROOT
 from helpers.tools import run_tool
-from lma_mmseg.evaluation.benchmark import run_benchmark
 
 LMA = osp.join(ROOT, 'configs', '_base_', 'models', 'lma-erfnet.py')
 ERFNET = osp.join(ROOT, 'configs', '_base_', 'models', 'erfnet-split.py')
+
+
+def _tool():
+    """The command line, loaded in this process."""
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_tool', osp.join(ROOT, 'tools', 'benchmark.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_benchmark_lma_against_baseline_json(tmp_path):
@@ -80,72 +89,17 @@ def test_benchmark_lma_against_baseline_json(tmp_path):
     assert alone['primary']['params'] == base['params']
 
 
-def test_baseline_out_needs_a_baseline(tmp_path):
-    proc = run_tool('benchmark.py', LMA, '--baseline-out', tmp_path / 'b.json')
-    assert proc.returncode == 2
-    assert '--baseline-out needs --baseline' in proc.stderr
+@pytest.mark.parametrize('args,message', [
+    (['--baseline-out', 'b.json'], '--baseline-out needs --baseline'),
+    (['--frames', '0'], '--frames must be >= 1'),
+    (['--threads', '0'], '--threads must be >= 1'),
+    (['--shape', '4', '64'], '--shape must be at least 8 8'),
+    (['--dtype', 'int8'], "invalid choice: 'int8'"),
+])
+def test_argument_errors_name_the_flag(tmp_path, capsys, args, message):
+    tool = _tool()
+    with pytest.raises(SystemExit) as exc:
+        tool.main([LMA, *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
     assert not (tmp_path / 'b.json').exists()
-
-
-def test_benchmark_mmseg_config_single_frame(tmp_path):
-    res = run_benchmark(
-        'mmseg::erfnet/erfnet_fcn_4xb4-160k_cityscapes-512x1024.py',
-        shape=(32, 64), frames=2, warmup=0, threads=1, progress=False,
-        flops=False)
-    (r, ) = res['results']
-    assert (r['role'], r['mode']) == ('model', 'single')
-    assert r['gflops'] is None and res['baseline'] is None
-    assert res['overhead'] == []
-    assert res['model']['method'] == 'single-frame'
-    assert res['model']['backbone'] == 'ERFNet'
-
-
-def test_benchmark_argument_errors(tmp_path):
-    small = dict(shape=(32, 64), frames=1, progress=False)
-    with pytest.raises(FileNotFoundError, match='nope.py'):
-        run_benchmark('nope.py', progress=False)
-    with pytest.raises(ValueError, match='needs a memory model'):
-        run_benchmark(ERFNET, modes=['reencode'], **small)
-    with pytest.raises(ValueError, match='expected a single-frame model'):
-        run_benchmark(ERFNET, baseline=LMA, **small)
-    with pytest.raises(FileNotFoundError, match='no image'):
-        run_benchmark(ERFNET, frames_dir=str(tmp_path), **small)
-
-
-@pytest.mark.cuda
-@pytest.mark.skipif(
-    not __import__('torch').cuda.is_available(), reason='needs CUDA')
-def test_benchmark_on_cuda(tmp_path):
-    res = run_benchmark(
-        LMA, baseline=ERFNET, device='cuda', shape=(64, 128), frames=5,
-        warmup=2, progress=False)
-    assert res['device'].startswith('cuda')
-    assert 'max_memory_allocated' in res['memory_measure']
-    for r in res['results']:
-        assert r['peak_memory_mb'] > 0 and r['gflops'] > 0
-    assert [o['mode'] for o in res['overhead']] == ['streaming', 'reencode']
-
-
-@pytest.mark.slow
-def test_benchmark_compiled_and_bfloat16():
-    """--compile times compiled twins interleaved with eager; --dtype runs
-    the networks under autocast."""
-    res = run_benchmark(
-        LMA, baseline=ERFNET, shape=(32, 64), frames=2, warmup=5,
-        modes=['streaming'], progress=False, flops=False, compile=True,
-        dtype='bfloat16')
-    assert res['dtype'] == 'bfloat16'
-    runs = [(r['role'], r['mode'], r['compiled']) for r in res['results']]
-    assert runs == [('model', 'streaming', False),
-                    ('model', 'streaming', True),
-                    ('baseline', 'single', False),
-                    ('baseline', 'single', True)]
-    assert [(o['mode'], o['compiled']) for o in res['overhead']] == [
-        ('streaming', False), ('streaming', True)]
-    speedups = {(c['role'], c['mode']): c for c in res['compile_speedup']}
-    assert set(speedups) == {('model', 'streaming'), ('baseline', 'single')}
-    for c in speedups.values():
-        assert c['speedup'] == round(c['eager_ms'] / c['compiled_ms'], 4)
-    assert res['primary']['mode'] == 'streaming'
-    with pytest.raises(ValueError, match='--dtype'):
-        run_benchmark(ERFNET, shape=(32, 64), frames=1, dtype='int8')

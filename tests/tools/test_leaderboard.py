@@ -14,11 +14,11 @@ from PIL import Image
 
 import lma_mmseg  # noqa: F401
 from helpers import ROOT
-from helpers.tools import run_tool
+from helpers.tools import run_tool, run_tool_in_process
+from lma_mmseg.benchmarks import (ModelProblem, describe_model,
+                                  run_model_benchmark)
 from lma_mmseg.evaluation import CityscapesLeaderboardMetric
-from lma_mmseg.evaluation.benchmark import run_benchmark
 from lma_mmseg.evaluation.leaderboard import collect_runs
-from lma_mmseg.evaluation.model_info import describe_model
 from lma_mmseg.fileio import atomic_write_json
 
 LMA = osp.join(ROOT, 'configs', '_base_', 'models', 'lma-erfnet.py')
@@ -55,8 +55,9 @@ def runs(tmp_path_factory):
         folder.mkdir()
         metrics = write_test_json(folder / 'cityscapes_metrics.json', config,
                                   acc, seed=len(name))
-        res = run_benchmark(
-            config, modes=[modes], shape=(32, 64), frames=2, warmup=0,
+        res = run_model_benchmark(
+            ModelProblem(
+                config, modes=[modes], shape=(32, 64), frames=2, warmup=0),
             threads=1, progress=False)
         atomic_write_json(folder / 'benchmark.json', res)
         (folder / 'notes.json').write_text('{"unrelated": true}')
@@ -115,9 +116,13 @@ def test_leaderboard_explicit_runs_and_missing_parts(runs):
         ('erf', str(erf / 'cityscapes_metrics.json'),
          str(erf / 'benchmark.json'))
     ]
-    printed = run_tool(
+    # the command line once more, in this process (its process boundary is
+    # the test above's)
+    proc = run_tool_in_process(
         'leaderboard.py', '--run', *explicit[0], '--run', *explicit[1],
-        '--out-dir', tmp / 'board2', check=True).stdout
+        '--out-dir', tmp / 'board2')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = proc.stdout
     rows = collect_runs(runs=explicit)
     assert rows[0]['ms_per_frame'] is None and rows[0]['mIoU'] is not None
     assert '| erf-acc-only | ERFNetEncoder | 0 |' in printed

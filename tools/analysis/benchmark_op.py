@@ -1,13 +1,18 @@
-"""Benchmark of the local memory attention op (command line).
+"""Benchmark of the local memory attention op and its peers (command line).
 
-Times the fused op, the unfused pair, the pure PyTorch reference and, on
-request, a plain PyTorch implementation at the paper's ERFNet and PSPNet
-settings, next to mmseg's ERFNet 512x1024 forward measured in the same run;
-see :mod:`lma_mmseg.ops.profiler` for what is measured and how.
+Times the fused op, the unfused pair, the pure PyTorch reference (F.unfold),
+``scaled_dot_product_attention`` with a dense neighbourhood mask and, on
+request, a plain PyTorch loop and FlexAttention (compiled) at the paper's
+ERFNet and PSPNet settings, each peer first checked against the op's output,
+next to mmseg's ERFNet 512x1024 forward measured in the same run; prints the
+records, the time of every method over the fused op's, and the summary. See
+:mod:`lma_mmseg.benchmarks.op_benchmark` for what is measured and how.
 
 Examples::
 
     python tools/analysis/benchmark_op.py --threads 2 --out work_dirs/op.json
+    python tools/analysis/benchmark_op.py --device cpu --shapes erfnet \\
+        --methods fused unfused reference plain sdpa flex --threads 2
     python tools/analysis/benchmark_op.py --device cuda \\
         --dtype float32 float16 bfloat16 --methods fused unfused plain
     python tools/analysis/benchmark_op.py --quick   # seconds, tiny shapes
@@ -19,11 +24,13 @@ import torch
 
 
 def parse_args(argv=None):
-    from lma_mmseg.ops.profiler import DEFAULT_METHODS, DTYPES, METHODS, SHAPES
+    from lma_mmseg.benchmarks.problem import (DEFAULT_OP_METHODS, DTYPES,
+                                              OP_METHODS, OP_SHAPES)
     parser = argparse.ArgumentParser(
         description='Time and memory of the local attention op (fused, '
-        'unfused, reference, plain PyTorch) and of the ERFNet 512x1024 '
-        'forward.')
+        'unfused) and of its peers (reference, plain PyTorch, '
+        'scaled_dot_product_attention, FlexAttention), each checked '
+        'against the op first, and of the ERFNet 512x1024 forward.')
     parser.add_argument(
         '--device',
         nargs='+',
@@ -34,14 +41,15 @@ def parse_args(argv=None):
         '--shapes',
         nargs='+',
         default=['erfnet', 'pspnet'],
-        choices=sorted(SHAPES),
+        choices=sorted(OP_SHAPES),
         help='op settings to measure')
     parser.add_argument(
         '--methods',
         nargs='+',
-        default=list(DEFAULT_METHODS),
-        choices=METHODS,
-        help='implementations to measure')
+        default=list(DEFAULT_OP_METHODS),
+        choices=OP_METHODS,
+        help='implementations to measure (flex compiles first: tens of '
+        'seconds on a CPU)')
     parser.add_argument(
         '--dtype',
         nargs='+',
@@ -61,7 +69,8 @@ def parse_args(argv=None):
         '--max-ref-gb',
         type=float,
         default=16.0,
-        help='skip the reference where its estimated memory is larger')
+        help='skip the reference (and sdpa) where its estimated memory is '
+        'larger')
     parser.add_argument(
         '--model-size',
         type=int,
@@ -103,12 +112,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    from lma_mmseg.fileio import atomic_write_json
-    from lma_mmseg.ops.profiler import format_table, run_benchmark
+    from lma_mmseg.benchmarks import OpBenchmarkSettings, run_op_benchmark
+    from lma_mmseg.benchmarks.report import op_table, peer_table, write_json
     log = (lambda line: None) if args.json else (
         lambda line: print(line, flush=True))
     try:
-        result = run_benchmark(
+        settings = OpBenchmarkSettings(
             devices=args.device,
             shapes=args.shapes,
             methods=args.methods,
@@ -119,18 +128,23 @@ def main(argv=None):
             max_ref_gb=args.max_ref_gb,
             model_size=args.model_size,
             model=not args.no_model,
-            quick=args.quick,
-            log=log)
+            quick=args.quick)
+        result = run_op_benchmark(settings, log=log)
     except (RuntimeError, ValueError) as e:
         raise SystemExit(f'benchmark_op: {e}')
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(format_table(result['results']))
+        print(op_table(result['results']))
+        peers = peer_table(result['results'])
+        if peers:
+            print('time / time of the fused op (ratio of the medians; '
+                  'paired: median of the per-round ratios, interleaved):')
+            print(peers)
         for line in result['summary']:
             print(line)
     if args.out:
-        atomic_write_json(args.out, result)
+        write_json(args.out, result)
         if not args.json:
             print(f'results written to {args.out}')
     return result
