@@ -1,20 +1,71 @@
-"""tools/analysis/temporal_suite.py and lma_mmseg.evaluation.temporal_suite:
+"""tools/analysis/temporal_suite.py and lma_mmseg.benchmarks.temporal_suite:
 the variants build the models they describe, the runs get the stated
-budgets, and the suite runs end to end on tiny data."""
+budgets, the suite runs end to end on tiny data (in this process, resumed,
+and again with another tuning seed), and an isolated run trains the same
+model as one in this process."""
+import contextlib
+import importlib.util
+import io
 import json
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
-from mmengine.registry import init_default_scope
+from mmengine.config import Config
+from mmengine.logging import MMLogger, print_log
 from mmseg.registry import MODELS
 
-import lma_mmseg  # noqa: F401  (registers the components)
-from lma_mmseg.evaluation import temporal_suite as TS
+from helpers import ROOT
+from lma_mmseg.benchmarks import temporal_suite as TS
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+BASE_CONFIG = osp.join(ROOT, 'configs', 'demo', 'erfnet_demo.py')
+LMA_CONFIG = osp.join(ROOT, 'configs', 'demo', 'lma-erfnet_demo-light.py')
+# the smallest suite: 32x64 frames, 3 train and 2 val snippets per mode, 3
+# single-frame iterations, 2 fine-tuning iterations, data loaded in the
+# training process
+TINY = ['--iters', '3', '2', '--size', '32', '64', '--num-train', '3',
+        '--num-val', '2', '--workers', '0']
+
+
+def _tool():
+    """The command line, loaded in this process."""
+    spec = importlib.util.spec_from_file_location(
+        'temporal_suite_tool',
+        osp.join(ROOT, 'tools', 'analysis', 'temporal_suite.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def tool():
+    return _tool()
+
+
+def _read(path, mode='r'):
+    with open(path, mode) as f:
+        return f.read()
+
+
+@pytest.fixture(scope='module')
+def suite_run(tmp_path_factory, tool):
+    """A tiny suite run through the command line: 2 modes, 2 variants, 2
+    timed frames; its outputs as written (later tests add runs to the same
+    work dir)."""
+    work = str(tmp_path_factory.mktemp('suite') / 'suite')
+    argv = ['--work-dir', work, '--modes', 'noise', 'dropout', '--variants',
+            'light', 'residual', '--bench-frames', '2', '--bench-warmup',
+            '1'] + TINY
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tool.main(argv)
+    return dict(
+        work=work,
+        argv=argv,
+        stdout=out.getvalue(),
+        json=json.loads(_read(osp.join(work, 'suite.json'))),
+        md=_read(osp.join(work, 'suite.md')),
+        png=_read(osp.join(work, 'suite.png'), 'rb'))
 
 
 @pytest.mark.parametrize('variant', list(TS.VARIANTS))
@@ -23,9 +74,8 @@ def test_variants_build_what_they_say(variant):
         pytest.skip(f'{variant}: this neck lacks '
                     f'{TS.VARIANTS[variant]["needs"]}')
     cfg = TS.build_config(
-        TS.LMA_CONFIG, 'data/x', (32, 64), 10, load_from='ckpt.pth',
+        LMA_CONFIG, 'data/x', (32, 64), 10, load_from='ckpt.pth',
         options=TS.VARIANTS[variant]['options'])
-    init_default_scope('mmseg')
     model = MODELS.build(cfg.model)
     neck = model.neck
     opts = TS.VARIANTS[variant]['options']
@@ -63,7 +113,7 @@ def test_variants_build_what_they_say(variant):
 
 def test_build_config_budget_and_size():
     cfg = TS.build_config(
-        TS.BASE_CONFIG, '/data/m', (48, 96), 37, load_from='a.pth', lr=5e-4)
+        BASE_CONFIG, '/data/m', (48, 96), 37, load_from='a.pth', lr=5e-4)
     assert cfg.train_cfg.max_iters == 37 and cfg.train_cfg.val_interval == 37
     assert cfg.param_scheduler[0]['end'] == 37
     assert cfg.default_hooks.checkpoint.interval == 37
@@ -80,12 +130,24 @@ def test_build_config_budget_and_size():
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match='unknown mode'):
-        TS.run_suite(str(tmp_path), modes=['rain'])
-    with pytest.raises(ValueError, match='unknown variant'):
-        TS.run_suite(str(tmp_path), modes=['blur'], variants=['huge'])
+    configs = dict(base_config=BASE_CONFIG, lma_config=LMA_CONFIG)
+    with pytest.raises(ValueError, match='unknown mode .rain. in `modes`'):
+        TS.SuiteSettings(modes=['rain'], **configs)
+    with pytest.raises(ValueError, match='unknown variant .huge.'):
+        TS.SuiteSettings(modes=['blur'], variants=['huge'], **configs)
     with pytest.raises(ValueError, match='iters'):
-        TS.run_suite(str(tmp_path), modes=['blur'], iters=(0, 2))
+        TS.SuiteSettings(modes=['blur'], iters=(0, 2), **configs)
+    with pytest.raises(ValueError, match='at least one mode'):
+        TS.SuiteSettings(modes=[], **configs)
+    with pytest.raises(FileNotFoundError, match='lma_config.*nope.py'):
+        TS.SuiteSettings(base_config=BASE_CONFIG, lma_config='nope.py')
+    with pytest.raises(TypeError, match='SuiteSettings'):
+        TS.run_suite(str(tmp_path), dict(modes=['blur']))
+    # the command line names the argument at fault and starts nothing
+    with pytest.raises(SystemExit, match='base_config: .*missing.py'):
+        _tool().main(['--work-dir', str(tmp_path / 'w'), '--base-config',
+                      str(tmp_path / 'missing.py')])
+    assert not (tmp_path / 'w').exists()
 
 
 def test_table_and_plot():
@@ -102,23 +164,10 @@ def test_table_and_plot():
     assert png[:8] == b'\x89PNG\r\n\x1a\n'
 
 
-@pytest.mark.slow
-def test_suite_end_to_end(tmp_path):
-    work = str(tmp_path / 'suite')
-    cmd = [
-        sys.executable,
-        osp.join(REPO, 'tools', 'analysis', 'temporal_suite.py'),
-        '--work-dir', work, '--modes', 'noise', 'dropout', '--variants',
-        'light', 'residual', '--iters', '3', '2', '--size', '32', '64',
-        '--num-train', '3', '--num-val', '2', '--bench-frames', '2',
-        '--bench-warmup', '1'
-    ]
-    env = dict(__import__('os').environ, OMP_NUM_THREADS='1')
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert '[7/7]' in proc.stdout  # clean base + 2 modes x 3 runs
-    res = json.load(open(osp.join(work, 'suite.json')))
+def test_suite_end_to_end(suite_run, tool, capsys):
+    work, stdout = suite_run['work'], suite_run['stdout']
+    assert '[7/7]' in stdout  # clean base + 2 modes x 3 runs
+    res = suite_run['json']
     assert res['kind'] == 'lma_mmseg.temporal_suite'
     assert res['settings']['iters'] == [3, 2]
     assert [(r['mode'], r['model']) for r in res['rows']] == [
@@ -133,10 +182,15 @@ def test_suite_end_to_end(tmp_path):
         if r['model'] != 'single-frame-twin':
             assert r['gain'] == pytest.approx(r['miou'] - twin[r['mode']],
                                               abs=0.011)
-    md = open(osp.join(work, 'suite.md')).read()
+    md = suite_run['md']
     assert md.count('| noise |') == 3 and md.count('| dropout |') == 3
-    with open(osp.join(work, 'suite.png'), 'rb') as f:
-        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    assert suite_run['png'][:8] == b'\x89PNG\r\n\x1a\n'
+    # every run kept its config, its console log and its benchmark
+    bench = json.load(
+        open(osp.join(work, 'runs', 'noise', 'light', 'benchmark.json')))
+    assert {r['role'] for r in bench['results']} == {'model', 'baseline'}
+    assert 'Iter(train) [2/2]' in open(
+        osp.join(work, 'runs', 'noise', 'light', 'train.log')).read()
     # the twin and every variant start from the clean single-frame model
     ckpt = osp.join(work, 'runs', 'clean', 'single-frame', 'train',
                     'iter_3.pth')
@@ -146,48 +200,57 @@ def test_suite_end_to_end(tmp_path):
             osp.join(work, 'runs', 'noise', run, f'{run}.py')).read()
         assert ckpt in cfg_text and 'max_iters=2' in cfg_text
     # a second call reuses every finished run and gives the same table
-    again = subprocess.run(
-        cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count('reused') == 7
+    capsys.readouterr()
+    tool.main(suite_run['argv'])
+    assert capsys.readouterr().out.count('reused') == 7
     assert json.load(open(osp.join(work, 'suite.json')))['rows'] == \
         res['rows']
+    assert _read(osp.join(work, 'suite.md')) == md
 
 
 def test_finished_run_is_reused_with_tuple_settings(tmp_path):
     """A finished run's result.json (settings stored as JSON, so tuples
     are lists) is reused by a restarted suite, e.g. the motion mode's
-    generator settings ``speeds=(0, 0, 2, 4, 8)``."""
-    cfg = TS.build_config(TS.BASE_CONFIG, '/data/m', (32, 64), 2)
+    generator settings ``speeds=(0, 0, 2, 4, 8)``; so is one whose config
+    text is laid out otherwise (yapf-formatted), but not one with another
+    config."""
+    data = str(tmp_path / 'no-data')
+    cfg = TS.build_config(BASE_CONFIG, data, (32, 64), 2)
     settings = dict(mode='motion', generator=dict(speeds=(0, 0, 2, 4, 8)))
-    run_dir = tmp_path / 'run'
-    run_dir.mkdir()
-    stored = dict(
-        name='single-frame', miou=12.5, checkpoint='x.pth', seconds=1.0,
-        settings=dict(settings, config=cfg.pretty_text))
-    (run_dir / 'result.json').write_text(json.dumps(stored))
-    res = TS.train_run('single-frame', str(run_dir), cfg, settings)
-    assert res['reused'] and res['miou'] == 12.5
+    formatted = TS.build_config(Config.fromfile(BASE_CONFIG), data, (32, 64),
+                                2).pretty_text
+    assert formatted != cfg.pretty_text
+    for i, text in enumerate((cfg.pretty_text, formatted)):
+        run_dir = tmp_path / f'run{i}'
+        run_dir.mkdir()
+        stored = dict(
+            name='single-frame', miou=12.5, checkpoint='x.pth', seconds=1.0,
+            settings=dict(settings, config=text))
+        (run_dir / 'result.json').write_text(json.dumps(stored))
+        res = TS.train_run('single-frame', str(run_dir), cfg, settings)
+        assert res['reused'] and res['miou'] == 12.5
+    # another learning rate: trained again (and failing here, without data)
+    other = TS.build_config(BASE_CONFIG, data, (32, 64), 2, lr=1e-4)
+    with pytest.raises(RuntimeError, match='training'):
+        TS.train_run('single-frame', str(tmp_path / 'run1'), other, settings)
 
 
-@pytest.mark.slow
-def test_suite_tune_seed(tmp_path):
+def test_suite_tune_seed(suite_run, tool, capsys):
     """--tune-seed repeats the twin and the variants with another training
-    seed; the single-frame start keeps the config's."""
-    work = str(tmp_path / 'seed1')
-    cmd = [
-        sys.executable,
-        osp.join(REPO, 'tools', 'analysis', 'temporal_suite.py'),
-        '--work-dir', work, '--modes', 'noise', '--variants', 'light',
-        '--iters', '2', '2', '--size', '32', '64', '--num-train', '2',
-        '--num-val', '2', '--bench-frames', '0', '--tune-seed', '1'
-    ]
-    env = dict(__import__('os').environ, OMP_NUM_THREADS='1')
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    seed from the same single-frame model, in the same work dir: the
+    single-frame run (and its config's seed) is the one there."""
+    work = suite_run['work']
+    capsys.readouterr()
+    tool.main(['--work-dir', work, '--modes', 'noise', '--variants', 'light',
+               '--bench-frames', '0', '--tune-seed', '1'] + TINY)
+    out = capsys.readouterr().out
+    base = [line for line in out.splitlines()
+            if 'single-frame on clean video' in line]
+    assert len(base) == 1 and '(reused)' in base[0]
+    assert out.count('reused') == 1  # the twin and light train anew
     res = json.load(open(osp.join(work, 'suite.json')))
     assert res['settings']['tune_seed'] == 1
+    assert [r['model'] for r in res['rows']] == ['single-frame-twin', 'light']
     seeds = {}
     for run, path in (('single-frame', ('clean', 'single-frame')),
                       ('single-frame-twin',
@@ -200,3 +263,38 @@ def test_suite_tune_seed(tmp_path):
         'single-frame-twin': True,
         'light': True
     }
+
+
+def test_isolated_run_trains_the_same_model(suite_run, tmp_path):
+    """A run in a child process of its own (``isolate``) trains what the
+    same run trains in this process."""
+    done = osp.join(suite_run['work'], 'runs', 'noise', 'light')
+    stored = json.load(open(osp.join(done, 'result.json')))
+    cfg = Config.fromfile(stored['config'])
+    res = TS.train_run('light', str(tmp_path / 'light'), cfg, {},
+                       isolate=True)
+    assert not res['reused']
+    assert res['miou'] == pytest.approx(stored['miou'], abs=1e-6)
+    a = torch.load(stored['checkpoint'], map_location='cpu',
+                   weights_only=False)['state_dict']
+    b = torch.load(res['checkpoint'], map_location='cpu',
+                   weights_only=False)['state_dict']
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_failed_run_names_its_log_and_leaves_logging_usable(tmp_path,
+                                                            capsys):
+    cfg = TS.build_config(BASE_CONFIG, str(tmp_path / 'no-data'), (32, 64),
+                          1)
+    with pytest.raises(RuntimeError) as err:
+        TS.train_run('single-frame', str(tmp_path / 'run'), cfg, {})
+    text = str(err.value)
+    assert 'single-frame: training' in text and 'train.log' in text
+    assert 'Traceback' in text  # the log's tail ends with the traceback
+    assert not (tmp_path / 'run' / 'result.json').exists()
+    # the failed run's logger no longer writes to its closed log
+    print_log('after the failed run', 'current')
+    assert 'Logging error' not in capsys.readouterr().err
+    assert not MMLogger.get_current_instance().handlers

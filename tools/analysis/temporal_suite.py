@@ -8,24 +8,35 @@ Usage::
         [--variants light paper residual residual-prior residual-w3]
         [--iters BASE TUNE] [--size H W] [--severity S]
         [--num-train N] [--num-val N] [--bench-frames N]
+        [--base-config CONFIG] [--lma-config CONFIG] [--isolate]
 
-For every mode: synthetic data (``lma_mmseg.datasets.synthetic``), the
+For every mode: synthetic data (``lma_mmseg.datasets.prep.synthetic``), the
 single-frame model trained ``BASE`` iterations, then from it, ``TUNE``
 iterations each, the single-frame twin (same total budget) and every LMA
 variant. Writes ``suite.json``, ``suite.md`` (mIoU, gain over the twin,
 ms/frame) and ``suite.png`` (gain per mode and variant) in the work dir,
 updated after every mode; a restarted suite reuses finished runs. See
-:mod:`lma_mmseg.evaluation.temporal_suite`.
+:mod:`lma_mmseg.benchmarks.temporal_suite`.
 """
 import argparse
+import os
 import os.path as osp
 import sys
+
+# OpenMP threads that spin while waiting make CPU training many times slower
+# when the cores are shared with other processes; passive waiting costs
+# little on an idle machine. Set OMP_WAIT_POLICY to override.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 _ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-import lma_mmseg.evaluation.temporal_suite as suite  # noqa: E402
+import lma_mmseg.benchmarks.temporal_suite as suite  # noqa: E402
+
+#: The demo single-frame ERFNet and the LMA recipe the variants override.
+BASE_CONFIG = osp.join(_ROOT, 'configs', 'demo', 'erfnet_demo.py')
+LMA_CONFIG = osp.join(_ROOT, 'configs', 'demo', 'lma-erfnet_demo-light.py')
 
 
 def parse_args(argv=None):
@@ -83,13 +94,27 @@ def parse_args(argv=None):
     parser.add_argument('--bench-warmup', type=int, default=5)
     parser.add_argument(
         '--workers', type=int, default=1, help='training data workers')
+    parser.add_argument(
+        '--base-config',
+        default=BASE_CONFIG,
+        help='single-frame config (default: the demo ERFNet)')
+    parser.add_argument(
+        '--lma-config',
+        default=LMA_CONFIG,
+        help='LMA config the variants override (default: the light demo '
+        'recipe, window 7)')
+    parser.add_argument(
+        '--isolate',
+        action='store_true',
+        help='train every run in a child process of its own')
     return parser.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    result = suite.run_suite(
-        args.work_dir,
+def settings_from_args(args) -> suite.SuiteSettings:
+    """The suite settings of the parsed command line."""
+    return suite.SuiteSettings(
+        base_config=args.base_config,
+        lma_config=args.lma_config,
         modes=args.modes,
         variants=args.variants,
         iters=tuple(args.iters),
@@ -98,17 +123,28 @@ def main(argv=None):
         num_train=args.num_train,
         num_val=args.num_val,
         seed=args.seed,
-        tune_seed=args.tune_seed,
         bench_frames=args.bench_frames,
         bench_warmup=args.bench_warmup,
         workers=args.workers,
-        log=lambda msg: print(msg, flush=True))
+        tune_seed=args.tune_seed,
+        isolate=args.isolate)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f'temporal_suite.py: error: {exc}')
+    result = suite.run_suite(
+        args.work_dir, settings, log=lambda msg: print(msg, flush=True))
     with open(osp.join(args.work_dir, 'suite.md')) as f:
         print(f.read())
     print(f'written: {osp.join(args.work_dir, "suite.json")}, '
           f'{osp.join(args.work_dir, "suite.md")}, '
           f'{osp.join(args.work_dir, "suite.png")} '
           f'({result["seconds"] / 60:.1f} min)')
+    return result
 
 
 if __name__ == '__main__':
