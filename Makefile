@@ -15,11 +15,15 @@ PKG_STAMP := $(VENV)/.pkg-installed
 EXT_SOURCES := setup.py setup.cfg pyproject.toml $(shell find lma_mmseg/ops/csrc -type f 2>/dev/null)
 FIND_LINKS := $(if $(wildcard $(SHARED_WHEELS)/*.whl),--find-links $(SHARED_WHEELS),)
 PYTEST_ARGS ?=
+# The suite runs on every core (pytest-xdist), one test file per worker at a
+# time, so that a file's shared fixtures are built once.
+TEST_JOBS ?= $(shell nproc)
+PYTEST_PARALLEL := -n $(TEST_JOBS) --dist loadfile
 # OpenMP threads that spin while waiting slow everything down on small or
 # shared machines (tests and tools run several processes at once).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install deps test demo clean-venv gpu-wheels ext-missing
+.PHONY: install deps test test-quick demo clean-venv gpu-wheels ext-missing
 
 install: $(PKG_STAMP)
 
@@ -50,11 +54,17 @@ $(PKG_STAMP): $(DEPS_STAMP) $(EXT_SOURCES) $(if $(EXT_LIB),,ext-missing)
 	$(PY) -c "import lma_mmseg, lma_mmseg._ext; print('lma_mmseg', lma_mmseg.__version__)"
 	touch $@
 
-# pytest exits with 5 when it collected no test: that is a failure too.
+# The whole suite. pytest exits with 5 when it collected no test: that is a
+# failure too.
 test: install
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no test" >&2; fi; \
 	exit $$rc
+
+# The inner loop: the suite without the tests marked slow (compile, export,
+# end-to-end training and tool runs). `make test` stays the whole suite.
+test-quick: install
+	@$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow" $(PYTEST_ARGS)
 
 # Synthetic video data (generated once into data/demo), single-frame ERFNet
 # and LMA-ERFNet trained, evaluated and timed, leaderboard and images in
@@ -66,11 +76,11 @@ demo: install
 clean-venv:
 	rm -rf $(VENV)
 
-# What tools/gpu_check.sh carries to a GPU machine with Python 3.12 and no
+# What tools/gpu_check.py carries to a GPU machine with Python 3.12 and no
 # network, downloaded into .whl/ (git-ignored): the wheels of mmengine,
 # mmsegmentation and the pure-Python packages that machine lacks, and the
 # mmcv sdist (its ops are built there). Files already there are not fetched
 # again; offline it succeeds only when all of them are there.
 gpu-wheels: | $(PY)
-	PYTHON=$(PY) MMCV_VERSION=$(MMCV_VERSION) MMENGINE_VERSION=$(MMENGINE_VERSION) \
-	  MMSEG_VERSION=$(MMSEG_VERSION) bash tools/gpu_check.sh --fetch-wheels
+	MMCV_VERSION=$(MMCV_VERSION) MMENGINE_VERSION=$(MMENGINE_VERSION) \
+	  MMSEG_VERSION=$(MMSEG_VERSION) $(PY) tools/gpu_check.py --fetch-wheels
