@@ -2,6 +2,7 @@
 process where the process boundary is not what a test checks."""
 import contextlib
 import io
+import logging
 import os
 import os.path as osp
 import runpy
@@ -77,7 +78,8 @@ def run_tool_in_process(script, *args):
     saved_argv, code = sys.argv, 0
     sys.argv = argv
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err), _log_handlers_to(out, err):
             try:
                 runpy.run_path(path, run_name='__main__')
             except SystemExit as exc:
@@ -90,3 +92,39 @@ def run_tool_in_process(script, *args):
         sys.argv = saved_argv
     return subprocess.CompletedProcess(argv, code, out.getvalue(),
                                        err.getvalue())
+
+
+@contextlib.contextmanager
+def _log_handlers_to(out, err):
+    """Point the console handlers of the loggers made before the tool ran
+    at ``out`` / ``err`` for the block: mmengine's loggers (whose console
+    handler writes to the ``sys.stdout`` of the moment it was made) and the
+    handlers of other loggers that write to this process's stdout or
+    stderr."""
+    from mmengine.logging import MMLogger  # made outside logging's manager
+    targets = {}
+    for stream, buffer in ((sys.stdout, out), (sys.__stdout__, out),
+                           (sys.stderr, err), (sys.__stderr__, err)):
+        targets.setdefault(id(stream), buffer)
+    handlers = {}
+    for logger in MMLogger._instance_dict.values():
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler:
+                handlers[handler] = out
+    others = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    for logger in others:
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler and id(
+                    handler.stream) in targets:
+                handlers.setdefault(handler, targets[id(handler.stream)])
+    saved = [(handler, handler.stream) for handler in handlers]
+    for handler, buffer in handlers.items():
+        handler.stream = buffer
+    try:
+        yield
+    finally:
+        for handler, stream in saved:
+            handler.stream = stream
