@@ -195,6 +195,16 @@ def _iter_pickles(data: bytes, where: str) -> Iterator[Tuple[bytes, str]]:
     yield data, where
 
 
+def _open_zip(path: str) -> zipfile.ZipFile:
+    """Open a .pt2 archive; an unreadable one is an :class:`ArchiveError`
+    naming it."""
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise ArchiveError(
+            f'{path}: not a readable .pt2 (zip) archive ({exc})') from exc
+
+
 def check_archive(path: str) -> Dict[str, Set[str]]:
     """Refuse an archive whose pickles need more than torch's weights-only
     loader, before torch's loader sees it.
@@ -221,12 +231,7 @@ def check_archive(path: str) -> Dict[str, Set[str]]:
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'archive {path!r} not found')
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise ArchiveError(
-            f'{path}: not a readable .pt2 (zip) archive '
-            f'({exc})') from exc
+    zf = _open_zip(path)
     inspected: Dict[str, Set[str]] = {}
     with zf:
         root = _archive_root(zf)
@@ -279,12 +284,7 @@ def program_input_shapes(path: str) -> List[List[int]]:
         ArchiveError: The archive holds no program, or one whose inputs are
             not tensors of static shapes; the message names the member.
     """
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise ArchiveError(
-            f'{path}: not a readable .pt2 (zip) archive '
-            f'({exc})') from exc
+    zf = _open_zip(path)
     with zf:
         root = _archive_root(zf)
         models = [

@@ -15,32 +15,14 @@ import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.model import is_model_wrapper
 from torch import Tensor
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import tree_flatten
 
 from ..models.segmentors.video_encoder_decoder import (is_memory_model,
                                                        parse_memory_offsets)
 from ..ops import FLOP_HANDLES
+from .export import StepModule
 
 MODES = ('single', 'streaming', 'reencode')
-
-
-class _StepModule(nn.Module):
-    """``model.step`` with the memory as flat tensor inputs and outputs, so
-    that the jit tracer sees one module call."""
-
-    def __init__(self, model: nn.Module, spec,
-                 memory_offsets: Sequence[int]):
-        super().__init__()
-        self.model = model
-        self.spec = spec
-        self.memory_offsets = tuple(memory_offsets)
-
-    def forward(self, frame: Tensor, *memory: Tensor):
-        logits, new_memory = self.model.step(
-            frame,
-            tree_unflatten(list(memory), self.spec),
-            memory_offsets=self.memory_offsets)
-        return (logits, *tree_flatten(new_memory)[0])
 
 
 class _EncodeDecodeModule(nn.Module):
@@ -139,7 +121,7 @@ def count_flops(model: nn.Module,
             if mode == 'streaming':
                 tensors, spec = tree_flatten(
                     model.empty_memory(frame, offsets))
-                module = _StepModule(model, spec, offsets)
+                module = StepModule(model, spec, offsets)
                 inputs = (frame, *tensors)
             else:
                 clip = frame[:, None].repeat(1, len(offsets) + 1, 1, 1, 1)
