@@ -10,12 +10,12 @@ that is the folder name itself (``osp.join(root, 'configs', ...)``,
 that merely name a script in a sentence, are no such path.
 """
 import ast
-import os
 import os.path as osp
 import re
 from typing import List
 
 import lma_mmseg
+from helpers import python_sources
 
 PACKAGE = osp.dirname(osp.abspath(lma_mmseg.__file__))
 FOLDERS = ('tools', 'configs')
@@ -77,14 +77,8 @@ def test_checker_finds_repository_paths():
 
 def test_package_holds_no_path_into_tools_or_configs():
     found, checked = [], 0
-    for folder, _, files in os.walk(PACKAGE):
-        for name in sorted(files):
-            if not name.endswith('.py'):
-                continue
-            path = osp.join(folder, name)
-            with open(path, encoding='utf-8') as f:
-                source = f.read()
-            found += repository_paths(source, osp.relpath(path, PACKAGE))
-            checked += 1
+    for path, source in python_sources(PACKAGE):
+        found += repository_paths(source, osp.relpath(path, PACKAGE))
+        checked += 1
     assert checked > 20
     assert not found, 'paths into tools/ or configs/:\n' + '\n'.join(found)

@@ -9,6 +9,7 @@ import os.path as osp
 from typing import List, Tuple
 
 import lma_mmseg.ops as ops
+from helpers import python_sources
 from lma_mmseg.ops import functional
 
 PACKAGE = osp.dirname(osp.abspath(ops.__file__))
@@ -79,16 +80,11 @@ def test_checker_sees_upward_imports():
 
 def test_ops_import_nothing_above_ops():
     bad, checked = [], 0
-    for folder, _, files in os.walk(PACKAGE):
-        for name in sorted(files):
-            if not name.endswith('.py'):
-                continue
-            path = osp.join(folder, name)
-            with open(path, encoding='utf-8') as f:
-                source = f.read()
-            bad += foreign_imports(source, _module_name(path),
-                                   is_package=name == '__init__.py')
-            checked += 1
+    for path, source in python_sources(PACKAGE):
+        bad += foreign_imports(
+            source, _module_name(path),
+            is_package=osp.basename(path) == '__init__.py')
+        checked += 1
     assert checked >= 7  # __init__, extension, checks, reference, ...
     assert not bad, '\n'.join(bad)
 
