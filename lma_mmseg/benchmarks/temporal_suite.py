@@ -522,11 +522,19 @@ def _train_isolated(config: str, work_dir: str, log: str) -> None:
                            f'status {proc.exitcode}')
 
 
-def _log_tail(log: str, chars: int = 3000) -> str:
+def _log_tail(log: str, chars: int = 3000, limit: int = 20000) -> str:
+    """The end of a run's log: its last ``chars`` characters, widened to
+    start at the last traceback's header so a deep stack (long install
+    paths) is not cut in the middle; never more than ``limit``."""
     if not osp.isfile(log):
         return '(no log)'
     with open(log, errors='replace') as f:
-        return f.read()[-chars:]
+        text = f.read()
+    start = len(text) - chars
+    header = text.rfind('Traceback (most recent call last)')
+    if header != -1:
+        start = min(start, header)
+    return text[max(start, len(text) - limit, 0):]
 
 
 def _config_dict(text: str) -> dict:

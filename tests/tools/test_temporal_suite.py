@@ -298,3 +298,17 @@ def test_failed_run_names_its_log_and_leaves_logging_usable(tmp_path,
     print_log('after the failed run', 'current')
     assert 'Logging error' not in capsys.readouterr().err
     assert not MMLogger.get_current_instance().handlers
+
+
+def test_log_tail_keeps_a_deep_traceback_whole(tmp_path):
+    # a stack under a long install path is longer than the usual tail
+    frames = ''.join(f'  File "/{"x" * 200}/mod{i}.py", line {i}\n'
+                     for i in range(40))
+    log = tmp_path / 'train.log'
+    log.write_text('progress\n' * 500 + 'Traceback (most recent call last):\n'
+                   + frames + 'FileNotFoundError: no data\n')
+    tail = TS._log_tail(str(log))
+    assert tail.startswith('Traceback (most recent call last)')
+    assert tail.endswith('no data\n')
+    assert len(TS._log_tail(str(log), limit=1000)) == 1000
+    assert TS._log_tail(str(tmp_path / 'missing.log')) == '(no log)'
