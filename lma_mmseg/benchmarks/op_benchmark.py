@@ -7,6 +7,8 @@ forward+backward of:
 
 * ``fused``: the op, :func:`lma_mmseg.ops.local_attention`;
 * ``fused_bias``: the op with a position bias ``(T, window**2)``;
+* ``fused_lse``: the op with ``return_lse=True`` (read-out and
+  log-normaliser);
 * ``unfused``: :func:`lma_mmseg.ops.local_attention_unfused` (correlation
   kernel -> softmax -> aggregation kernel);
 * the peers of :mod:`lma_mmseg.benchmarks.peers`: ``reference`` (the op's
@@ -64,6 +66,7 @@ __all__ = [
 DESCRIPTIONS = {
     'fused': 'the op: lma_mmseg.ops.local_attention (fused kernels)',
     'fused_bias': 'the op with a position bias (T, window**2)',
+    'fused_lse': 'the op returning its log-normaliser too (return_lse=True)',
     'unfused': 'lma_mmseg.ops.local_attention_unfused: correlation kernel, '
     'softmax, aggregation kernel',
     'reference': 'the op\'s pure PyTorch reference: F.unfold of k and v, '
@@ -77,7 +80,7 @@ DESCRIPTIONS = {
     '(built once); zeros padding: the same extra key',
 }
 #: Methods that are the op itself (not checked against it).
-OP_ITSELF = ('fused', 'fused_bias')
+OP_ITSELF = ('fused', 'fused_bias', 'fused_lse')
 #: Largest allowed difference to the op, relative to the largest absolute
 #: value of the op's output (or gradient), at least 1.
 TOLERANCES = {'float32': 1e-3, 'float16': 1e-2, 'bfloat16': 5e-2}
@@ -181,6 +184,9 @@ def make_method(method: str, problem: OpProblem) -> Method:
     if method == 'fused_bias':
         return lambda q, k, v, bias: local_attention(
             q, k, v, bias=bias, **kwargs)
+    if method == 'fused_lse':
+        return lambda q, k, v, bias: local_attention(
+            q, k, v, return_lse=True, **kwargs)[0]
     peer_args = (p.H, p.W, p.T, p.window, p.dilation, p.scale, p.padding)
     if method == 'sdpa':
         peer = DenseMaskAttention(

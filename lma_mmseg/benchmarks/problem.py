@@ -186,11 +186,12 @@ QUICK_OP_SHAPES = {
     'pspnet': OpProblem(B=1, C=32, Cv=96, T=2, H=8, W=12, window=5),
 }
 #: Implementations the op benchmark can time: the op (``fused``, and
-#: ``fused_bias`` with a position bias) and its peers, each checked against
+#: ``fused_bias`` with a position bias, ``fused_lse`` returning its
+#: log-normaliser too) and its peers, each checked against
 #: the op's output before it is timed (see
 #: :mod:`lma_mmseg.benchmarks.peers`).
 OP_METHODS = ('fused', 'unfused', 'reference', 'plain', 'sdpa', 'flex',
-              'fused_bias')
+              'fused_bias', 'fused_lse')
 DEFAULT_OP_METHODS = ('fused', 'unfused', 'reference', 'sdpa')
 
 

@@ -24,7 +24,7 @@ under ``torch.compile(fullgraph=True)`` and ``torch.export``. Without the
 compiled extension the compiled entry points raise an ImportError naming
 ``lma_mmseg._ext``.
 """
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -40,6 +40,10 @@ __all__ = [
 ]
 
 _AUTOCAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+#: What the attention entry points return: the read-out, or ``(out, lse)``
+#: with ``return_lse=True``.
+AttentionOutput = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 
 
 def _autocast_inputs(*tensors: Optional[torch.Tensor]
@@ -73,7 +77,8 @@ def local_attention(q: torch.Tensor,
                     dilation: int = 1,
                     scale: float = 1.0,
                     padding: str = 'zeros',
-                    bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    bias: Optional[torch.Tensor] = None,
+                    return_lse: bool = False) -> AttentionOutput:
     """Fused local memory attention (compiled kernels).
 
     Args:
@@ -95,10 +100,16 @@ def local_attention(q: torch.Tensor,
             ``bias[t, s]`` (its correlation is 0), with ``'mask'`` it stays
             left out. Same dtype and device as q; differentiable (its
             gradient sums over the batch and the pixels). Default: None.
+        return_lse (bool): Also return the softmax's log-normaliser, as
+            NATTEN's and FlashAttention's ``return_lse``. Default: False.
 
     Returns:
-        Tensor: (B, Cv, H, W), the attention read-out; one softmax per query
-        pixel runs jointly over all ``T * window * window`` slots.
+        Tensor | tuple[Tensor, Tensor]: (B, Cv, H, W), the attention
+        read-out; one softmax per query pixel runs jointly over all
+        ``T * window * window`` slots. With ``return_lse``, ``(out, lse)``:
+        lse (B, H, W) is ``logsumexp`` of the logits over the slots that
+        take part (how strongly the memory matches each query pixel),
+        float32 (float64 for float64 inputs), differentiable.
 
     Inputs may have any strides. Float32/float64 on CPU; float32, float16
     and bfloat16 (float32 accumulation) on CUDA. Differentiable in q, k, v
@@ -121,9 +132,10 @@ def local_attention(q: torch.Tensor,
     window, dilation, scale, mask_padding = check_attention_args(
         q, k, v, window, dilation, scale, padding, bias)
     check_kernel_device(q)
-    out, _ = torch.ops.lma.local_attention_forward(q, k, v, window, dilation,
-                                                   scale, mask_padding, bias)
-    return out
+    out, lse = torch.ops.lma.local_attention_forward(q, k, v, window,
+                                                     dilation, scale,
+                                                     mask_padding, bias)
+    return (out, lse) if return_lse else out
 
 
 def local_correlation(q: torch.Tensor,
@@ -188,8 +200,8 @@ def local_attention_unfused(q: torch.Tensor,
                             dilation: int = 1,
                             scale: float = 1.0,
                             padding: str = 'zeros',
-                            bias: Optional[torch.Tensor] = None
-                            ) -> torch.Tensor:
+                            bias: Optional[torch.Tensor] = None,
+                            return_lse: bool = False) -> AttentionOutput:
     """:func:`local_attention` from its unfused building blocks.
 
     :func:`local_correlation`, then the joint softmax over the
@@ -209,9 +221,12 @@ def local_attention_unfused(q: torch.Tensor,
             :func:`local_attention`. Default: ``'zeros'``.
         bias (Tensor, optional): position bias (T, window * window), as in
             :func:`local_attention`. Default: None.
+        return_lse (bool): Also return the log-normaliser (B, H, W), as in
+            :func:`local_attention`. Default: False.
 
     Returns:
-        Tensor: (B, Cv, H, W), the attention read-out.
+        Tensor | tuple[Tensor, Tensor]: (B, Cv, H, W), the attention
+        read-out; with ``return_lse``, ``(out, lse)``.
 
     Raises:
         ImportError: ``lma_mmseg._ext`` is not built.
@@ -219,10 +234,13 @@ def local_attention_unfused(q: torch.Tensor,
     q, k, v, bias = _autocast_inputs(q, k, v, bias)
     window, dilation, scale, mask_padding = check_attention_args(
         q, k, v, window, dilation, scale, padding, bias)
-    attn = reference.attention_weights(
+    weights = reference.attention_weights(
         local_correlation(q, k, window, dilation), window, dilation, scale,
-        mask_padding, bias)
-    return local_aggregation(attn, v, window, dilation)
+        mask_padding, bias, return_lse)
+    if not return_lse:
+        return local_aggregation(weights, v, window, dilation)
+    attn, lse = weights
+    return local_aggregation(attn, v, window, dilation), lse
 
 
 def local_attention_reference(q: torch.Tensor,
@@ -232,8 +250,8 @@ def local_attention_reference(q: torch.Tensor,
                               dilation: int = 1,
                               scale: float = 1.0,
                               padding: str = 'zeros',
-                              bias: Optional[torch.Tensor] = None
-                              ) -> torch.Tensor:
+                              bias: Optional[torch.Tensor] = None,
+                              return_lse: bool = False) -> AttentionOutput:
     """Pure PyTorch local memory attention; defines the op's semantics.
 
     It materialises the neighbourhoods of every key and value
@@ -253,14 +271,17 @@ def local_attention_reference(q: torch.Tensor,
             :func:`local_attention`. Default: ``'zeros'``.
         bias (Tensor, optional): position bias (T, window * window), as in
             :func:`local_attention`. Default: None.
+        return_lse (bool): Also return the log-normaliser (B, H, W), as in
+            :func:`local_attention`. Default: False.
 
     Returns:
-        Tensor: (B, Cv, H, W), the attention read-out.
+        Tensor | tuple[Tensor, Tensor]: (B, Cv, H, W), the attention
+        read-out; with ``return_lse``, ``(out, lse)``.
     """
     window, dilation, scale, mask_padding = check_attention_args(
         q, k, v, window, dilation, scale, padding, bias)
     return reference.attention(q, k, v, window, dilation, scale,
-                               mask_padding, bias)
+                               mask_padding, bias, bool(return_lse))
 
 
 def local_correlation_reference(q: torch.Tensor,

@@ -7,10 +7,13 @@ The schemas and the CPU/CUDA kernels are registered in C++
 * ``lma::local_attention_forward(q, k, v, window, dilation, scale,
   mask_padding, bias=None) -> (out, lse)``, with ``lse`` the float32
   (float64 for float64 inputs) log-sum-exp of the logits per query pixel,
-  kept for backward;
+  an output of its own (``local_attention(..., return_lse=True)``) and kept
+  for backward;
 * ``lma::local_attention_backward(grad_out, q, k, v, out, lse, window,
-  dilation, scale, mask_padding, bias=None) -> (grad_q, grad_k, grad_v,
-  grad_bias)``, ``grad_bias`` empty (0 elements) without a bias;
+  dilation, scale, mask_padding, bias=None, grad_lse=None) -> (grad_q,
+  grad_k, grad_v, grad_bias)``, ``grad_bias`` empty (0 elements) without a
+  bias; ``grad_lse`` is the gradient of ``lse`` (None: zero), which adds
+  ``p * grad_lse`` to the gradient of every logit;
 * ``lma::local_correlation_forward`` / ``lma::local_aggregation_forward``
   ``(x, y, window, dilation) -> Tensor`` and their backward ops
   ``(grad, x, y, window, dilation) -> (grad_x, grad_y)``.
@@ -25,15 +28,11 @@ from typing import Optional, Tuple
 import torch
 
 from .extension import ext_available
+from .reference import lse_dtype
 
 __all__ = ['register_ops']
 
 Tensor = torch.Tensor
-
-
-def _lse_dtype(t: Tensor) -> torch.dtype:
-    """dtype of the log-sum-exp the fused forward keeps for inputs ``t``."""
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 def _empty_like(*tensors: Tensor) -> Tuple[Tensor, ...]:
@@ -58,7 +57,7 @@ def _fake_attention_forward(q: Tensor,
     """out (B, Cv, H, W) and lse (B, H, W)."""
     B, _, H, W = q.shape
     out = q.new_empty((B, v.shape[2], H, W))
-    lse = q.new_empty((B, H, W), dtype=_lse_dtype(q))
+    lse = q.new_empty((B, H, W), dtype=lse_dtype(q.dtype))
     return out, lse
 
 
@@ -72,7 +71,8 @@ def _fake_attention_backward(grad_out: Tensor,
                              dilation: int,
                              scale: float,
                              mask_padding: bool,
-                             bias: Optional[Tensor] = None
+                             bias: Optional[Tensor] = None,
+                             grad_lse: Optional[Tensor] = None
                              ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """grad_q, grad_k, grad_v like q, k, v; grad_bias like bias (empty
     without a bias)."""
@@ -108,14 +108,19 @@ def _attention_setup_context(ctx, inputs, output) -> None:
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, bias)
     ctx.args = (window, dilation, scale, mask_padding)
-    ctx.mark_non_differentiable(lse)
 
 
-def _attention_backward(ctx, grad_out: Tensor, grad_lse: Optional[Tensor]):
+def _attention_backward(ctx, grad_out: Optional[Tensor],
+                        grad_lse: Optional[Tensor]):
+    """Gradients of q, k, v (and the bias) from those of both outputs:
+    ``lse`` is differentiable too (its gradient in the logits is the
+    softmax itself)."""
     q, k, v, out, lse, bias = ctx.saved_tensors
+    if grad_out is None:
+        grad_out = torch.zeros_like(out)
     grad_q, grad_k, grad_v, grad_bias = \
         torch.ops.lma.local_attention_backward(grad_out, q, k, v, out, lse,
-                                               *ctx.args, bias)
+                                               *ctx.args, bias, grad_lse)
     if bias is None:
         grad_bias = None
     return grad_q, grad_k, grad_v, None, None, None, None, grad_bias

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 __all__ = [
     'unfold_frames', 'inside_mask', 'correlation', 'aggregation',
-    'attention_weights', 'attention'
+    'attention_logits', 'attention_weights', 'lse_dtype', 'attention'
 ]
 
 
@@ -95,9 +95,40 @@ def aggregation(attn: torch.Tensor, v: torch.Tensor, window: int,
     return torch.einsum('btshw,btcshw->bchw', attn, v_cols)
 
 
-def attention_weights(corr: torch.Tensor, window: int, dilation: int,
-                      scale: float, mask_padding: bool,
-                      bias: Optional[torch.Tensor]) -> torch.Tensor:
+def attention_logits(corr: torch.Tensor, window: int, dilation: int,
+                     scale: float, mask_padding: bool,
+                     bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """The logits of the softmax from a correlation.
+
+    Args: as :func:`attention_weights`.
+
+    Returns:
+        Tensor: logits (B, T, window * window, H, W): ``scale * corr`` plus
+        the bias, ``-inf`` for slots left out (``mask_padding``).
+    """
+    _, _, _, H, W = corr.shape
+    logits = corr * scale
+    if bias is not None:
+        logits = logits + bias[None, :, :, None, None]
+    if mask_padding:
+        inside = inside_mask(H, W, window, dilation, corr.device)
+        logits = logits.masked_fill(~inside, float('-inf'))
+    return logits
+
+
+def lse_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the log-normaliser for inputs of ``dtype``: the kernels'
+    accumulation type (float64 for float64, float32 otherwise)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def attention_weights(corr: torch.Tensor,
+                      window: int,
+                      dilation: int,
+                      scale: float,
+                      mask_padding: bool,
+                      bias: Optional[torch.Tensor],
+                      return_lse: bool = False):
     """The attention from a correlation: one softmax per query pixel.
 
     Args:
@@ -109,32 +140,44 @@ def attention_weights(corr: torch.Tensor, window: int, dilation: int,
             (``padding='mask'``) instead of giving them logit 0 (plus their
             bias).
         bias (Tensor, optional): Position bias (T, window * window).
+        return_lse (bool): Also return the log-normaliser.
 
     Returns:
-        Tensor: attn (B, T, window * window, H, W), summing to 1 over the
-        ``T * window * window`` slots of every query pixel.
+        Tensor | tuple[Tensor, Tensor]: attn (B, T, window * window, H, W),
+        summing to 1 over the ``T * window * window`` slots of every query
+        pixel; with ``return_lse`` also lse (B, H, W), the log-sum-exp of
+        the logits over those slots (in :func:`lse_dtype`).
     """
-    _, _, _, H, W = corr.shape
-    logits = corr * scale
-    if bias is not None:
-        logits = logits + bias[None, :, :, None, None]
-    if mask_padding:
-        inside = inside_mask(H, W, window, dilation, corr.device)
-        logits = logits.masked_fill(~inside, float('-inf'))
+    logits = attention_logits(corr, window, dilation, scale, mask_padding,
+                              bias)
     # one softmax jointly over the T * S slots of every query pixel
-    return logits.flatten(1, 2).softmax(dim=1).view_as(logits)
+    attn = logits.flatten(1, 2).softmax(dim=1).view_as(logits)
+    if not return_lse:
+        return attn
+    lse = logits.to(lse_dtype(logits.dtype)).flatten(1, 2).logsumexp(dim=1)
+    return attn, lse
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
-              dilation: int, scale: float, mask_padding: bool,
-              bias: Optional[torch.Tensor]) -> torch.Tensor:
+def attention(q: torch.Tensor,
+              k: torch.Tensor,
+              v: torch.Tensor,
+              window: int,
+              dilation: int,
+              scale: float,
+              mask_padding: bool,
+              bias: Optional[torch.Tensor],
+              return_lse: bool = False):
     """Local memory attention of q (B, C, H, W) over the memory keys
     k (B, T, C, H, W) and values v (B, T, Cv, H, W).
 
     Returns:
-        Tensor: (B, Cv, H, W), the attention read-out.
+        Tensor | tuple[Tensor, Tensor]: (B, Cv, H, W), the attention
+        read-out; with ``return_lse`` also the log-normaliser (B, H, W).
     """
-    attn = attention_weights(
+    weights = attention_weights(
         correlation(q, k, window, dilation), window, dilation, scale,
-        mask_padding, bias)
-    return aggregation(attn, v, window, dilation)
+        mask_padding, bias, return_lse)
+    if not return_lse:
+        return aggregation(weights, v, window, dilation)
+    attn, lse = weights
+    return aggregation(attn, v, window, dilation), lse

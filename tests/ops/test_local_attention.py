@@ -1,11 +1,11 @@
 """Local attention ops: compiled CPU kernels against the PyTorch reference."""
 import itertools
-import random
 
 import pytest
 import torch
 from torch.autograd import gradcheck
 
+from helpers.op_inputs import _ids, make_inputs, random_shapes
 from lma_mmseg.ops import (ext_has_cuda, local_aggregation,
                            local_aggregation_reference, local_attention,
                            local_attention_reference, local_attention_unfused,
@@ -35,15 +35,6 @@ def brute_force_attention(q, k, v, window, dilation, scale, padding):
         p = torch.stack(logits).softmax(0)
         out[b, :, y, x] = (p[:, None] * torch.stack(values)).sum(0)
     return out
-
-
-def make_inputs(B, C, Cv, T, H, W, dtype=torch.float32, seed=0,
-                requires_grad=False):
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(B, C, H, W, generator=g, dtype=dtype)
-    k = torch.randn(B, T, C, H, W, generator=g, dtype=dtype)
-    v = torch.randn(B, T, Cv, H, W, generator=g, dtype=dtype)
-    return [x.requires_grad_(requires_grad) for x in (q, k, v)]
 
 
 def non_contiguous(x):
@@ -93,23 +84,7 @@ FIXED_SHAPES = [
 ]
 
 
-def random_shapes(n, seed=1234):
-    rnd = random.Random(seed)
-    shapes = []
-    for _ in range(n):
-        window = rnd.choice([1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21])
-        shapes.append((rnd.randint(1, 3), rnd.randint(1, 12),
-                       rnd.randint(1, 20), rnd.randint(1, 5),
-                       rnd.randint(1, 14), rnd.randint(1, 24), window,
-                       rnd.randint(1, 3)))
-    return shapes
-
-
 SHAPES = FIXED_SHAPES + random_shapes(16)
-
-
-def _ids(shapes):
-    return ['B{}C{}Cv{}T{}H{}W{}w{}d{}'.format(*s) for s in shapes]
 
 
 @pytest.mark.parametrize('shape', SHAPES, ids=_ids(SHAPES))

@@ -113,6 +113,36 @@ def test_attention_float32_matches_reference_and_cpu(case, padding):
 
 
 @requires_cuda
+@pytest.mark.parametrize('padding', PADDINGS)
+@pytest.mark.parametrize('case', CASES, ids=_ids)
+def test_lse_output_and_its_gradient_match_reference_and_cpu(case, padding):
+    """return_lse on CUDA: the lse and the gradients with both outputs
+    used, against the float64 reference and the CPU kernels."""
+    window, dilation = case[6], case[7]
+    q, k, v = _inputs(case, torch.float32)
+    B, H, W = case[0], case[4], case[5]
+    g = torch.Generator('cuda').manual_seed(2)
+    grad_out = torch.randn(B, case[3], H, W, device='cuda', generator=g)
+    grad_lse = torch.randn(B, H, W, device='cuda', generator=g)
+    results = []
+    for fn, dev, dt in ((local_attention, 'cuda', torch.float32),
+                        (local_attention_reference, 'cuda', torch.float64),
+                        (local_attention, 'cpu', torch.float32)):
+        qkv = [x.detach().to(dev, dt).clone().requires_grad_()
+               for x in (q, k, v)]
+        out, lse = fn(*qkv, window, dilation, 0.7, padding, return_lse=True)
+        torch.autograd.backward(
+            (out, lse), (grad_out.to(dev, dt), grad_lse.to(dev, dt)))
+        results.append((out.detach(), lse.detach(),
+                        *(x.grad for x in qkv)))
+    names = ('out', 'lse', 'grad_q', 'grad_k', 'grad_v')
+    for name, a, r, c in zip(names, *results):
+        assert a.dtype == torch.float32 and a.is_cuda
+        _close(a, r, 1e-4, f'{name} vs reference')
+        _close(a, c, 1e-4, f'{name} vs CPU')
+
+
+@requires_cuda
 @pytest.mark.parametrize('case', CASES, ids=_ids)
 def test_correlation_matches_reference_and_cpu(case):
     window, dilation = case[6], case[7]
@@ -462,6 +492,20 @@ def _emulated_all_ops(emu, case, dtype, padding, seed=0, unfused=True):
         logits = logits.masked_fill(~inside, float('-inf'))
     got['lse'] = lse
     ref['lse'] = logits.flatten(1, 2).logsumexp(1)
+    # the backward with a gradient of the lse output too
+    grad_lse = torch.randn(B, H, W, generator=g).to(dtype)
+    (got['lse_grad_q'], got['lse_grad_k'], got['lse_grad_v'],
+     _) = emu.local_attention_backward(grad_out, q, k, v, out, lse, window,
+                                       dilation, scale, padding == 'mask',
+                                       None, grad_lse)
+    qq, kk, vv = [x.double().clone().requires_grad_() for x in (q, k, v)]
+    o, lse_ref = local_attention_reference(
+        qq, kk, vv, window, dilation, scale, padding, return_lse=True)
+    torch.autograd.backward((o, lse_ref),
+                            (grad_out.double(), grad_lse.double()))
+    ref['lse_grad_q'], ref['lse_grad_k'], ref['lse_grad_v'] = (qq.grad,
+                                                               kk.grad,
+                                                               vv.grad)
     if not unfused:
         return got, ref
     # unfused building blocks

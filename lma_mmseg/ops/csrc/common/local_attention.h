@@ -8,6 +8,10 @@
 //   attn (B, T, S, H, W)       S = window * window, slot s = i * window + j
 //   out  (B, Cv, H, W)
 //   lse  (B, H, W) float32     log-sum-exp of the logits per query pixel
+//                              (float64 for float64 inputs); an output of
+//                              the op: its incoming gradient grad_lse
+//                              (B, H, W, or undefined for none) enters the
+//                              backward as p * grad_lse on every logit
 //   bias (T, S) or undefined   position bias added to the scaled logits:
 //                              logit = scale * corr + bias[t, s]
 // Slot s looks at offset ((i - window / 2) * dilation, (j - window / 2) *
@@ -27,7 +31,8 @@ namespace lma {
 //   local_attention_forward_<dev>     returns {out, lse}
 //   local_attention_backward_<dev>    returns {grad_q, grad_k, grad_v,
 //                                     grad_bias} (grad_bias undefined
-//                                     without a bias)
+//                                     without a bias), from grad_out and
+//                                     grad_lse (undefined: zero)
 //   local_correlation_forward_<dev>   returns corr (B, T, S, H, W)
 //   local_correlation_backward_<dev>  returns {grad_q, grad_k}
 //   local_aggregation_forward_<dev>   returns out (B, Cv, H, W)
@@ -45,7 +50,7 @@ namespace lma {
       const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,   \
       const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,      \
       int64_t window, int64_t dilation, double scale, bool mask_padding,      \
-      const at::Tensor& bias);                                                \
+      const at::Tensor& bias, const at::Tensor& grad_lse);                    \
   at::Tensor local_correlation_forward_##dev(                                 \
       const at::Tensor& q, const at::Tensor& k, int64_t window,               \
       int64_t dilation);                                                      \

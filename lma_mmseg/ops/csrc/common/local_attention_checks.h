@@ -89,12 +89,14 @@ inline void check_attention_backward(
     const char* op, const at::Tensor& grad_out, const at::Tensor& q,
     const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& lse, int64_t window, int64_t dilation,
-    const at::Tensor& bias) {
+    const at::Tensor& bias, const at::Tensor& grad_lse) {
   check_attention(op, q, k, v, window, dilation, bias);
   const int64_t B = q.size(0), H = q.size(2), W = q.size(3), Cv = v.size(2);
   check_floating(op, grad_out, "grad_out", {B, Cv, H, W}, q);
   check_floating(op, out, "out", {B, Cv, H, W}, q);
   check_floating(op, lse, "lse", {B, H, W}, q);
+  if (grad_lse.defined())
+    check_floating(op, grad_lse, "grad_lse", {B, H, W}, q);
 }
 
 // q, k and the window; with grad_corr (B, T, window * window, H, W) the

@@ -294,10 +294,12 @@ std::vector<at::Tensor> local_attention_backward_cpu(
     const at::Tensor& grad_out_in, const at::Tensor& q_in,
     const at::Tensor& k_in, const at::Tensor& v_in, const at::Tensor& out,
     const at::Tensor& lse_in, int64_t window, int64_t dilation, double scale,
-    bool mask_padding, const at::Tensor& bias_in) {
+    bool mask_padding, const at::Tensor& bias_in,
+    const at::Tensor& grad_lse_in) {
   const char* op = "local_attention_backward_cpu";
   checks::check_attention_backward(op, grad_out_in, q_in, k_in, v_in, out,
-                                   lse_in, window, dilation, bias_in);
+                                   lse_in, window, dilation, bias_in,
+                                   grad_lse_in);
   check_cpu(op, q_in);
   at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
              v = v_in.contiguous();
@@ -306,6 +308,9 @@ std::vector<at::Tensor> local_attention_backward_cpu(
       has_bias ? bias_in.to(q.scalar_type()).contiguous() : bias_in;
   at::Tensor go = grad_out_in.to(q.scalar_type()).contiguous();
   at::Tensor lse = lse_in.to(q.scalar_type()).contiguous();
+  const at::Tensor grad_lse =
+      grad_lse_in.defined() ? grad_lse_in.to(q.scalar_type()).contiguous()
+                            : grad_lse_in;
   const Geom g = make_geom(q.size(0), k.size(1), q.size(1), v.size(2),
                            q.size(2), q.size(3), window, dilation);
   at::Tensor P = at::empty({g.B, g.T, g.S, g.H, g.W}, q.options());
@@ -324,6 +329,8 @@ std::vector<at::Tensor> local_attention_backward_cpu(
       const scalar_t* gop = go.data_ptr<scalar_t>();
       const scalar_t* vpp = vp.data_ptr<scalar_t>();
       const scalar_t* lp = lse.data_ptr<scalar_t>();
+      const scalar_t* glp =
+          grad_lse.defined() ? grad_lse.data_ptr<scalar_t>() : nullptr;
       scalar_t* Pp = P.data_ptr<scalar_t>();
       scalar_t* Gp = G.data_ptr<scalar_t>();
       const scalar_t* bp = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
@@ -338,8 +345,8 @@ std::vector<at::Tensor> local_attention_backward_cpu(
                                       g.T * g.window * wg_row(g));
         std::vector<int64_t> rowbase(g.T * g.window);
         for (int64_t idx = begin; idx < end; ++idx)
-          LMA_CALL(attn_bwd_row<scalar_t>, qp, kpp, kclp, gop, vpp, lp, bp,
-                   Pp, Gp, gqp, g, sc, gsc, mask_padding, idx / g.H,
+          LMA_CALL(attn_bwd_row<scalar_t>, qp, kpp, kclp, gop, vpp, lp, glp,
+                   bp, Pp, Gp, gqp, g, sc, gsc, mask_padding, idx / g.H,
                    idx % g.H, scratch.data(), rowbase.data());
       });
     }

@@ -789,7 +789,8 @@ void attn_fwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* vcl,
 template <typename scalar_t>
 void attn_bwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* kcl,
                   const scalar_t* go, const scalar_t* vp, const scalar_t* lse,
-                  const scalar_t* bias, scalar_t* P, scalar_t* G,
+                  const scalar_t* grad_lse, const scalar_t* bias, scalar_t* P,
+                  scalar_t* G,
                   scalar_t* grad_q_cl, const Geom& g, scalar_t scale,
                   scalar_t gscale, bool mask, int64_t b, int64_t y,
                   scalar_t* scratch, int64_t* rowbase) {
@@ -829,6 +830,10 @@ void attn_bwd_row(const scalar_t* q, const scalar_t* kp, const scalar_t* kcl,
 #pragma omp simd
       for (int64_t xx = 0; xx < kTile; ++xx) D[xx] += Ls[xx] * dPs[xx];
     }
+    // the gradient of lse adds p * grad_lse to every logit's: D - grad_lse
+    if (grad_lse != nullptr)
+      for (int64_t xx = 0; xx < n; ++xx)
+        D[xx] -= grad_lse[(b * g.H + y) * g.W + x0 + xx];
     for (int64_t t = 0; t < g.T; ++t) {
       for (int64_t s = 0; s < g.S; ++s) {
         const int64_t ts = t * g.S + s;

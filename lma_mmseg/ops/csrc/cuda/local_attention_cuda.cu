@@ -60,10 +60,10 @@ std::vector<at::Tensor> local_attention_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
     const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
     int64_t window, int64_t dilation, double scale, bool mask_padding,
-    const at::Tensor& bias) {
+    const at::Tensor& bias, const at::Tensor& grad_lse) {
   return run_on_device(q, &cuda::attention_backward<CudaLaunch>, grad_out, q,
                        k, v, out, lse, window, dilation, scale, mask_padding,
-                       bias);
+                       bias, grad_lse);
 }
 
 // ---------------------------------------------------------------------------

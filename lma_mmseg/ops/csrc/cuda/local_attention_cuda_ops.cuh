@@ -145,7 +145,7 @@ std::vector<at::Tensor> attention_forward(
 }
 
 // Returns {grad_q, grad_k, grad_v, grad_bias} (grad_bias undefined without
-// a bias). Materialises the probabilities and the logit gradients (B, T, S,
+// a bias) from grad_out and grad_lse (undefined: zero). Materialises the probabilities and the logit gradients (B, T, S,
 // H, W) in the accumulation type.
 template <typename Launch>
 std::vector<at::Tensor> attention_backward(
@@ -153,10 +153,10 @@ std::vector<at::Tensor> attention_backward(
     const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
     const at::Tensor& out, const at::Tensor& lse_in, int64_t window,
     int64_t dilation, double scale, bool mask_padding,
-    const at::Tensor& bias_in) {
+    const at::Tensor& bias_in, const at::Tensor& grad_lse) {
   checks::check_attention_backward("local_attention_backward_cuda",
                                    grad_out_in, q_in, k_in, v_in, out, lse_in,
-                                   window, dilation, bias_in);
+                                   window, dilation, bias_in, grad_lse);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
                    v = v_in.contiguous();
   const at::Tensor grad_out = grad_out_in.to(q.scalar_type()).contiguous();
@@ -175,8 +175,11 @@ std::vector<at::Tensor> attention_backward(
   const at::Tensor bias =
       has_bias ? bias_in.to(acc).contiguous() : bias_in;
   const int64_t S = window * window;
-  // D = sum_cv grad_out * out per query pixel (B, H, W)
-  const at::Tensor D = (grad_out.to(acc) * out.to(acc)).sum(1).contiguous();
+  // D = sum_cv grad_out * out per query pixel (B, H, W); the gradient of
+  // lse adds p * grad_lse to every logit's, i.e. D - grad_lse
+  at::Tensor D = (grad_out.to(acc) * out.to(acc)).sum(1);
+  if (grad_lse.defined()) D = D - grad_lse.to(acc);
+  D = D.contiguous();
   const at::Tensor lse = lse_in.to(acc).contiguous();
   // corr(q, k) -> p and corr(grad_out, v) -> scale * dlogit, in place
   at::Tensor prob = at::empty({B, T, S, H, W}, q.options().dtype(acc));

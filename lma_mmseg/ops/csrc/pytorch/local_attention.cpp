@@ -24,8 +24,8 @@ using Pair = std::tuple<at::Tensor, at::Tensor>;
 using Quad = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 using OptTensor = std::optional<at::Tensor>;
 
-at::Tensor bias_or_undefined(const OptTensor& bias) {
-  return bias.has_value() ? *bias : at::Tensor();
+at::Tensor bias_or_undefined(const OptTensor& t) {
+  return t.has_value() ? *t : at::Tensor();
 }
 
 // ---- the schemas' signatures over the kernel table K of a device ----
@@ -38,16 +38,18 @@ Pair attention_forward(const at::Tensor& q, const at::Tensor& k,
   return {r[0], r[1]};
 }
 
-// grad_q, grad_k, grad_v and grad_bias (0 elements without a bias).
+// grad_q, grad_k, grad_v and grad_bias (0 elements without a bias), from
+// the gradients of both outputs (grad_lse None: lse was not used).
 template <typename K>
 Quad attention_backward(const at::Tensor& grad_out, const at::Tensor& q,
                         const at::Tensor& k, const at::Tensor& v,
                         const at::Tensor& out, const at::Tensor& lse,
                         int64_t window, int64_t dilation, double scale,
-                        bool mask_padding, const OptTensor& bias) {
-  const auto r =
-      K::attention_backward(grad_out, q, k, v, out, lse, window, dilation,
-                            scale, mask_padding, bias_or_undefined(bias));
+                        bool mask_padding, const OptTensor& bias,
+                        const OptTensor& grad_lse) {
+  const auto r = K::attention_backward(
+      grad_out, q, k, v, out, lse, window, dilation, scale, mask_padding,
+      bias_or_undefined(bias), bias_or_undefined(grad_lse));
   return {r[0], r[1], r[2], r[3].defined() ? r[3] : q.new_empty({0})};
 }
 
@@ -86,8 +88,8 @@ TORCH_LIBRARY(lma, m) {
   m.def(
       "local_attention_backward(Tensor grad_out, Tensor q, Tensor k, "
       "Tensor v, Tensor out, Tensor lse, int window, int dilation, "
-      "float scale, bool mask_padding, Tensor? bias=None) "
-      "-> (Tensor, Tensor, Tensor, Tensor)");
+      "float scale, bool mask_padding, Tensor? bias=None, "
+      "Tensor? grad_lse=None) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "local_correlation_forward(Tensor q, Tensor k, int window, "
       "int dilation) -> Tensor");

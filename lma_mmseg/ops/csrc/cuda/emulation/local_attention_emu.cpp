@@ -96,10 +96,11 @@ std::vector<at::Tensor> attention_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
     const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
     int64_t window, int64_t dilation, double scale, bool mask_padding,
-    const std::optional<at::Tensor>& bias) {
-  return lma::cuda::attention_backward(EmuLaunch{}, grad_out, q, k, v, out,
-                                       lse, window, dilation, scale,
-                                       mask_padding, bias_or_undefined(bias));
+    const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& grad_lse) {
+  return lma::cuda::attention_backward(
+      EmuLaunch{}, grad_out, q, k, v, out, lse, window, dilation, scale,
+      mask_padding, bias_or_undefined(bias), bias_or_undefined(grad_lse));
 }
 
 // {ni, nj, cc, ks, shared bytes} of the launch plan of a kernel family.
@@ -127,7 +128,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"),
         py::arg("lse"), py::arg("window"), py::arg("dilation"),
         py::arg("scale"), py::arg("mask_padding"),
-        py::arg("bias") = py::none());
+        py::arg("bias") = py::none(), py::arg("grad_lse") = py::none());
   def_bilinear(m, "local_correlation_forward", "local_correlation_backward",
                lma::kCorrelation);
   def_bilinear(m, "local_aggregation_forward", "local_aggregation_backward",
