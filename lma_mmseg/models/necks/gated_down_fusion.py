@@ -22,6 +22,11 @@ class GatedDownFusion(FusionBase):
         out = query * sigmoid(up_q(d)) + memory * sigmoid(up_m(d))
         out = ReLU(BN(out))                               # (B, Cout, h, w)
 
+    With ``quality_channels`` > 0 the bottleneck also sees how well the
+    memory matches (``LocalMemoryNeck(match_quality=...)``):
+    ``d = ReLU(BN(... + conv1x1_mq(quality)))``, ``conv1x1_mq`` bias-free
+    and zero at init, so the fusion starts as without it.
+
     ``up_q`` and ``up_m`` are two distinct 1x1 up-projections from the
     bottleneck back to the input width. The gates multiply the inputs
     channel-wise, so ``query_channels`` must equal ``memory_channels``. When
@@ -45,6 +50,8 @@ class GatedDownFusion(FusionBase):
         channels (int): Bottleneck width ``C``. Defaults to 256.
         down_bias (bool): Give ``conv1x1_q`` and ``conv1x1_m`` (the
             down-projections) a bias. Defaults to False.
+        quality_channels (int): Channels of the match-quality input; 0:
+            none (the paper's fusion). Defaults to 0.
         norm_cfg (dict): Normalisation of the bottleneck and of the output
             (default: BN with learnable affine parameters).
         act_cfg (dict): Activation of the bottleneck and of the output
@@ -55,11 +62,12 @@ class GatedDownFusion(FusionBase):
     def __init__(self, query_channels: int, memory_channels: int,
                  out_channels: int, channels: int = 256,
                  down_bias: bool = False,
+                 quality_channels: int = 0,
                  norm_cfg: ConfigType = dict(type='BN', requires_grad=True),
                  act_cfg: ConfigType = dict(type='ReLU'),
                  init_cfg: OptMultiConfig = None):
         super().__init__(query_channels, memory_channels, out_channels,
-                         init_cfg)
+                         init_cfg, quality_channels)
         name = type(self).__name__
         self.channels = check_positive_int(channels, 'channels', name)
         if query_channels != memory_channels:
@@ -75,6 +83,10 @@ class GatedDownFusion(FusionBase):
             query_channels, channels, 1, bias=down_bias)
         self.memory_down = nn.Conv2d(
             memory_channels, channels, 1, bias=down_bias)
+        if quality_channels:
+            self.quality_down = nn.Conv2d(
+                quality_channels, channels, 1, bias=False)
+            nn.init.zeros_(self.quality_down.weight)
         self.down_norm = build_norm_layer(norm_cfg, channels)[1]
         self.down_act = build_activation_layer(act_cfg)
         self.query_up = nn.Conv2d(channels, query_channels, 1)
@@ -87,7 +99,21 @@ class GatedDownFusion(FusionBase):
         self.out_norm = build_norm_layer(norm_cfg, out_channels)[1]
         self.out_act = build_activation_layer(act_cfg)
 
-    def forward(self, query: Tensor, memory: Optional[Tensor]) -> Tensor:
+    def init_weights(self) -> None:
+        """Initialise the weights; the match-quality projection stays zero
+        (unless a ``Pretrained`` init_cfg gave it)."""
+        super().init_weights()
+        init_cfgs = self.init_cfg or []
+        if isinstance(init_cfgs, dict):
+            init_cfgs = [init_cfgs]
+        if self.quality_channels and not any(
+                cfg.get('type') == 'Pretrained' for cfg in init_cfgs):
+            nn.init.zeros_(self.quality_down.weight)
+
+    def forward(self,
+                query: Tensor,
+                memory: Optional[Tensor],
+                quality: Optional[Tensor] = None) -> Tensor:
         """``d = act(norm(down(query) + down'(memory)))``, then
         ``act(norm(query * sigmoid(up(d)) + memory * sigmoid(up'(d))))``.
 
@@ -95,6 +121,8 @@ class GatedDownFusion(FusionBase):
             query (Tensor): Value of the current frame, (B, Cq, H, W).
             memory (Tensor, optional): Memory read-out, (B, Cm, H, W) with
                 Cm == Cq; None (empty memory) reads as zeros.
+            quality (Tensor, optional): Match quality (B, quality_channels,
+                H, W); required with ``quality_channels`` > 0, else None.
 
         Returns:
             Tensor: Fused features, (B, Cout, H, W).
@@ -103,8 +131,11 @@ class GatedDownFusion(FusionBase):
             memory = torch.zeros_like(query)
         check_fusion_inputs(type(self).__name__, query, memory,
                             self.query_channels, self.memory_channels)
-        down = self.down_act(
-            self.down_norm(self.query_down(query) + self.memory_down(memory)))
+        quality = self.check_quality(quality, query)
+        down = self.query_down(query) + self.memory_down(memory)
+        if quality is not None:
+            down = down + self.quality_down(quality)
+        down = self.down_act(self.down_norm(down))
         out = (query * torch.sigmoid(self.query_up(down)) +
                memory * torch.sigmoid(self.memory_up(down)))
         return self.out_act(self.out_norm(self.out_proj(out)))

@@ -23,6 +23,11 @@ class GatedFusion(FusionBase):
         g2 = sigmoid(conv3x3_2(cat(q', m')))     # (B, G, H, W)
         out = ReLU(BN(conv_q(q') * g1 + conv_m(m') * g2))   # (B, Cout, H, W)
 
+    With ``quality_channels`` > 0 the gates also see how well the memory
+    matches (``LocalMemoryNeck(match_quality=...)``, e.g. the attention's
+    log-normaliser), normalised by its own BN: ``cat(q', m', BN(quality))``.
+    Their weights on it start at zero, so the fusion starts as without it.
+
     ``conv_q`` and ``conv_m`` are projections to ``out_channels``, with a
     bias when ``proj_bias`` (the authors' ERFNet fusion has one). The
     following BN does not make that bias redundant: each projection is
@@ -49,6 +54,8 @@ class GatedFusion(FusionBase):
             and ``conv_m`` (odd). Defaults to 1.
         proj_bias (bool): Give ``conv_q`` and ``conv_m`` a bias. Defaults
             to False.
+        quality_channels (int): Channels of the match-quality input of the
+            gates; 0: none (the paper's fusion). Defaults to 0.
         norm_cfg (dict): Normalisation of the two inputs (before dropout)
             and of the output. Defaults to ``dict(type='BN',
             requires_grad=True)``.
@@ -66,11 +73,16 @@ class GatedFusion(FusionBase):
                  gate_kernel_size: int = 3,
                  proj_kernel_size: int = 1,
                  proj_bias: bool = False,
+                 quality_channels: int = 0,
                  norm_cfg: ConfigType = dict(type='BN', requires_grad=True),
                  act_cfg: ConfigType = dict(type='ReLU'),
                  init_cfg: OptMultiConfig = None):
         super().__init__(
-            query_channels, memory_channels, out_channels, init_cfg=init_cfg)
+            query_channels,
+            memory_channels,
+            out_channels,
+            init_cfg=init_cfg,
+            quality_channels=quality_channels)
         name = type(self).__name__
         check_positive_int(gate_kernel_size, 'gate_kernel_size', name)
         check_positive_int(proj_kernel_size, 'proj_kernel_size', name)
@@ -103,10 +115,13 @@ class GatedFusion(FusionBase):
         # Both gate convolutions in one layer: output channels
         # [0, G) are conv3x3_1 (query gate), [G, 2G) conv3x3_2 (memory gate).
         self.gates = nn.Conv2d(
-            query_channels + memory_channels,
+            query_channels + memory_channels + quality_channels,
             2 * gate_channels,
             gate_kernel_size,
             padding=gate_kernel_size // 2)
+        if quality_channels:
+            self.quality_norm = build_norm_layer(norm_cfg,
+                                                 quality_channels)[1]
         proj_pad = proj_kernel_size // 2
         self.query_proj = nn.Conv2d(
             query_channels,
@@ -122,8 +137,29 @@ class GatedFusion(FusionBase):
             bias=proj_bias)
         self.out_norm = build_norm_layer(norm_cfg, out_channels)[1]
         self.out_act = build_activation_layer(act_cfg)
+        self.zero_quality_weights()
 
-    def forward(self, query: Tensor, memory: Optional[Tensor]) -> Tensor:
+    @torch.no_grad()
+    def zero_quality_weights(self) -> None:
+        """Zero the gates' weights on the match-quality input: the fusion
+        computes what it computes without it."""
+        if self.quality_channels:
+            self.gates.weight[:, -self.quality_channels:].zero_()
+
+    def init_weights(self) -> None:
+        """Initialise the weights, then zero the gates' weights on the
+        match-quality input (unless a ``Pretrained`` init_cfg gave them)."""
+        super().init_weights()
+        init_cfgs = self.init_cfg or []
+        if isinstance(init_cfgs, dict):
+            init_cfgs = [init_cfgs]
+        if not any(cfg.get('type') == 'Pretrained' for cfg in init_cfgs):
+            self.zero_quality_weights()
+
+    def forward(self,
+                query: Tensor,
+                memory: Optional[Tensor],
+                quality: Optional[Tensor] = None) -> Tensor:
         """Gate the pre-activated query and read-out with two per-channel
         gates from their concatenation, sum their projections, then norm and
         activation.
@@ -132,6 +168,8 @@ class GatedFusion(FusionBase):
             query (Tensor): Value of the current frame, (B, Cq, H, W).
             memory (Tensor, optional): Memory read-out, (B, Cm, H, W); None
                 (empty memory) reads as zeros.
+            quality (Tensor, optional): Match quality (B, quality_channels,
+                H, W); required with ``quality_channels`` > 0, else None.
 
         Returns:
             Tensor: Fused features, (B, Cout, H, W).
@@ -141,9 +179,13 @@ class GatedFusion(FusionBase):
                 (query.shape[0], self.memory_channels, *query.shape[2:]))
         check_fusion_inputs(type(self).__name__, query, memory,
                             self.query_channels, self.memory_channels)
+        quality = self.check_quality(quality, query)
         query = self.query_pre(query)
         memory = self.memory_pre(memory)
-        gates = torch.sigmoid(self.gates(torch.cat([query, memory], dim=1)))
+        inputs = [query, memory]
+        if quality is not None:
+            inputs.append(self.quality_norm(quality))
+        gates = torch.sigmoid(self.gates(torch.cat(inputs, dim=1)))
         query_gate, memory_gate = gates.split(self.gate_channels, dim=1)
         out = (self.query_proj(query) * query_gate +
                self.memory_proj(memory) * memory_gate)

@@ -1,4 +1,5 @@
 """The Local Memory Attention module, as a segmentor neck."""
+import math
 import numbers
 import warnings
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
@@ -24,6 +25,8 @@ EMPTY_MEMORY_MODES = ('skip', 'zeros')
 #: minimum), so no kernel computes -inf - (-inf).
 MASKED_FRAME_LOGIT = -65504.0
 ATTN_IMPLS = tuple(ATTENTION_IMPLS)  # ('fused', 'unfused', 'reference')
+#: What ``LocalMemoryNeck(match_quality=...)`` gives the fusion.
+MATCH_QUALITY_MODES = (None, 'lse')
 
 
 class FrameMemory(NamedTuple):
@@ -156,6 +159,16 @@ class LocalMemoryNeck(BaseModule):
             attribute ``attn_impl`` holds the implementation that runs.
             The choice changes no parameter, so checkpoints load into any
             of them. Defaults to ``'fused'``.
+        match_quality (str, optional): Give the fusion how well the memory
+            matches each query pixel, so its gates can lean on the read-out
+            where the memory matches and on the frame where it does not.
+            ``'lse'``: the softmax's log-normaliser (the op's
+            ``return_lse``) relative to a uniform softmax of zero logits,
+            ``lse - log(T * window**2)``, one channel (B, 1, h, w), 0 where
+            no memory frame is valid. The fusion must take it (``GatedFusion``
+            and ``GatedDownFusion`` do, through ``quality_channels``, zero
+            at init so the fusion starts as without it). None: the paper's
+            fusion inputs only. Defaults to None.
         fusion (dict): Config of the fusion module, e.g.
             ``dict(type='GatedFusion')`` or
             ``dict(type='GatedDownFusion', channels=256)``. The channel
@@ -177,6 +190,7 @@ class LocalMemoryNeck(BaseModule):
                  residual: bool = False,
                  position_bias: bool = False,
                  attn_impl: str = 'fused',
+                 match_quality: Optional[str] = None,
                  fusion: ConfigType = dict(type='GatedFusion'),
                  init_cfg: OptMultiConfig = None):
         super().__init__(init_cfg=init_cfg)
@@ -221,6 +235,10 @@ class LocalMemoryNeck(BaseModule):
             raise ValueError(f'{name}: `position_bias` must be a bool, got '
                              f'{position_bias!r}')
         self.attn_impl = self._resolve_attn_impl(attn_impl)
+        if match_quality not in MATCH_QUALITY_MODES:
+            raise ValueError(f'{name}: `match_quality` must be one of '
+                             f'{MATCH_QUALITY_MODES}, got {match_quality!r}')
+        self.match_quality = match_quality
         if not isinstance(fusion, dict) or 'type' not in fusion:
             raise ValueError(f'{name}: `fusion` must be a config dict with '
                              f'a `type`, got {fusion!r}')
@@ -240,7 +258,17 @@ class LocalMemoryNeck(BaseModule):
             query_channels=self.out_value_channels,
             memory_channels=self.out_value_channels,
             out_channels=in_channels)
-        self.fusion = MODELS.build(fusion)
+        if match_quality is not None:
+            fusion.update(quality_channels=1)
+        try:
+            self.fusion = MODELS.build(fusion)
+        except TypeError as exc:
+            if match_quality is None or 'quality_channels' not in str(exc):
+                raise
+            raise ValueError(
+                f'{name}: match_quality={match_quality!r} needs a fusion '
+                f'that takes a match-quality input (quality_channels), but '
+                f'{fusion["type"]} does not') from exc
         if residual:
             # identity at init: the neck starts as the single-frame model
             self.residual_scale = nn.Parameter(torch.zeros(in_channels))
@@ -399,7 +427,8 @@ class LocalMemoryNeck(BaseModule):
     def read_memory(self,
                     query_key: Tensor,
                     memory: Optional[Memory],
-                    valid: Optional[Tensor] = None) -> Tensor:
+                    valid: Optional[Tensor] = None,
+                    return_quality: bool = False):
         """Read the memory with local attention.
 
         Args:
@@ -417,14 +446,22 @@ class LocalMemoryNeck(BaseModule):
                 The choice is made with tensor ops (no Python branch on the
                 values), so compiled and exported graphs hold it. None: all
                 frames are valid.
+            return_quality (bool): Also return the match quality (see
+                ``match_quality``): ``lse - log(T * window**2)`` per query
+                pixel, T the valid frames, (B, 1, h, w); 0 for an empty
+                memory or no valid frame.
 
         Returns:
-            Tensor: Read-out (B, Cv, h, w).
+            Tensor | tuple[Tensor, Tensor]: Read-out (B, Cv, h, w); with
+            ``return_quality`` also the match quality.
         """
         batch, _, height, width = query_key.shape
         if self.is_empty(memory):
-            return query_key.new_zeros(
+            readout = query_key.new_zeros(
                 (batch, self.out_value_channels, height, width))
+            if not return_quality:
+                return readout
+            return readout, query_key.new_zeros((batch, 1, height, width))
         self._check_memory(memory, batch, height, width)
         keys, values = memory
         bias = self._bias_for(keys.shape[1])
@@ -448,11 +485,26 @@ class LocalMemoryNeck(BaseModule):
             dilation=self.dilation,
             scale=self.scale,
             padding=self.padding,
-            bias=bias)
+            bias=bias,
+            return_lse=return_quality)
+        if return_quality:
+            readout, lse = readout
+            # relative to a uniform softmax of zero logits over the slots of
+            # the valid frames
+            slots = self.window**2
+            if valid is None:
+                quality = lse - math.log(keys.shape[1] * slots)
+            else:
+                frames = valid.sum().clamp(min=1).to(lse.dtype)
+                quality = lse - torch.log(frames * slots)
+            quality = quality.to(readout.dtype)[:, None]
         if valid is not None:
             readout = torch.where(any_valid, readout,
                                   readout.new_zeros(()))
-        return readout
+            if return_quality:
+                quality = torch.where(any_valid, quality,
+                                      quality.new_zeros(()))
+        return (readout, quality) if return_quality else readout
 
     def _check_valid(self, valid: Tensor, num_frames: int) -> None:
         """Check a validity mask of ``num_frames`` memory frames."""
@@ -510,8 +562,15 @@ class LocalMemoryNeck(BaseModule):
         if self.is_empty(memory) and self.empty_memory == 'skip':
             fused = feat
         else:
-            readout = self.read_memory(self.query_key(feat), memory, valid)
-            fused = self.fusion(self.query_value(feat), readout)
+            query_key = self.query_key(feat)
+            if self.match_quality is None:
+                fused = self.fusion(
+                    self.query_value(feat),
+                    self.read_memory(query_key, memory, valid))
+            else:
+                readout, quality = self.read_memory(
+                    query_key, memory, valid, return_quality=True)
+                fused = self.fusion(self.query_value(feat), readout, quality)
             if self.residual:
                 fused = feat + self.residual_scale.view(1, -1, 1, 1) * fused
             if valid is not None and self.empty_memory == 'skip':

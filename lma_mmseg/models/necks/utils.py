@@ -1,4 +1,6 @@
 """Argument and shape checks shared by the memory neck and fusions."""
+from typing import Optional
+
 from mmengine.model import BaseModule
 from torch import Tensor
 
@@ -18,11 +20,14 @@ class FusionBase(BaseModule):
         query_channels (int): Channels ``Cq`` of the current frame's value.
         memory_channels (int): Channels ``Cm`` of the memory read-out.
         out_channels (int): Channels ``Cout`` of the fused output.
+        quality_channels (int): Channels ``Cmq`` of the match-quality input
+            (``LocalMemoryNeck(match_quality=...)``); 0: none.
         init_cfg (dict or list[dict], optional): Initialisation config.
     """
 
     def __init__(self, query_channels: int, memory_channels: int,
-                 out_channels: int, init_cfg=None) -> None:
+                 out_channels: int, init_cfg=None,
+                 quality_channels: int = 0) -> None:
         super().__init__(init_cfg=init_cfg)
         owner = type(self).__name__
         self.query_channels = check_positive_int(query_channels,
@@ -31,6 +36,28 @@ class FusionBase(BaseModule):
                                                   'memory_channels', owner)
         self.out_channels = check_positive_int(out_channels, 'out_channels',
                                                owner)
+        if quality_channels != 0:
+            check_positive_int(quality_channels, 'quality_channels', owner)
+        self.quality_channels = quality_channels
+
+    def check_quality(self, quality: Optional[Tensor],
+                      query: Tensor) -> Optional[Tensor]:
+        """Check the match-quality input against ``quality_channels`` and
+        the query's shape; return it."""
+        owner = type(self).__name__
+        if self.quality_channels == 0:
+            if quality is not None:
+                raise ValueError(
+                    f'{owner}: got a match-quality input but '
+                    f'quality_channels=0 (build it with quality_channels)')
+            return None
+        expected = (query.shape[0], self.quality_channels, *query.shape[2:])
+        if quality is None or tuple(quality.shape) != expected:
+            raise ValueError(
+                f'{owner}: `quality` must have shape {expected} '
+                f'(quality_channels={self.quality_channels}), got '
+                f'{None if quality is None else tuple(quality.shape)}')
+        return quality
 
 
 def check_fusion_inputs(owner: str, query: Tensor, memory: Tensor,
