@@ -56,14 +56,17 @@ from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 __all__ = [
     'SUITE_MODES', 'DEFAULT_MODES', 'VARIANTS', 'DEFAULT_VARIANTS',
     'SuiteSettings', 'run_suite', 'load_config', 'build_config', 'train_run',
-    'train_model',
-    'time_run', 'read_miou', 'render_table', 'render_plot', 'write_outputs',
-    'available', 'model_arguments'
+    'train_model', 'time_run', 'tc_run', 'read_miou', 'render_table',
+    'render_plot', 'write_outputs', 'available', 'model_arguments',
+    'mode_targets', 'tune_options', 'run_suffix', 'TARGET_GAIN',
+    'TC_OFFSETS'
 ]
 
 #: Generator settings of each suite mode (fields of
 #: :class:`~lma_mmseg.datasets.prep.synthetic.DemoDataSettings`).
 SUITE_MODES: Dict[str, dict] = {
+    # nothing degraded (severity 0): the memory must not cost accuracy
+    'clean': dict(mode='glare'),
     'glare': dict(mode='glare'),
     'occlusion': dict(mode='occlusion'),
     'blur': dict(mode='blur'),
@@ -73,7 +76,12 @@ SUITE_MODES: Dict[str, dict] = {
     # scene at several speeds, two of them small and static
     'motion': dict(mode='glare', speeds=(0, 0, 2, 4, 8)),
 }
-DEFAULT_MODES = ('glare', 'occlusion', 'blur', 'noise', 'dropout', 'motion')
+DEFAULT_MODES = ('clean', 'glare', 'occlusion', 'blur', 'noise', 'dropout',
+                 'motion')
+#: Largest gain a degraded mode asks of a variant over its twin: +3 mIoU, or
+#: half of what the twin loses to the degradation (its gap to its own
+#: ``clean`` mIoU) where that is less.
+TARGET_GAIN = 3.0
 
 PRIOR_KEY = 'neck.position_bias'
 _PAPER_FUSION = {
@@ -90,7 +98,8 @@ def _variant(desc: str,
              encoder: Optional[str] = None,
              prior_lr_mult: Optional[float] = None,
              neck_lr_mult: Optional[float] = None,
-             offsets: Optional[Tuple[int, ...]] = None) -> dict:
+             offsets: Optional[Tuple[int, ...]] = None,
+             match_quality: Optional[str] = None) -> dict:
     """One LMA variant: its description, the config overrides (merged into
     the suite's LMA config) and the model arguments it needs.
 
@@ -111,6 +120,8 @@ def _variant(desc: str,
         offsets (tuple[int], optional): Memory frame offsets of the model
             and of every split's clips (the config's consecutive
             ``(-3, -2, -1)`` if None).
+        match_quality (str, optional): The fusion's gates see the match
+            quality (``LocalMemoryNeck(match_quality=...)``).
     """
     options, needs, custom_keys = {}, [], {}
     if paper:
@@ -139,6 +150,9 @@ def _variant(desc: str,
             options[f'{split}_dataloader.dataset.frame_offsets'] = \
                 tuple(offsets)
         needs.append('memory_offsets')
+    if match_quality is not None:
+        options['model.neck.match_quality'] = match_quality
+        needs.append('match_quality')
     return dict(desc=desc, options=options, needs=tuple(needs))
 
 
@@ -198,6 +212,16 @@ VARIANTS: Dict[str, dict] = {
         'paper-residual-w3-enc-prior with strided memory offsets '
         '(-6, -4, -2)', paper=True, residual=True, window=3,
         encoder='eval', prior_lr_mult=100, offsets=(-6, -4, -2)),
+    # the fusion's gates see how well the memory matches each pixel (the
+    # attention's log-normaliser)
+    'paper-residual-w3-enc-prior-lse': _variant(
+        'paper-residual-w3-enc-prior whose gates also see the match quality '
+        '(the attention\'s log-normaliser)', paper=True, residual=True,
+        window=3, encoder='eval', prior_lr_mult=100, match_quality='lse'),
+    'paper-residual-w3-enc-prior-strided-lse': _variant(
+        'the strided variant whose gates also see the match quality',
+        paper=True, residual=True, window=3, encoder='eval',
+        prior_lr_mult=100, offsets=(-6, -4, -2), match_quality='lse'),
     'light-w3': _variant('light fusion, window 3', window=3),
     'paper-residual': _variant('paper fusion, residual identity-at-init, '
                                'window 7', paper=True, residual=True),
@@ -257,11 +281,17 @@ class SuiteSettings:
         shared_base (bool): Train the single-frame model once, on clean
             video of the same scenes (severity 0), and start every mode's
             runs from it; False trains it on every mode's data.
-        tune_seed (int, optional): Training seed (``randomness.seed``) of
-            the twin and the variants, to repeat their runs with another
-            seed from the same single-frame model; they are kept in
-            ``runs/{mode}/{name}-seed{tune_seed}`` of the same work dir.
-            None keeps the configs' seed.
+        tune_seeds (Sequence[int | None]): Training seeds
+            (``randomness.seed``) of the twin and the variants: every cell
+            is trained once per seed from the same single-frame model and
+            the table gives the mean and the spread (max - min) over them.
+            A seed's runs are kept in ``runs/{mode}/{name}-seed{seed}``;
+            None keeps the configs' seed (``runs/{mode}/{name}``).
+        tc (bool): Measure the temporal consistency (TC, the ETC protocol
+            of :mod:`lma_mmseg.evaluation.temporal_consistency`) of every
+            trained twin and variant on the mode's val split, streaming the
+            4 frames up to the annotated one after enough frames to fill the
+            memory.
         isolate (bool): Train every run in a child process of its own
             (``spawn``) instead of in this process.
     """
@@ -280,7 +310,8 @@ class SuiteSettings:
     bench_warmup: int = 5
     workers: int = 1
     shared_base: bool = True
-    tune_seed: Optional[int] = None
+    tune_seeds: Sequence[Optional[int]] = (None, )
+    tc: bool = True
     isolate: bool = False
 
     def __post_init__(self):
@@ -314,8 +345,17 @@ class SuiteSettings:
                               ('bench_frames', 0), ('bench_warmup', 0),
                               ('workers', 0)):
             _int_at_least(getattr(self, name), name, minimum)
-        if self.tune_seed is not None:
-            _int_at_least(self.tune_seed, 'tune_seed', 0)
+        if isinstance(self.tune_seeds, (str, int)):
+            raise ValueError('tune_seeds must be a sequence of seeds, got '
+                             f'{self.tune_seeds!r}')
+        seeds = tuple(self.tune_seeds)
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError('tune_seeds must be one or more distinct seeds, '
+                             f'got {self.tune_seeds!r}')
+        for seed in seeds:
+            if seed is not None:
+                _int_at_least(seed, 'each of tune_seeds', 0)
+        set_(self, 'tune_seeds', seeds)
         for name in ('base_config', 'lma_config'):
             path = getattr(self, name)
             if not isinstance(path, str) or not osp.isfile(path):
@@ -333,22 +373,21 @@ class SuiteSettings:
             num_train=self.num_train,
             num_val=self.num_val,
             seed=self.seed)
-        if self.tune_seed is not None:
-            report['tune_seed'] = self.tune_seed
+        if self.tune_seeds != (None, ):
+            report['tune_seeds'] = list(self.tune_seeds)
         return report
 
-    @property
-    def tune_options(self) -> dict:
-        """Config overrides of the fine-tuning runs (their seed)."""
-        return ({} if self.tune_seed is None else {
-            'randomness.seed': self.tune_seed
-        })
 
-    @property
-    def run_suffix(self) -> str:
-        """Suffix of the fine-tuning runs' folders (another seed's runs sit
-        next to the others)."""
-        return '' if self.tune_seed is None else f'-seed{self.tune_seed}'
+def tune_options(seed: Optional[int]) -> dict:
+    """Config overrides of a fine-tuning run with training seed ``seed``
+    (None: the config's)."""
+    return {} if seed is None else {'randomness.seed': seed}
+
+
+def run_suffix(seed: Optional[int]) -> str:
+    """Suffix of a fine-tuning run's folder (another seed's runs sit next
+    to the others)."""
+    return '' if seed is None else f'-seed{seed}'
 
 
 def model_arguments() -> Tuple[str, ...]:
@@ -678,40 +717,78 @@ def time_run(lma: dict, base: dict, size: Tuple[int, int], out: str,
     return dict(lma_ms=ms['model'], single_ms=ms['baseline'])
 
 
+def _fmt(value, spec: str) -> str:
+    return '-' if value is None else format(value, spec)
+
+
+def mode_targets(rows: List[dict]) -> Dict[str, float]:
+    """The gain each degraded mode asks of a variant: :data:`TARGET_GAIN`,
+    or half of the twin's gap to its own ``clean`` mIoU where that is less
+    (no target without a ``clean`` row: :data:`TARGET_GAIN`)."""
+    twin = {r['mode']: r['miou'] for r in rows
+            if r['model'] == 'single-frame-twin' and r.get('miou') is not None}
+    clean = twin.get('clean')
+    targets = {}
+    for mode, miou in twin.items():
+        if mode == 'clean':
+            continue
+        targets[mode] = TARGET_GAIN if clean is None else round(
+            min(TARGET_GAIN, max(0.0, (clean - miou) / 2)), 2)
+    return targets
+
+
 def render_table(
         rows: List[dict], modes: Sequence[str],
         variants: Sequence[str]) -> str:
-    """Markdown table: one row per (mode, model)."""
+    """Markdown table: one row per (mode, model), then per variant the
+    worst and mean gain over the degraded modes, the modes that reach their
+    target (:func:`mode_targets`), the ``clean`` gain and the modes where
+    its TC is at least the twin's."""
     lines = [
-        '| mode | model | mIoU | gain over single-frame twin | ms/frame |',
-        '|---|---|---:|---:|---:|'
+        '| mode | model | mIoU | spread | gain over twin | gain range | TC '
+        '| ms/frame |', '|---|---|---:|---:|---:|---:|---:|---:|'
     ]
     for row in rows:
-        gain = row.get('gain')
-        miou = row.get('miou')
-        ms = row.get('ms')
+        gains = row.get('gains') or []
         lines.append(
-            '| {} | {} | {} | {} | {} |'.format(
-                row['mode'], row['model'], '-' if miou is
-                None else f'{miou:.2f}', '-' if gain is
-                None else f'{gain:+.2f}', '-' if ms is None else f'{ms:.1f}') +
+            '| {} | {} | {} | {} | {} | {} | {} | {} |'.format(
+                row['mode'], row['model'], _fmt(row.get('miou'), '.2f'),
+                _fmt(row.get('spread'), '.2f'), _fmt(row.get('gain'), '+.2f'),
+                f'{min(gains):+.2f} .. {max(gains):+.2f}'
+                if len(gains) > 1 else '-', _fmt(row.get('tc'), '.2f'),
+                _fmt(row.get('ms'), '.1f')) +
             (f' {row["note"]}' if row.get('note') else ''))
-    # per variant: worst and mean gain over the modes
+    targets = mode_targets(rows)
+    twin_tc = {r['mode']: r.get('tc') for r in rows
+               if r['model'] == 'single-frame-twin'}
     summary = [
-        '', '| variant | min gain | mean gain | modes |',
-        '|---|---:|---:|---:|'
+        '', '| variant | min gain (degraded) | mean gain (degraded) | '
+        'modes at target | clean gain | TC >= twin |',
+        '|---|---:|---:|---:|---:|---:|'
     ]
     for v in variants:
-        gains = [
-            r['gain'] for r in rows
-            if r['model'] == v and r.get('gain') is not None
+        mine = [r for r in rows
+                if r['model'] == v and r.get('gain') is not None]
+        degraded = [r for r in mine if r['mode'] != 'clean']
+        clean = [r['gain'] for r in mine if r['mode'] == 'clean']
+        gains = [r['gain'] for r in degraded]
+        at_target = sum(r['gain'] >= targets.get(r['mode'], TARGET_GAIN)
+                        for r in degraded)
+        tcs = [(r.get('tc'), twin_tc.get(r['mode'])) for r in mine]
+        tcs = [(a, b) for a, b in tcs if a is not None and b is not None]
+        summary.append('| {} | {} | {} | {} | {} | {} |'.format(
+            v, f'{min(gains):+.2f}' if gains else '-',
+            f'{sum(gains) / len(gains):+.2f}' if gains else '-',
+            f'{at_target}/{len(degraded)}',
+            f'{clean[0]:+.2f}' if clean else '-',
+            f'{sum(a >= b for a, b in tcs)}/{len(tcs)}' if tcs else '-'))
+    if targets:
+        summary += [
+            '', 'Target gain per degraded mode (+{:.0f}, or half of the '
+            'twin\'s gap to its clean mIoU): {}'.format(
+                TARGET_GAIN, ', '.join(f'{m} {t:+.2f}'
+                                       for m, t in targets.items()))
         ]
-        if gains:
-            summary.append(
-                f'| {v} | {min(gains):+.2f} | '
-                f'{sum(gains) / len(gains):+.2f} | {len(gains)} |')
-        else:
-            summary.append(f'| {v} | - | - | 0 |')
     return '\n'.join(lines + summary) + '\n'
 
 
@@ -801,6 +878,59 @@ def _ensure_data(data_root: str, gen: dict, settings: SuiteSettings,
     make_demo_data(data_root, data, command=f'temporal suite, mode {mode}')
 
 
+#: Offsets of the frames whose predictions TC compares (the annotated
+#: frame and the three before it).
+TC_OFFSETS = (-3, -2, -1, 0)
+
+
+def tc_run(res: dict, dataset_cfg, out: str) -> float:
+    """TC of a trained run (:func:`train_run`'s result) on a video split,
+    streamed frame by frame as deployed; cached in ``out`` (JSON) and read
+    from there when it is there.
+
+    Args:
+        res (dict): The run's result (``config``, ``checkpoint``).
+        dataset_cfg (dict): A video dataset of the mode's val split.
+        out (str): The JSON with the result.
+
+    Returns:
+        float: TC in percent over the frames at :data:`TC_OFFSETS`, after
+        as many earlier frames as the model's memory reaches back.
+    """
+    if not osp.isfile(out):
+        from mmseg.registry import DATASETS
+
+        from ..apis import init_model
+        from ..evaluation.temporal_consistency import \
+            evaluate_temporal_consistency
+        model = init_model(res['config'], res['checkpoint'], device='cpu')
+        offsets = getattr(model, 'memory_offsets', None) or (0, )
+        warmup = max(abs(int(o)) for o in offsets)
+        dataset_cfg = copy.deepcopy(dataset_cfg)
+        dataset_cfg['pipeline'] = []
+        result = evaluate_temporal_consistency(
+            model,
+            DATASETS.build(dataset_cfg),
+            offsets=TC_OFFSETS,
+            warmup=warmup,
+            flow='dis',
+            progress=False)
+        atomic_write_json(
+            out,
+            dict(
+                TC=result['TC'],
+                pairs=result['pairs'],
+                snippets=result['snippets'],
+                offsets=list(TC_OFFSETS),
+                warmup=warmup))
+    with open(out) as f:
+        return float(json.load(f)['TC'])
+
+
+def _mean(values: Sequence[float]) -> float:
+    return round(sum(values) / len(values), 2)
+
+
 class _Suite:
     """One run of the suite: its settings, the configs loaded once, the
     rows and timings so far, and the progress count."""
@@ -816,10 +946,10 @@ class _Suite:
         self.lma_lr = self.lma_template.optim_wrapper.optimizer.lr
         self.usable = [v for v in settings.variants if available(v)]
         self.run_settings = settings.report()
-        self.run_settings.pop('tune_seed', None)
+        self.run_settings.pop('tune_seeds', None)
         base_runs = 1 if settings.shared_base else len(settings.modes)
-        self.runs_total = len(settings.modes) * (1 + len(self.usable)) + \
-            base_runs
+        self.runs_total = len(settings.modes) * len(settings.tune_seeds) * (
+            1 + len(self.usable)) + base_runs
         self.done_runs = 0
         self.clean_miou = None
         self.rows: List[dict] = []
@@ -837,8 +967,9 @@ class _Suite:
     def progress(self, mode: str, what: str, res: dict) -> None:
         self.done_runs += 1
         elapsed = time.perf_counter() - self.start
+        tc = f', TC {res["tc"]:.2f}' if res.get('tc') is not None else ''
         self.log(f'[{self.done_runs}/{self.runs_total}] {mode} {what}: mIoU '
-                 f'{res["miou"]:.2f} ({_how(res)}; suite '
+                 f'{res["miou"]:.2f}{tc} ({_how(res)}; suite '
                  f'{elapsed / 60:.1f} min)')
 
     def data(self, mode: str) -> Tuple[str, dict]:
@@ -862,20 +993,27 @@ class _Suite:
         self.clean_miou = base['miou']
         return base
 
+    def with_tc(self, res: dict, run_dir: str, data_root: str) -> dict:
+        """``res`` with its TC on the mode's val split (when measured)."""
+        if self.settings.tc:
+            cfg = self.config(self.lma_template, data_root, 1)
+            res = dict(res, tc=tc_run(res, cfg.val_dataloader.dataset,
+                                      osp.join(run_dir, 'tc.json')))
+        return res
+
     def run_mode(self, mode: str, base: Optional[dict]) -> None:
-        """The twin and every variant of one mode (and the single-frame
-        model first without a shared one); their rows."""
+        """The twin and every variant of one mode, once per training seed
+        (and the single-frame model first without a shared one); their
+        rows."""
         s = self.settings
         base_iters, tune_iters = s.iters
         data_root, gen = self.data(mode)
         mode_dir = osp.join(self.work_dir, 'runs', mode)
-        mode_settings = dict(
-            self.run_settings, mode=mode, generator=gen, **s.tune_options)
         if base is None:
             cfg = self.config(self.base_template, data_root, base_iters)
-            base = self.train('single-frame',
-                              osp.join(mode_dir, 'single-frame'), cfg,
-                              mode_settings)
+            base = self.train(
+                'single-frame', osp.join(mode_dir, 'single-frame'), cfg,
+                dict(self.run_settings, mode=mode, generator=gen))
             self.progress(mode, 'single-frame', base)
             self.rows.append(
                 dict(
@@ -884,66 +1022,89 @@ class _Suite:
                     miou=base['miou'],
                     iters=base_iters,
                     note=''))
-        cfg = self.config(
-            self.base_template,
-            data_root,
-            tune_iters,
-            load_from=base['checkpoint'],
-            lr=self.lma_lr,
-            options=s.tune_options)
-        twin = self.train('single-frame-twin',
-                          osp.join(mode_dir, 'single-frame-twin' +
-                                   s.run_suffix), cfg, mode_settings)
-        self.progress(mode, 'single-frame twin', twin)
+        twins, results = [], {v: [] for v in self.usable}
+        for seed in s.tune_seeds:
+            settings = dict(
+                self.run_settings, mode=mode, generator=gen,
+                **tune_options(seed))
+            cfg = self.config(
+                self.base_template,
+                data_root,
+                tune_iters,
+                load_from=base['checkpoint'],
+                lr=self.lma_lr,
+                options=tune_options(seed))
+            run_dir = osp.join(mode_dir, 'single-frame-twin' +
+                               run_suffix(seed))
+            twin = self.with_tc(
+                self.train('single-frame-twin', run_dir, cfg, settings),
+                run_dir, data_root)
+            self.progress(mode, f'single-frame twin{run_suffix(seed)}', twin)
+            twins.append(twin)
+            for v in self.usable:
+                results[v].append(
+                    self.run_variant(v, mode, data_root, mode_dir, settings,
+                                     base, seed))
         self.rows.append(
-            dict(
-                mode=mode,
-                model='single-frame-twin',
-                miou=twin['miou'],
-                iters=base_iters + tune_iters,
-                note=''))
+            dict(self._summary(twins), mode=mode, model='single-frame-twin',
+                 iters=base_iters + tune_iters, note=''))
         for v in s.variants:
-            self.rows.append(
-                self.run_variant(v, mode, data_root, mode_dir, mode_settings,
-                                 base, twin))
+            if v not in self.usable:
+                self.rows.append(
+                    dict(
+                        mode=mode,
+                        model=v,
+                        miou=None,
+                        gain=None,
+                        note='(unavailable: the model lacks '
+                        f'{", ".join(VARIANTS[v].get("needs", ()))})'))
+                continue
+            row = dict(self._summary(results[v]), mode=mode, model=v,
+                       iters=sum(s.iters), note='')
+            gains = [round(r['miou'] - t['miou'], 2)
+                     for r, t in zip(results[v], twins)]
+            row.update(gain=_mean(gains), gains=gains)
+            if not s.shared_base:
+                row['gain_over_start'] = round(row['miou'] - base['miou'], 2)
+            self.rows.append(row)
+
+    def _summary(self, results: List[dict]) -> dict:
+        """mean mIoU over the seeds' runs, their spread (max - min), the
+        per-seed values and the mean TC."""
+        mious = [r['miou'] for r in results]
+        row = dict(
+            miou=_mean(mious),
+            spread=round(max(mious) - min(mious), 2),
+            mious=mious,
+            seeds=list(self.settings.tune_seeds))
+        tcs = [r['tc'] for r in results if r.get('tc') is not None]
+        if tcs:
+            row.update(tc=_mean(tcs), tcs=tcs)
+        return row
 
     def run_variant(self, v: str, mode: str, data_root: str, mode_dir: str,
-                    mode_settings: dict, base: dict, twin: dict) -> dict:
-        """Train (and time, once per variant) one variant; its row."""
+                    settings: dict, base: dict,
+                    seed: Optional[int]) -> dict:
+        """Train (and time, once per variant) one variant with one training
+        seed; its result (with its TC)."""
         s = self.settings
-        if v not in self.usable:
-            return dict(
-                mode=mode,
-                model=v,
-                miou=None,
-                gain=None,
-                note='(unavailable: the model lacks '
-                f'{", ".join(VARIANTS[v].get("needs", ()))})')
         cfg = self.config(
             self.lma_template,
             data_root,
             s.iters[1],
             load_from=base['checkpoint'],
-            options=dict(VARIANTS[v]['options'], **s.tune_options))
-        run_dir = osp.join(mode_dir, v + s.run_suffix)
-        res = self.train(v, run_dir, cfg, mode_settings)
-        self.progress(mode, v, res)
+            options=dict(VARIANTS[v]['options'], **tune_options(seed)))
+        run_dir = osp.join(mode_dir, v + run_suffix(seed))
+        res = self.with_tc(self.train(v, run_dir, cfg, settings), run_dir,
+                           data_root)
+        self.progress(mode, v + run_suffix(seed), res)
         if s.bench_frames > 0 and v not in self.timings:
             self.timings[v] = time_run(
                 res, base, s.size, osp.join(run_dir, 'benchmark.json'),
                 s.bench_frames, s.bench_warmup)
             self.log(f'    {v}: {self.timings[v]["lma_ms"]:.1f} ms/frame '
                      f'(single-frame {self.timings[v]["single_ms"]:.1f})')
-        row = dict(
-            mode=mode,
-            model=v,
-            miou=res['miou'],
-            gain=round(res['miou'] - twin['miou'], 2),
-            iters=sum(s.iters),
-            note='')
-        if not s.shared_base:
-            row['gain_over_start'] = round(res['miou'] - base['miou'], 2)
-        return row
+        return res
 
     def add_times(self) -> None:
         """ms/frame of every row: the variant's own, the median of the

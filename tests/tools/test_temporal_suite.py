@@ -152,15 +152,27 @@ def test_bad_arguments(tmp_path):
 
 def test_table_and_plot():
     rows = [
-        dict(mode='blur', model='single-frame-twin', miou=40.0, ms=10.0),
-        dict(mode='blur', model='light', miou=45.5, gain=5.5, ms=12.0),
-        dict(mode='noise', model='single-frame-twin', miou=50.0, ms=10.0),
-        dict(mode='noise', model='light', miou=49.0, gain=-1.0, ms=12.0),
+        dict(mode='clean', model='single-frame-twin', miou=90.0, tc=95.0),
+        dict(mode='clean', model='light', miou=89.8, gain=-0.2, tc=95.5),
+        dict(mode='blur', model='single-frame-twin', miou=86.0, ms=10.0,
+             spread=0.4, tc=90.0),
+        dict(mode='blur', model='light', miou=88.5, gain=2.5, ms=12.0,
+             spread=1.0, gains=[2.0, 3.0], tc=91.0),
+        dict(mode='noise', model='single-frame-twin', miou=50.0, ms=10.0,
+             tc=80.0),
+        dict(mode='noise', model='light', miou=49.0, gain=-1.0, ms=12.0,
+             tc=79.0),
     ]
-    md = TS.render_table(rows, ['blur', 'noise'], ['light'])
-    assert '| blur | light | 45.50 | +5.50 | 12.0 |' in md
-    assert '| light | -1.00 | +2.25 | 2 |' in md
-    png = TS.render_plot(rows, ['blur', 'noise'], ['light'], 't')
+    # blur: half of the twin's gap to clean (2.0) is less than 3
+    assert TS.mode_targets(rows) == {'blur': 2.0, 'noise': 3.0}
+    md = TS.render_table(rows, ['clean', 'blur', 'noise'], ['light'])
+    assert ('| blur | light | 88.50 | 1.00 | +2.50 | +2.00 .. +3.00 | 91.00 '
+            '| 12.0 |') in md
+    assert '| noise | light | 49.00 | - | -1.00 | - | 79.00 | 12.0 |' in md
+    # degraded modes only in min/mean; blur reaches its target, noise not
+    assert '| light | -1.00 | +0.75 | 1/2 | -0.20 | 2/3 |' in md
+    assert 'blur +2.00, noise +3.00' in md
+    png = TS.render_plot(rows, ['clean', 'blur', 'noise'], ['light'], 't')
     assert png[:8] == b'\x89PNG\r\n\x1a\n'
 
 
@@ -179,11 +191,18 @@ def test_suite_end_to_end(suite_run, tool, capsys):
             if r['model'] == 'single-frame-twin'}
     for r in res['rows']:
         assert 0 <= r['miou'] <= 100 and r['ms'] > 0
+        assert 0 <= r['tc'] <= 100 and r['spread'] == 0
         if r['model'] != 'single-frame-twin':
             assert r['gain'] == pytest.approx(r['miou'] - twin[r['mode']],
                                               abs=0.011)
     md = suite_run['md']
     assert md.count('| noise |') == 3 and md.count('| dropout |') == 3
+    # TC streamed the 4 frames up to the annotated one after the memory's
+    # reach (3 frames for the consecutive offsets, none for the twin)
+    for run, warmup in (('light', 3), ('single-frame-twin', 0)):
+        tc = json.load(open(osp.join(work, 'runs', 'noise', run, 'tc.json')))
+        assert tc['offsets'] == [-3, -2, -1, 0] and tc['warmup'] == warmup
+        assert tc['pairs'] == 3 * 2  # 3 pairs per snippet, 2 val snippets
     assert suite_run['png'][:8] == b'\x89PNG\r\n\x1a\n'
     # every run kept its config, its console log and its benchmark
     bench = json.load(
@@ -249,8 +268,25 @@ def test_suite_tune_seed(suite_run, tool, capsys):
     assert len(base) == 1 and '(reused)' in base[0]
     assert out.count('reused') == 1  # the twin and light train anew
     res = json.load(open(osp.join(work, 'suite.json')))
-    assert res['settings']['tune_seed'] == 1
+    assert res['settings']['tune_seeds'] == [1]
     assert [r['model'] for r in res['rows']] == ['single-frame-twin', 'light']
+    # two seeds in one table: seed 1's runs are reused, seed 0's trained
+    # (in runs/noise/NAME-seed0)
+    capsys.readouterr()
+    res = tool.main(['--work-dir', work, '--modes', 'noise', '--variants',
+                     'light', '--bench-frames', '0', '--no-tc',
+                     '--tune-seeds', '1', '0'] + TINY)
+    assert capsys.readouterr().out.count('reused') == 3
+    assert osp.isfile(osp.join(work, 'runs', 'noise', 'light-seed0',
+                               'result.json'))
+    seed1 = json.load(open(osp.join(work, 'runs', 'noise', 'light-seed1',
+                                    'result.json')))['miou']
+    light = next(r for r in res['rows'] if r['model'] == 'light')
+    assert light['seeds'] == [1, 0] and light['mious'][0] == seed1
+    assert light['miou'] == pytest.approx(sum(light['mious']) / 2, abs=0.01)
+    assert light['spread'] == pytest.approx(
+        max(light['mious']) - min(light['mious']), abs=0.01)
+    assert len(light['gains']) == 2 and 'tc' not in light
     seeds = {}
     for run, path in (('single-frame', ('clean', 'single-frame')),
                       ('single-frame-twin',

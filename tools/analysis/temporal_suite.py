@@ -80,12 +80,23 @@ def parse_args(argv=None):
     parser.add_argument('--num-train', type=int, default=60)
     parser.add_argument('--num-val', type=int, default=20)
     parser.add_argument('--seed', type=int, default=0, help='data seed')
-    parser.add_argument(
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument(
+        '--tune-seeds',
+        type=int,
+        nargs='+',
+        help='training seeds of the twin and the variants (default: the '
+        'configs\' seed): every cell is trained once per seed from the same '
+        'single-frame model (runs/MODE/NAME-seedN) and the table gives the '
+        'mean and the spread')
+    seeds.add_argument(
         '--tune-seed',
         type=int,
-        help='training seed of the twin and the variants (default: the '
-        'configs\' seed): repeats their runs with another seed from the same '
-        'single-frame model, in runs/MODE/NAME-seedN')
+        help='one training seed: the same as --tune-seeds N')
+    parser.add_argument(
+        '--no-tc',
+        action='store_true',
+        help='do not measure the temporal consistency (TC) of the runs')
     parser.add_argument(
         '--bench-frames',
         type=int,
@@ -126,7 +137,9 @@ def settings_from_args(args) -> suite.SuiteSettings:
         bench_frames=args.bench_frames,
         bench_warmup=args.bench_warmup,
         workers=args.workers,
-        tune_seed=args.tune_seed,
+        tune_seeds=(tuple(args.tune_seeds) if args.tune_seeds else
+                    (args.tune_seed, )),
+        tc=not args.no_tc,
         isolate=args.isolate)
 
 
