@@ -4,14 +4,23 @@
 worker process then gets its share of the cores for torch's intra-op threads
 and for the OpenMP runtime of the tools it starts, so that workers do not
 oversubscribe a small machine.
+
+Inductor (``torch.compile``, AOTInductor) generates its C++ kernels without
+SIMD code here and in the tools the tests start
+(``TORCHINDUCTOR_VEC_ISA_OK=0``, unless set otherwise): the tests check our
+graphs, our op's fake and backward kernels in them and the exported
+programs, not inductor's vectoriser, and scalar kernels compile in less
+time (a third less for the compiled step).
 """
 import os
 
-import pytest
-import torch
-from mmengine.registry import init_default_scope
+os.environ.setdefault('TORCHINDUCTOR_VEC_ISA_OK', '0')
 
-import lma_mmseg  # noqa: F401  (registers the components)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+import lma_mmseg  # noqa: F401,E402  (registers the components)
 
 
 def _worker_threads() -> int:

@@ -29,16 +29,6 @@ SMALL_ENCODER = dict(enc_stage_non_bottlenecks=(1, 1),
 H, W = 64, 128
 
 
-@pytest.fixture(autouse=True)
-def scalar_inductor_kernels():
-    """Inductor's C++ kernels without SIMD code: the tests check the graph
-    and the op's kernels in it, not inductor's vectoriser, and scalar
-    kernels compile in less time."""
-    import torch._inductor.config as inductor_config
-    with inductor_config.patch({'cpp.vec_isa_ok': False}):
-        yield
-
-
 @pytest.fixture(scope='module')
 def model():
     torch.manual_seed(0)
