@@ -3,7 +3,8 @@
 Usage::
 
     python tools/benchmark.py CONFIG [--checkpoint CKPT]
-        [--baseline CONFIG [--baseline-checkpoint CKPT]]
+        [--baseline CONFIG [--baseline-checkpoint CKPT]
+         [--baseline-cfg-options KEY=VALUE ...]]
         [--device cpu|cuda] [--shape H W] [--frames N] [--warmup N]
         [--modes single|streaming|reencode ...] [--frames-dir DIR]
         [--threads N]
@@ -30,7 +31,10 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file (or mmseg::...)')
     parser.add_argument('--checkpoint', help='checkpoint (default: random)')
     parser.add_argument(
-        '--baseline', help='single-frame config timed in the same run')
+        '--baseline',
+        help='config timed in the same run, interleaved: a single-frame '
+        'model (single), or a memory model (streaming, e.g. the same config '
+        'at other memory offsets with --baseline-cfg-options)')
     parser.add_argument('--baseline-checkpoint', help='baseline checkpoint')
     parser.add_argument(
         '--device',
@@ -90,9 +94,16 @@ def parse_args(argv=None):
         nargs='+',
         action=DictAction,
         help='overrides of CONFIG, key=value pairs')
+    parser.add_argument(
+        '--baseline-cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='overrides of the --baseline config, key=value pairs')
     args = parser.parse_args(argv)
-    if args.baseline_out and not args.baseline:
-        parser.error('--baseline-out needs --baseline')
+    if (args.baseline_out or args.baseline_cfg_options) and \
+            not args.baseline:
+        parser.error('--baseline-out and --baseline-cfg-options need '
+                     '--baseline')
     if args.frames < 1 or args.warmup < 0:
         parser.error('--frames must be >= 1 and --warmup >= 0')
     if args.threads is not None and args.threads < 1:
@@ -112,6 +123,7 @@ def main(argv=None) -> dict:
             cfg_options=args.cfg_options,
             baseline=args.baseline,
             baseline_checkpoint=args.baseline_checkpoint,
+            baseline_cfg_options=args.baseline_cfg_options,
             device=args.device,
             shape=args.shape,
             frames=args.frames,

@@ -453,16 +453,15 @@ def _build_models(problem: ModelProblem) -> Dict[str, dict]:
     if problem.baseline:
         base, base_cfg = build_model(problem.baseline,
                                      problem.baseline_checkpoint,
-                                     problem.device)
-        if is_memory_model(base):
-            raise ValueError(f'`baseline` {problem.baseline}: expected a '
-                             'single-frame model')
+                                     problem.device,
+                                     problem.baseline_cfg_options)
         models['baseline'] = dict(
             model=base,
             cfg=base_cfg,
             config=problem.baseline,
             checkpoint=problem.baseline_checkpoint,
-            modes=['single'])
+            # a memory model streams, as the model does
+            modes=['streaming' if is_memory_model(base) else 'single'])
     return models
 
 

@@ -312,9 +312,14 @@ class ModelProblem:
         checkpoint (str, optional): Its weights (default: random; speed
             does not depend on them).
         cfg_options (dict, optional): Overrides merged into ``config``.
-        baseline (str, optional): A single-frame config timed in the same
-            run, interleaved; the overhead over it is reported.
+        baseline (str, optional): A config timed in the same run,
+            interleaved; the overhead over it is reported. A single-frame
+            model runs as ``single``, a memory model as ``streaming`` (e.g.
+            the same model at other memory offsets, through
+            ``baseline_cfg_options``).
         baseline_checkpoint (str, optional): The baseline's weights.
+        baseline_cfg_options (dict, optional): Overrides merged into
+            ``baseline``.
         device (str): ``cpu``, ``cuda`` or ``cuda:N``.
         shape (Sequence[int]): Input ``(H, W)``, at least 8x8.
         frames (int): Timed frames.
@@ -339,6 +344,7 @@ class ModelProblem:
     cfg_options: Optional[dict] = None
     baseline: Optional[str] = None
     baseline_checkpoint: Optional[str] = None
+    baseline_cfg_options: Optional[dict] = None
     device: str = 'cpu'
     shape: Sequence[int] = (512, 1024)
     frames: int = 200
@@ -365,8 +371,10 @@ class ModelProblem:
         _choice(self.compile_backend,
                 torch.compiler.list_backends(exclude_tags=()),
                 'compile_backend')
-        if self.baseline_checkpoint and not self.baseline:
-            raise ValueError('`baseline_checkpoint` needs a `baseline`')
+        if (self.baseline_checkpoint or self.baseline_cfg_options) and \
+                not self.baseline:
+            raise ValueError('`baseline_checkpoint` and '
+                             '`baseline_cfg_options` need a `baseline`')
         _int(self.seed, 'seed', 0)
 
     @property

@@ -169,6 +169,32 @@ def test_benchmark_mmseg_config_single_frame():
     assert res['model']['backbone'] == 'ERFNet'
 
 
+def test_memory_model_baseline_streams_interleaved():
+    """The same LMA model at other memory offsets as the baseline: both
+    stream, timed in one run, frame by frame."""
+    small = dict(SMALL_ERFNET)
+    res = run_model_benchmark(
+        ModelProblem(
+            LMA,
+            cfg_options=dict(small, **{'model.memory_offsets': (-6, -4,
+                                                                -2)}),
+            baseline=LMA,
+            baseline_cfg_options=dict(
+                small, **{'model.memory_offsets': (-3, -2, -1)}),
+            shape=(32, 64),
+            frames=3,
+            warmup=1,
+            modes=['streaming']),
+        threads=1,
+        progress=False,
+        flops=False)
+    got = {(r['role'], r['mode']): len(r['times_ms'])
+           for r in res['results']}
+    assert got == {('model', 'streaming'): 3, ('baseline', 'streaming'): 3}
+    (overhead, ) = res['overhead']
+    assert overhead['mode'] == 'streaming' and overhead['ratio'] > 0
+
+
 def test_benchmark_argument_errors(tmp_path):
     small = dict(shape=(32, 64), frames=1)
     with pytest.raises(FileNotFoundError, match='nope.py'):
@@ -177,9 +203,8 @@ def test_benchmark_argument_errors(tmp_path):
         run_model_benchmark(
             ModelProblem(ERFNET, modes=['reencode'], **small),
             progress=False)
-    with pytest.raises(ValueError, match='expected a single-frame model'):
-        run_model_benchmark(
-            ModelProblem(ERFNET, baseline=LMA, **small), progress=False)
+    with pytest.raises(ValueError, match='need a `baseline`'):
+        ModelProblem(ERFNET, baseline_cfg_options={'model.neck.window': 5})
     with pytest.raises(FileNotFoundError, match='no image'):
         run_model_benchmark(
             ModelProblem(ERFNET, frames_dir=str(tmp_path), **small),
