@@ -8,7 +8,8 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptMultiConfig
 from torch import Tensor
 
-from .utils import FusionBase, check_fusion_inputs, check_positive_int
+from .utils import (FusionBase, check_fusion_inputs, check_positive_int,
+                    init_from_pretrained)
 
 
 @MODELS.register_module()
@@ -103,11 +104,7 @@ class GatedDownFusion(FusionBase):
         """Initialise the weights; the match-quality projection stays zero
         (unless a ``Pretrained`` init_cfg gave it)."""
         super().init_weights()
-        init_cfgs = self.init_cfg or []
-        if isinstance(init_cfgs, dict):
-            init_cfgs = [init_cfgs]
-        if self.quality_channels and not any(
-                cfg.get('type') == 'Pretrained' for cfg in init_cfgs):
+        if self.quality_channels and not init_from_pretrained(self):
             nn.init.zeros_(self.quality_down.weight)
 
     def forward(self,

@@ -8,7 +8,8 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptMultiConfig
 from torch import Tensor
 
-from .utils import FusionBase, check_fusion_inputs, check_positive_int
+from .utils import (FusionBase, check_fusion_inputs, check_positive_int,
+                    init_from_pretrained)
 
 
 @MODELS.register_module()
@@ -150,10 +151,7 @@ class GatedFusion(FusionBase):
         """Initialise the weights, then zero the gates' weights on the
         match-quality input (unless a ``Pretrained`` init_cfg gave them)."""
         super().init_weights()
-        init_cfgs = self.init_cfg or []
-        if isinstance(init_cfgs, dict):
-            init_cfgs = [init_cfgs]
-        if not any(cfg.get('type') == 'Pretrained' for cfg in init_cfgs):
+        if not init_from_pretrained(self):
             self.zero_quality_weights()
 
     def forward(self,

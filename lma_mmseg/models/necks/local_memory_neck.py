@@ -12,7 +12,7 @@ from mmseg.utils import ConfigType, OptMultiConfig
 from torch import Tensor
 
 from ...ops import ATTENTION_IMPLS, ext_available
-from .utils import check_positive_int
+from .utils import check_positive_int, init_from_pretrained
 
 Features = Union[Tensor, Sequence[Tensor]]
 
@@ -310,10 +310,7 @@ class LocalMemoryNeck(BaseModule):
         """Initialise the weights, then the query key head from the memory
         key head (unless a ``Pretrained`` init_cfg gave both)."""
         super().init_weights()
-        init_cfgs = self.init_cfg or []
-        if isinstance(init_cfgs, dict):
-            init_cfgs = [init_cfgs]
-        if not any(cfg.get('type') == 'Pretrained' for cfg in init_cfgs):
+        if not init_from_pretrained(self):
             self.copy_key_head()
 
     def _select(self, inputs: Features) -> Tuple[Tensor, int]:

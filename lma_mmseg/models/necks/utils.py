@@ -13,6 +13,15 @@ def check_positive_int(value, name: str, owner: str) -> int:
     return value
 
 
+def init_from_pretrained(module: BaseModule) -> bool:
+    """Whether ``module``'s ``init_cfg`` loads pretrained weights (then the
+    weights it sets up itself after ``init_weights`` must stay as loaded)."""
+    init_cfgs = module.init_cfg or []
+    if isinstance(init_cfgs, dict):
+        init_cfgs = [init_cfgs]
+    return any(cfg.get('type') == 'Pretrained' for cfg in init_cfgs)
+
+
 class FusionBase(BaseModule):
     """Base of the fusion modules: checks and stores their channels.
 
