@@ -100,10 +100,9 @@ def parse_args(argv=None):
         action=DictAction,
         help='overrides of the --baseline config, key=value pairs')
     args = parser.parse_args(argv)
-    if (args.baseline_out or args.baseline_cfg_options) and \
-            not args.baseline:
-        parser.error('--baseline-out and --baseline-cfg-options need '
-                     '--baseline')
+    for flag in ('baseline_out', 'baseline_cfg_options'):
+        if getattr(args, flag) and not args.baseline:
+            parser.error(f'--{flag.replace("_", "-")} needs --baseline')
     if args.frames < 1 or args.warmup < 0:
         parser.error('--frames must be >= 1 and --warmup >= 0')
     if args.threads is not None and args.threads < 1:
