@@ -234,13 +234,9 @@ def local_attention_unfused(q: torch.Tensor,
     q, k, v, bias = _autocast_inputs(q, k, v, bias)
     window, dilation, scale, mask_padding = check_attention_args(
         q, k, v, window, dilation, scale, padding, bias)
-    weights = reference.attention_weights(
-        local_correlation(q, k, window, dilation), window, dilation, scale,
-        mask_padding, bias, return_lse)
-    if not return_lse:
-        return local_aggregation(weights, v, window, dilation)
-    attn, lse = weights
-    return local_aggregation(attn, v, window, dilation), lse
+    return reference.read_out(
+        local_correlation(q, k, window, dilation), v, window, dilation, scale,
+        mask_padding, bias, return_lse, aggregate=local_aggregation)
 
 
 def local_attention_reference(q: torch.Tensor,

@@ -110,14 +110,12 @@ def _attention_setup_context(ctx, inputs, output) -> None:
     ctx.args = (window, dilation, scale, mask_padding)
 
 
-def _attention_backward(ctx, grad_out: Optional[Tensor],
-                        grad_lse: Optional[Tensor]):
+def _attention_backward(ctx, grad_out: Tensor, grad_lse: Tensor):
     """Gradients of q, k, v (and the bias) from those of both outputs:
     ``lse`` is differentiable too (its gradient in the logits is the
-    softmax itself)."""
+    softmax itself). Autograd gives an unused output's gradient as
+    zeros."""
     q, k, v, out, lse, bias = ctx.saved_tensors
-    if grad_out is None:
-        grad_out = torch.zeros_like(out)
     grad_q, grad_k, grad_v, grad_bias = \
         torch.ops.lma.local_attention_backward(grad_out, q, k, v, out, lse,
                                                *ctx.args, bias, grad_lse)

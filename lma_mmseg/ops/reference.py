@@ -29,14 +29,15 @@ materialise the neighbourhoods of every key and value (``T * window**2``
 copies), run on any device and floating dtype, and are meant for tests,
 benchmarks and machines without the compiled kernels.
 """
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     'unfold_frames', 'inside_mask', 'correlation', 'aggregation',
-    'attention_logits', 'attention_weights', 'lse_dtype', 'attention'
+    'attention_logits', 'attention_weights', 'lse_dtype', 'attention',
+    'read_out'
 ]
 
 
@@ -174,10 +175,32 @@ def attention(q: torch.Tensor,
         Tensor | tuple[Tensor, Tensor]: (B, Cv, H, W), the attention
         read-out; with ``return_lse`` also the log-normaliser (B, H, W).
     """
-    weights = attention_weights(
-        correlation(q, k, window, dilation), window, dilation, scale,
+    return read_out(
+        correlation(q, k, window, dilation), v, window, dilation, scale,
         mask_padding, bias, return_lse)
+
+
+def read_out(corr: torch.Tensor,
+             v: torch.Tensor,
+             window: int,
+             dilation: int,
+             scale: float,
+             mask_padding: bool,
+             bias: Optional[torch.Tensor],
+             return_lse: bool = False,
+             aggregate: Callable = aggregation):
+    """The attention read-out from a correlation: the softmax of
+    :func:`attention_weights`, then ``aggregate(attn, v, window,
+    dilation)`` (:func:`aggregation`, or the compiled kernel of the unfused
+    path).
+
+    Returns:
+        Tensor | tuple[Tensor, Tensor]: (B, Cv, H, W); with ``return_lse``
+        also the log-normaliser (B, H, W).
+    """
+    weights = attention_weights(corr, window, dilation, scale, mask_padding,
+                                bias, return_lse)
     if not return_lse:
-        return aggregation(weights, v, window, dilation)
+        return aggregate(weights, v, window, dilation)
     attn, lse = weights
-    return aggregation(attn, v, window, dilation), lse
+    return aggregate(attn, v, window, dilation), lse

@@ -39,7 +39,7 @@ Pair attention_forward(const at::Tensor& q, const at::Tensor& k,
 }
 
 // grad_q, grad_k, grad_v and grad_bias (0 elements without a bias), from
-// the gradients of both outputs (grad_lse None: lse was not used).
+// the gradients of both outputs (grad_lse None: zero).
 template <typename K>
 Quad attention_backward(const at::Tensor& grad_out, const at::Tensor& q,
                         const at::Tensor& k, const at::Tensor& v,
