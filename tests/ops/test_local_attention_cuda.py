@@ -5,10 +5,12 @@ The tests marked ``cuda`` need a CUDA device and a build of
 build_ext --inplace``); without a device they are skipped.
 
 The tests marked ``slow`` run the same CUDA kernels and op bodies on the host
-(``lma_mmseg/ops/csrc/cuda/emulation``: real threads, a barrier for
-``__syncthreads()``, shared memory poisoned with NaN before every block), so
-the index arithmetic, the tiling and the launch plans are checked on machines
-without a GPU too. They compile a small extension with the C++ compiler.
+(``lma_mmseg/ops/csrc/cuda/emulation``: a block's threads are coroutines
+that run to ``__syncthreads()`` in turn, in ascending and descending order
+on alternate barriers; shared memory is poisoned with NaN before every
+block), so the index arithmetic, the tiling, the barriers and the launch
+plans are checked on machines without a GPU too. They compile a small
+operator library with the C++ compiler.
 """
 import hashlib
 import os.path as osp
@@ -421,10 +423,11 @@ CSRC = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'lma_mmseg',
     'ops', 'csrc')
 
-# (B, T, C, Cv, H, W, window, dilation). Every launch runs 256 real host
-# threads and every __syncthreads() is a barrier over them, so the cost grows
-# with the blocks and the slot and channel chunks of a case: each case is one
-# tile (4 x 16 pixels) of one frame wherever the path it covers allows.
+# (B, T, C, Cv, H, W, window, dilation). Every block runs 256 emulated
+# threads and every __syncthreads() switches through all of them, so the
+# cost grows with the blocks and the slot and channel chunks of a case: each
+# case is one tile (4 x 16 pixels) of one frame wherever the path it covers
+# allows.
 # The chunk counts are those of float32 / float64 accumulators (launch plans
 # of local_attention_cuda_kernel.cuh).
 EMU_CASES = [
@@ -441,19 +444,24 @@ EMU_CASES = [
 
 @pytest.fixture(scope='module')
 def emulated_kernels():
+    """The emulated kernels' operator library (its ops under
+    ``torch.ops.<name>``), built once per checkout."""
     from torch.utils.cpp_extension import load
 
     # one build folder per checkout: torch caches the build by name, and two
-    # checkouts sharing a name would rebuild it for each other (~30 s)
-    checkout = hashlib.sha1(CSRC.encode()).hexdigest()[:8]
-    return load(
-        name=f'lma_mmseg_cuda_emulation_{checkout}',
+    # checkouts sharing a name would rebuild it for each other
+    name = 'lma_mmseg_cuda_emulation_' + hashlib.sha1(
+        CSRC.encode()).hexdigest()[:8]
+    load(
+        name=name,
         sources=[
             osp.join(CSRC, 'cuda', 'emulation', 'local_attention_emu.cpp')
         ],
         extra_include_paths=[CSRC],
         extra_cflags=['-O2', '-std=c++17'],
+        is_python_module=False,
         verbose=False)
+    return getattr(torch.ops, name)
 
 
 def _emulated_all_ops(emu, case, dtype, padding, seed=0, unfused=True):

@@ -1,8 +1,12 @@
-// Python module that runs the CUDA kernels of the local attention ops on the
-// host (see emu_runtime.h) through the same op bodies as the CUDA build
+// Operator library that runs the CUDA kernels of the local attention ops on
+// the host (see emu_runtime.h) through the same op bodies as the CUDA build
 // (../local_attention_cuda_ops.cuh). Built on demand by the tests with
-// torch.utils.cpp_extension.load; not part of lma_mmseg._ext.
-#include <torch/extension.h>
+// torch.utils.cpp_extension.load(is_python_module=False); its ops are
+// torch.ops.<TORCH_EXTENSION_NAME>.*. Not part of lma_mmseg._ext. It
+// includes ATen and the op registration only (no pybind11, no
+// torch/extension.h): that build takes a third of the time.
+#include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include <optional>
 #include <utility>
@@ -20,7 +24,8 @@ alignas(16) unsigned char smem_raw[MAX_SHARED_BYTES];
 
 namespace {
 
-// Runs kernel(args...) for every block of grid with NUM_THREADS threads.
+// Runs kernel(args...) for every block of grid, block after block, each
+// with NUM_THREADS emulated threads.
 struct EmuLaunch {
   template <typename... KernelArgs, typename... Args>
   void operator()(void (*kernel)(KernelArgs...), dim3 grid, size_t smem,
@@ -30,26 +35,16 @@ struct EmuLaunch {
                 "emulated launch asks for ", smem, " bytes of shared memory");
     gridDim = grid;
     blockDim = dim3(NUM_THREADS);
-    lma_emu::barrier.reset(NUM_THREADS);
-    std::vector<std::thread> threads;
-    threads.reserve(NUM_THREADS);
-    for (int t = 0; t < NUM_THREADS; ++t) {
-      threads.emplace_back([&, t] {
-        threadIdx = dim3(t);
-        for (unsigned z = 0; z < grid.z; ++z) {
-          for (unsigned y = 0; y < grid.y; ++y) {
-            for (unsigned x = 0; x < grid.x; ++x) {
-              blockIdx = dim3(x, y, z);
-              if (t == 0) std::memset(lma::cuda::smem_raw, 0xff, smem);
-              __syncthreads();
-              kernel(args...);
-              __syncthreads();
-            }
-          }
+    const std::function<void()> body = [&] { kernel(args...); };
+    for (unsigned z = 0; z < grid.z; ++z) {
+      for (unsigned y = 0; y < grid.y; ++y) {
+        for (unsigned x = 0; x < grid.x; ++x) {
+          blockIdx = dim3(x, y, z);
+          std::memset(lma::cuda::smem_raw, 0xff, smem);
+          lma_emu::block.run(NUM_THREADS, body);
         }
-      });
+      }
     }
-    for (auto& th : threads) th.join();
   }
 };
 
@@ -61,22 +56,14 @@ at::Tensor emulated_block(lma::Block block, const at::Tensor& x,
                               dilation);
 }
 
-// Binds the forward and backward of a bilinear op (local_correlation,
-// local_aggregation) with the emulated building blocks.
-void def_bilinear(pybind11::module& m, const char* forward,
-                  const char* backward, const lma::BilinearOp& op) {
-  m.def(forward, [op, forward](const at::Tensor& x, const at::Tensor& y,
-                               int64_t window, int64_t dilation) {
-    return lma::bilinear_forward(forward, op, emulated_block, x, y, window,
-                                 dilation);
-  });
-  m.def(backward, [op, backward](const at::Tensor& grad, const at::Tensor& x,
-                                 const at::Tensor& y, int64_t window,
-                                 int64_t dilation) {
-    return lma::bilinear_backward(backward, op, emulated_block, grad, x, y,
-                                  window, dilation);
-  });
-}
+// local_correlation_* and local_aggregation_* with the emulated building
+// blocks.
+LMA_DEFINE_BILINEAR_KERNELS(local_correlation_forward,
+                            local_correlation_backward, lma::kCorrelation,
+                            emulated_block)
+LMA_DEFINE_BILINEAR_KERNELS(local_aggregation_forward,
+                            local_aggregation_backward, lma::kAggregation,
+                            emulated_block)
 
 at::Tensor bias_or_undefined(const std::optional<at::Tensor>& bias) {
   return bias.has_value() ? *bias : at::Tensor();
@@ -118,20 +105,39 @@ std::vector<int64_t> launch_plan(int64_t window, int64_t dilation, int64_t C,
 
 }  // namespace
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  namespace py = pybind11;
-  m.def("local_attention_forward", &attention_forward, py::arg("q"),
-        py::arg("k"), py::arg("v"), py::arg("window"), py::arg("dilation"),
-        py::arg("scale"), py::arg("mask_padding"),
-        py::arg("bias") = py::none());
-  m.def("local_attention_backward", &attention_backward, py::arg("grad_out"),
-        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"),
-        py::arg("lse"), py::arg("window"), py::arg("dilation"),
-        py::arg("scale"), py::arg("mask_padding"),
-        py::arg("bias") = py::none(), py::arg("grad_lse") = py::none());
-  def_bilinear(m, "local_correlation_forward", "local_correlation_backward",
-               lma::kCorrelation);
-  def_bilinear(m, "local_aggregation_forward", "local_aggregation_backward",
-               lma::kAggregation);
-  m.def("launch_plan", &launch_plan);
+// TORCH_LIBRARY pastes its namespace argument: expand the name first.
+#define LMA_EMU_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
+
+LMA_EMU_LIBRARY(TORCH_EXTENSION_NAME, m) {
+  m.def(
+      "local_attention_forward(Tensor q, Tensor k, Tensor v, int window, "
+      "int dilation, float scale, bool mask_padding, Tensor? bias=None) -> "
+      "Tensor[]",
+      &attention_forward);
+  m.def(
+      "local_attention_backward(Tensor grad_out, Tensor q, Tensor k, "
+      "Tensor v, Tensor out, Tensor lse, int window, int dilation, "
+      "float scale, bool mask_padding, Tensor? bias=None, "
+      "Tensor? grad_lse=None) -> Tensor[]",
+      &attention_backward);
+  m.def(
+      "local_correlation_forward(Tensor x, Tensor y, int window, "
+      "int dilation) -> Tensor",
+      &local_correlation_forward);
+  m.def(
+      "local_correlation_backward(Tensor grad, Tensor x, Tensor y, "
+      "int window, int dilation) -> Tensor[]",
+      &local_correlation_backward);
+  m.def(
+      "local_aggregation_forward(Tensor x, Tensor y, int window, "
+      "int dilation) -> Tensor",
+      &local_aggregation_forward);
+  m.def(
+      "local_aggregation_backward(Tensor grad, Tensor x, Tensor y, "
+      "int window, int dilation) -> Tensor[]",
+      &local_aggregation_backward);
+  m.def(
+      "launch_plan(int window, int dilation, int channels, int acc_size, "
+      "int extra, bool key_stage, bool value_stage, bool merge) -> int[]",
+      &launch_plan);
 }
