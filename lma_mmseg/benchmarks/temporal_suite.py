@@ -99,7 +99,8 @@ def _variant(desc: str,
              prior_lr_mult: Optional[float] = None,
              neck_lr_mult: Optional[float] = None,
              offsets: Optional[Tuple[int, ...]] = None,
-             match_quality: Optional[str] = None) -> dict:
+             match_quality: Optional[str] = None,
+             norm_eval: bool = False) -> dict:
     """One LMA variant: its description, the config overrides (merged into
     the suite's LMA config) and the model arguments it needs.
 
@@ -122,6 +123,9 @@ def _variant(desc: str,
             ``(-3, -2, -1)`` if None).
         match_quality (str, optional): The fusion's gates see the match
             quality (``LocalMemoryNeck(match_quality=...)``).
+        norm_eval (bool): The trained encoder's BN layers keep the running
+            statistics of the clean single-frame start
+            (``VideoEncoderDecoder(backbone_norm_eval=True)``).
     """
     options, needs, custom_keys = {}, [], {}
     if paper:
@@ -153,6 +157,9 @@ def _variant(desc: str,
     if match_quality is not None:
         options['model.neck.match_quality'] = match_quality
         needs.append('match_quality')
+    if norm_eval:
+        options['model.backbone_norm_eval'] = True
+        needs.append('backbone_norm_eval')
     return dict(desc=desc, options=options, needs=tuple(needs))
 
 
@@ -222,6 +229,17 @@ VARIANTS: Dict[str, dict] = {
         'the strided variant whose gates also see the match quality',
         paper=True, residual=True, window=3, encoder='eval',
         prior_lr_mult=100, offsets=(-6, -4, -2), match_quality='lse'),
+    # The encoder's BN running statistics stay those of the clean start: the
+    # memory frames (clean) are not normalised at inference with statistics
+    # that drifted to the degraded key frames during fine-tuning.
+    'paper-residual-w3-enc-prior-normeval': _variant(
+        'paper-residual-w3-enc-prior whose encoder keeps its BN running '
+        'statistics (backbone_norm_eval)', paper=True, residual=True,
+        window=3, encoder='eval', prior_lr_mult=100, norm_eval=True),
+    'paper-residual-w3-enc-prior-strided-normeval': _variant(
+        'the strided variant whose encoder keeps its BN running statistics',
+        paper=True, residual=True, window=3, encoder='eval',
+        prior_lr_mult=100, offsets=(-6, -4, -2), norm_eval=True),
     'light-w3': _variant('light fusion, window 3', window=3),
     'paper-residual': _variant('paper fusion, residual identity-at-init, '
                                'window 7', paper=True, residual=True),

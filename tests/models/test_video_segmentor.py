@@ -378,3 +378,44 @@ def test_memory_encoder_mode_eval_encodes_memory_as_inference():
         for a, b in zip(_bn_means(follow.backbone), _bn_means(model.backbone)))
     with pytest.raises(ValueError, match='memory_encoder_mode'):
         build(memory_encoder_mode='train')
+
+
+def test_backbone_norm_eval_keeps_the_running_statistics():
+    """backbone_norm_eval=True: in training the backbone's BN layers stay
+    in eval mode (the running statistics the model starts from normalise
+    key and memory frames and are not updated) while their weights, and the
+    rest of the backbone, still get gradients; eval() and train() keep it
+    so, and the memory is encoded with the same statistics."""
+    clip = torch.randn(2, 4, 3, 48, 48)
+    torch.manual_seed(9)
+    model = build(memory_encoder_mode='eval', backbone_norm_eval=True)
+    for m in model.backbone.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval().train()
+    bns = [
+        m for m in model.backbone.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    ]
+    assert bns and not any(m.training for m in bns)
+    assert model.backbone.training and model.neck.training
+    start = _bn_means(model.backbone)
+    total_loss(model.loss(clip, samples(2))).backward()
+    for got, want in zip(_bn_means(model.backbone), start):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0
+               for m in bns)
+    assert not any(m.training for m in bns)
+    # the key frame's features: those of the eval-mode backbone (no
+    # dropout in the test backbone), so training sees what inference sees
+    model.eval()
+    with torch.no_grad():
+        eval_feats = model.backbone(clip[:, -1])
+    model.train()
+    with torch.no_grad():
+        train_feats = model.backbone(clip[:, -1])
+    for a, b in zip(train_feats, eval_feats):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match='backbone_norm_eval'):
+        build(backbone_norm_eval='yes')

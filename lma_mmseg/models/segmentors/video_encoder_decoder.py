@@ -163,6 +163,16 @@ class VideoEncoderDecoder(EncoderDecoder):
             ``'follow'`` the running statistics mix both kinds while each
             training batch is normalised with one. Only matters for a
             backbone in train mode. Defaults to ``'follow'``.
+        backbone_norm_eval (bool): Keep the backbone's BN layers in eval
+            mode while the model trains (as ``norm_eval=True`` of mmseg's
+            ResNet): every frame, key and memory, is normalised with the
+            running statistics the model starts from and those are not
+            updated; the BN weights and biases still train. With a training
+            backbone whose key frames differ in statistics from the memory
+            frames (a degraded current frame), the running statistics then
+            stay those of the frames the memory holds, instead of drifting
+            to the key frames' and normalising the memory frames with them
+            at inference. Defaults to False.
         **kwargs: The other arguments of mmseg's ``EncoderDecoder``, passed
             on: ``auxiliary_head``, ``train_cfg``, ``test_cfg``
             (``mode='whole'`` or ``mode='slide'`` with ``crop_size`` and
@@ -179,6 +189,7 @@ class VideoEncoderDecoder(EncoderDecoder):
                  freeze: Optional[Sequence[str]] = None,
                  freeze_mode: str = 'eval',
                  memory_encoder_mode: str = 'follow',
+                 backbone_norm_eval: bool = False,
                  **kwargs):
         if freeze_mode not in ('eval', 'train'):
             raise ValueError(f'{type(self).__name__}: `freeze_mode` must be '
@@ -187,6 +198,10 @@ class VideoEncoderDecoder(EncoderDecoder):
             raise ValueError(
                 f'{type(self).__name__}: `memory_encoder_mode` must be '
                 f"'follow' or 'eval', got {memory_encoder_mode!r}")
+        if not isinstance(backbone_norm_eval, bool):
+            raise ValueError(
+                f'{type(self).__name__}: `backbone_norm_eval` must be a '
+                f'bool, got {backbone_norm_eval!r}')
         if neck is None:
             raise ValueError(f'{type(self).__name__}: `neck` must be a '
                              f'memory neck config such as '
@@ -219,6 +234,7 @@ class VideoEncoderDecoder(EncoderDecoder):
         self.freeze_memory_encoder = bool(freeze_memory_encoder)
         self.freeze_mode = freeze_mode
         self.memory_encoder_mode = memory_encoder_mode
+        self.backbone_norm_eval = backbone_norm_eval
         self.freeze = self._freeze(freeze)
 
     # ------------------------------------------------------------ freezing
@@ -246,11 +262,16 @@ class VideoEncoderDecoder(EncoderDecoder):
 
     def train(self, mode: bool = True) -> 'VideoEncoderDecoder':
         """Set train/eval mode; with ``freeze_mode='eval'`` the modules in
-        ``freeze`` stay in eval mode."""
+        ``freeze`` stay in eval mode, with ``backbone_norm_eval`` the
+        backbone's BN layers."""
         super().train(mode)
         if getattr(self, 'freeze_mode', 'eval') == 'eval':
             for name in getattr(self, 'freeze', ()):
                 self.get_submodule(name).eval()
+        if getattr(self, 'backbone_norm_eval', False):
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def _backbone_is_fixed(self) -> bool:
