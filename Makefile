@@ -16,9 +16,10 @@ EXT_SOURCES := setup.py setup.cfg pyproject.toml $(shell find lma_mmseg/ops/csrc
 FIND_LINKS := $(if $(wildcard $(SHARED_WHEELS)/*.whl),--find-links $(SHARED_WHEELS),)
 PYTEST_ARGS ?=
 # The suite runs on every core (pytest-xdist), one test file per worker at a
-# time, so that a file's shared fixtures are built once.
+# time, so that a file's shared fixtures are built once; the longest files
+# first, in the order tests/conftest.py gives (LONG_FILES).
 TEST_JOBS ?= $(shell nproc)
-PYTEST_PARALLEL := -n $(TEST_JOBS) --dist loadfile
+PYTEST_PARALLEL := -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 # OpenMP threads that spin while waiting slow everything down on small or
 # shared machines (tests and tools run several processes at once).
 export OMP_WAIT_POLICY ?= PASSIVE

@@ -5,6 +5,12 @@ worker process then gets its share of the cores for torch's intra-op threads
 and for the OpenMP runtime of the tools it starts, so that workers do not
 oversubscribe a small machine.
 
+The test files that take the longest go to the workers first
+(:data:`LONG_FILES`; the Makefile passes ``--no-loadscope-reorder`` so that
+pytest-xdist keeps this order instead of sorting the files by their number of
+tests), so that no worker is left running a long file at the end while the
+other has nothing to do.
+
 Inductor (``torch.compile``, AOTInductor) generates its C++ kernels without
 SIMD code here and in the tools the tests start
 (``TORCHINDUCTOR_VEC_ISA_OK=0``, unless set otherwise): the tests check our
@@ -28,6 +34,35 @@ def _worker_threads() -> int:
     workers (at least one)."""
     workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
     return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+# Files of 20 s or more on one core of the 2-core machine (pytest
+# --durations, summed per file), longest first.
+LONG_FILES = (
+    'tests/apis/test_compile_export.py',
+    'tests/tools/test_gpu_check.py',
+    'tests/ops/test_local_attention_library.py',
+    'tests/engine/test_dist_train.py',
+    'tests/configs/test_configs.py',
+    'tests/apis/test_strided_memory.py',
+    'tests/configs/test_demo_train.py',
+    'tests/engine/test_resume_after_kill.py',
+    'tests/tools/test_test_tool.py',
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests of :data:`LONG_FILES` first, in that order; the others
+    after them in their collection order. A listed file that is gone
+    (renamed, split) stops the run, so the list cannot rot."""
+    for name in LONG_FILES:
+        if not (config.rootpath / name).is_file():
+            raise pytest.UsageError(
+                f'tests/conftest.py: LONG_FILES names {name}, which does '
+                f'not exist')
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(
+        item.nodeid.split('::')[0], len(LONG_FILES)))
 
 
 def pytest_configure(config):

@@ -14,7 +14,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from helpers import ROOT
-from helpers.tools import run_tool
+from helpers.tools import run_tool, run_tool_in_process
 from lma_mmseg.apis import init_model
 from lma_mmseg.apis.export import (ExportedStreamer, example_memory, load_step,
                                    zero_memory)
@@ -228,7 +228,9 @@ def test_stream_exported_tool(exported, tmp_path):
     assert names == [f'f{i:03d}.png' for i in range(4)]
     label = cv2.imread(str(preds / 'f003.png'), cv2.IMREAD_UNCHANGED)
     assert label.shape == (H, W) and label.max() < 19
-    # bad input names what is wrong
-    proc = run_tool('deploy/stream_exported.py', tmp_path / 'nowhere',
-                    frames_dir, '--out', preds)
+    # bad input names what is wrong (in this process: the check fails
+    # before any work)
+    proc = run_tool_in_process('deploy/stream_exported.py',
+                               tmp_path / 'nowhere', frames_dir, '--out',
+                               preds)
     assert proc.returncode == 2 and 'step.json' in proc.stderr

@@ -8,6 +8,7 @@ from mmengine.runner import save_checkpoint
 from mmseg.registry import MODELS
 
 from helpers.tiny_models import lma_model_cfg, make_config, single_model_cfg
+from helpers.tools import run_tool_in_process
 from lma_mmseg.apis import init_model, load_checkpoint_checked
 
 
@@ -133,8 +134,6 @@ def test_memory_offsets_must_match_the_test_set():
     and the test clips' memory frames must be the same, wherever a model
     meets a test config; the message names both."""
     import os.path as osp
-    import subprocess
-    import sys
 
     from mmengine import Config
 
@@ -185,11 +184,10 @@ def test_memory_offsets_must_match_the_test_set():
         check_memory_offsets(vspw)
     assert 'memory_offsets=(-9, -6, -3)' in str(err.value)
     assert 'frame_offsets=(-3, -2, -1)' in str(err.value)
-    # tools/test.py refuses before testing
-    proc = subprocess.run(
-        [sys.executable, osp.join(root, 'tools/test.py'), config,
-         config, '--cfg-options', 'model.memory_offsets=(-9,-6,-3)'],
-        capture_output=True, text=True, cwd=root)
+    # tools/test.py refuses before testing (in this process: the tool's
+    # process boundary is checked by tests/tools/test_test_tool.py)
+    proc = run_tool_in_process('test.py', config, config, '--cfg-options',
+                               'model.memory_offsets=(-9,-6,-3)')
     assert proc.returncode != 0
     assert 'memory_offsets=(-9, -6, -3)' in proc.stderr
     assert 'frame_offsets=(-3, -2, -1)' in proc.stderr

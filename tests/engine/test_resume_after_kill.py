@@ -14,7 +14,7 @@ import lma_mmseg  # noqa: F401
 from helpers import ROOT
 from helpers.demo_config import small_demo_config
 from helpers.tiny_runner import CKPT_INTERVAL, tiny_cfg
-from helpers.tools import run_tool, tool_command, tool_env
+from helpers.tools import run_tool_in_process, tool_command, tool_env
 
 
 def _kill_after_first_checkpoint(
@@ -145,7 +145,8 @@ def test_train_tool_resume_lma_demo(tmp_path, demo_data):
     killed_at = _kill_after_first_checkpoint(work_dir, command=train, env=env)
     assert killed_at >= 2 and killed_at % 2 == 0
     target = killed_at + 2
-    proc = run_tool(
+    # the resumed run needs no process of its own: in this process
+    proc = run_tool_in_process(
         'train.py', config, '--work-dir', work_dir, '--resume',
         '--cfg-options', f'train_cfg.max_iters={target}')
     log = proc.stdout + proc.stderr

@@ -8,6 +8,7 @@ import os.path as osp
 import runpy
 import subprocess
 import sys
+import traceback
 
 from . import ROOT, TESTS
 
@@ -58,19 +59,37 @@ def run_tool(script, *args, env=None, timeout=600, check=False, cwd=ROOT):
     return proc
 
 
-def run_tool_in_process(script, *args):
+def run_tool_in_process(script, *args, threads=None):
     """Run ``tools/<script> args`` in this process, as ``python`` would run
     it (``__main__``, ``sys.argv``), and capture what it prints.
 
-    For the checks of a tool's arguments and bad input, which fail before any
-    heavy work: they skip a fresh interpreter's start-up (several seconds of
-    imports). Tests of what crosses the process boundary (exit at
-    interpreter shutdown, environment variables read at import, signals,
-    several processes) use :func:`run_tool`.
+    For the runs whose process boundary is not what a test checks: they skip
+    a fresh interpreter's start-up (several seconds of imports). Tests of
+    what crosses the process boundary (exit at interpreter shutdown,
+    environment variables read at import, signals, several processes, a
+    fresh interpreter's imports) use :func:`run_tool`.
+
+    As the interpreter does, an exception that leaves the script is printed
+    (with its traceback) to the captured ``stderr`` and gives status 1.
+    What a tool changes for the rest of its process is put back afterwards
+    (see :func:`_process_state_kept`): torch's intra-op thread count (e.g.
+    ``--threads``), ``os.environ`` (e.g. ``LOCAL_RANK``, set by the
+    launcher arguments of ``tools/test.py``) and the working folder. The
+    tool sees none of the mmengine instances made before it (loggers,
+    message hubs, visualizers, default scopes: see
+    :func:`_fresh_mmengine_instances`), as in a fresh interpreter.
+
+    Args:
+        script (str): Path under ``tools/``.
+        *args: Command-line arguments (converted to ``str``).
+        threads (int, optional): torch's intra-op threads during the run
+            (what ``OMP_NUM_THREADS`` in :func:`run_tool`'s ``env`` sets for
+            a process); this process's count when None.
 
     Returns:
         subprocess.CompletedProcess: ``returncode`` (the ``SystemExit`` code,
-        0 when the script returns), ``stdout`` and ``stderr`` as text.
+        0 when the script returns, 1 for an uncaught exception), ``stdout``
+        and ``stderr`` as text.
     """
     path = osp.join(ROOT, 'tools', script)
     argv = [path] + [str(a) for a in args]
@@ -78,8 +97,12 @@ def run_tool_in_process(script, *args):
     saved_argv, code = sys.argv, 0
     sys.argv = argv
     try:
-        with contextlib.redirect_stdout(out), \
-                contextlib.redirect_stderr(err), _log_handlers_to(out, err):
+        with _process_state_kept(), contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err), \
+                _log_handlers_to(out, err), _fresh_mmengine_instances():
+            if threads is not None:
+                import torch
+                torch.set_num_threads(threads)
             try:
                 runpy.run_path(path, run_name='__main__')
             except SystemExit as exc:
@@ -88,10 +111,70 @@ def run_tool_in_process(script, *args):
                 else:  # sys.exit('message'): printed, status 1
                     print(exc.code, file=sys.stderr)
                     code = 1
+            except Exception:  # uncaught: traceback on stderr, status 1
+                traceback.print_exc()
+                code = 1
     finally:
         sys.argv = saved_argv
     return subprocess.CompletedProcess(argv, code, out.getvalue(),
                                        err.getvalue())
+
+
+@contextlib.contextmanager
+def _process_state_kept():
+    """Put back, after the block, the state of this process that a tool run
+    in it may change for the tests after it: torch's intra-op thread count,
+    ``os.environ`` (variables added, changed or removed) and the working
+    folder."""
+    import torch
+    threads = torch.get_num_threads()
+    environ = dict(os.environ)
+    cwd = os.getcwd()
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+        for key, value in environ.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _fresh_mmengine_instances():
+    """Hide, for the block, the instances of mmengine's global managers
+    (``MMLogger``, ``MessageHub``, ``DefaultScope``, ``Visualizer`` and its
+    subclasses) made before it, and drop those made in it afterwards: a
+    tool run in this process builds its own, as in a fresh interpreter
+    (e.g. a runner's ``Visualizer`` named ``'visualizer'`` would otherwise
+    be an earlier run's, writing into that run's folder)."""
+    from mmengine.logging import MessageHub, MMLogger
+    from mmengine.registry import DefaultScope
+    from mmengine.visualization import Visualizer
+
+    def with_subclasses(cls):
+        found, todo = [], [cls]
+        while todo:
+            c = todo.pop()
+            found.append(c)
+            todo.extend(c.__subclasses__())
+        return found
+
+    classes = [MMLogger, MessageHub, DefaultScope] + with_subclasses(
+        Visualizer)
+    saved = {cls: cls.__dict__.get('_instance_dict') for cls in classes}
+    for cls in classes:
+        if saved[cls] is not None:
+            cls._instance_dict = type(saved[cls])()
+    try:
+        yield
+    finally:
+        for cls, instances in saved.items():
+            if instances is not None:
+                cls._instance_dict = instances
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from mmseg.registry import DATASETS, MODELS
 
 import lma_mmseg  # noqa: F401
 from helpers import ROOT
-from helpers.tools import run_tool
+from helpers.tools import run_tool_in_process
 from lma_mmseg.apis import init_model
 from lma_mmseg.datasets.prep import DemoDataSettings, make_demo_data
 
@@ -210,8 +210,10 @@ def test_empty_video_folder(tmp_path):
     out = tmp_path / 'out'
     out.mkdir()
     (out / 'earlier_result.png').write_bytes(b'kept')
-    proc = run_tool('infer_video.py', _small_lma_config(tmp_path),
-                    'unused.pth', empty, '--out', out, timeout=300)
+    # in this process: tools/infer_video.py's process boundary is checked
+    # by tests/tools/test_infer_video.py
+    proc = run_tool_in_process('infer_video.py', _small_lma_config(tmp_path),
+                               'unused.pth', empty, '--out', out)
     assert proc.returncode == 2
     err = proc.stderr
     assert f'input folder {str(empty)!r} holds no frames' in err

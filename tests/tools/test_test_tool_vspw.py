@@ -2,13 +2,12 @@
 import json
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import torch
 from mmengine.config import Config
 
 import lma_mmseg  # noqa: F401
+from helpers.tools import run_tool_in_process
 from helpers.vspw_tree import make_vspw_tree
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -56,12 +55,10 @@ def test_vspw_test_prints_miou_and_video_consistency(tmp_path):
     torch.save(dict(state_dict=model.state_dict(), meta={}), str(ckpt))
 
     out = tmp_path / 'out'
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'test.py'), str(config),
-         str(ckpt), '--work-dir', str(tmp_path / 'work'), '--out',
-         str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    # in this process (tools/test.py's process boundary is checked by
+    # tests/tools/test_test_tool.py), on one thread as the process was
+    proc = run_tool_in_process('test.py', config, ckpt, '--work-dir',
+                               tmp_path / 'work', '--out', out, threads=1)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     for key in ('mIoU', 'VC_8', 'VC_16'):
