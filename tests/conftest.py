@@ -16,11 +16,19 @@ SIMD code here and in the tools the tests start
 (``TORCHINDUCTOR_VEC_ISA_OK=0``, unless set otherwise): the tests check our
 graphs, our op's fake and backward kernels in them and the exported
 programs, not inductor's vectoriser, and scalar kernels compile in less
-time (a third less for the compiled step).
+time (a third less for the compiled step). For the same reason AOTInductor
+compiles the C++ wrapper of an exported program without optimisation
+(``AOT_INDUCTOR_COMPILE_WRAPPER_OPT_LEVEL=O0``: a fifth less for an
+export). Each process compiles its kernels itself
+(``TORCHINDUCTOR_COMPILE_THREADS=1``): a worker has one core's share, and a
+pool of compile processes per worker (each importing torch) costs more than
+it gains on a small machine.
 """
 import os
 
 os.environ.setdefault('TORCHINDUCTOR_VEC_ISA_OK', '0')
+os.environ.setdefault('AOT_INDUCTOR_COMPILE_WRAPPER_OPT_LEVEL', 'O0')
+os.environ.setdefault('TORCHINDUCTOR_COMPILE_THREADS', '1')
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
