@@ -47,14 +47,15 @@ def _worker_threads() -> int:
 # Files of 20 s or more on one core of the 2-core machine (pytest
 # --durations, summed per file), longest first.
 LONG_FILES = (
-    'tests/apis/test_compile_export.py',
+    'tests/apis/test_compile.py',
     'tests/tools/test_gpu_check.py',
-    'tests/ops/test_local_attention_library.py',
+    'tests/apis/test_export.py',
     'tests/engine/test_dist_train.py',
     'tests/configs/test_configs.py',
     'tests/apis/test_strided_memory.py',
-    'tests/configs/test_demo_train.py',
+    'tests/ops/test_local_attention_library.py',
     'tests/engine/test_resume_after_kill.py',
+    'tests/configs/test_demo_train.py',
     'tests/tools/test_test_tool.py',
 )
 
