@@ -45,13 +45,11 @@ def _worker_threads() -> int:
 
 
 # Files of 20 s or more on one core of the 2-core machine (pytest
-# --durations, summed per file), longest first, except that the GPU check's
-# dry run (two lanes of compilers and tools of its own) starts after the
-# compile tests rather than beside them.
+# --durations, summed per file), longest first.
 LONG_FILES = (
     'tests/apis/test_compile.py',
-    'tests/apis/test_export.py',
     'tests/tools/test_gpu_check.py',
+    'tests/apis/test_export.py',
     'tests/engine/test_dist_train.py',
     'tests/configs/test_configs.py',
     'tests/apis/test_strided_memory.py',
