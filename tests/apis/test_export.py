@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.demo_step import (CONFIG, SMALL_ENCODER, H, W, demo_step_model,
-                               eager_stream)
+from helpers.demo_step import (CONFIG, H, W, demo_step_model, eager_stream,
+                               small_encoder_options)
 from helpers.tools import run_tool, run_tool_in_process
 from lma_mmseg.apis.export import (ExportedStreamer, example_memory, load_step,
                                    zero_memory)
@@ -32,8 +32,8 @@ def exported(model, tmp_path_factory):
     out = tmp / 'export'
     proc = run_tool('deploy/export.py', CONFIG, ckpt, '--shape', H, W,
                     '--out', out, '--aoti', '--cfg-options', *[
-                        f'model.backbone.{k}={v}'.replace(' ', '')
-                        for k, v in SMALL_ENCODER.items()])
+                        f'{k}={v}'.replace(' ', '')
+                        for k, v in small_encoder_options().items()])
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the paths: the JSON object on the lines after mmengine's log
     start = re.search(r'^\{', proc.stdout, re.MULTILINE).start()

@@ -15,9 +15,9 @@ SMALL_ENCODER = dict(enc_stage_non_bottlenecks=(1, 1),
 H, W = 64, 128
 
 
-def small_encoder_options(prefix='model.backbone.'):
+def small_encoder_options():
     """``SMALL_ENCODER`` as config options (``--cfg-options`` keys)."""
-    return {f'{prefix}{k}': v for k, v in SMALL_ENCODER.items()}
+    return {f'model.backbone.{k}': v for k, v in SMALL_ENCODER.items()}
 
 
 def demo_step_model():
