@@ -1,5 +1,5 @@
 """torch.compile of the per-frame step and of a training iteration (the
-demo LMA-ERFNet with one encoder block per stage, helpers.demo_step)."""
+demo LMA-ERFNet with fewer blocks, helpers.demo_step)."""
 import copy
 
 import pytest
@@ -10,8 +10,8 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from helpers.demo_step import (CONFIG, SMALL_ENCODER, H, W, demo_step_model,
-                               eager_stream)
+from helpers.demo_step import (CONFIG, H, W, demo_step_model, eager_stream,
+                               small_model_options)
 from lma_mmseg.models import StreamMemory
 
 
@@ -55,7 +55,7 @@ def test_compiled_training_iteration_has_no_graph_break():
     init_default_scope('mmseg')
     torch.manual_seed(0)
     cfg = Config.fromfile(CONFIG)
-    cfg.model.backbone.update(SMALL_ENCODER)
+    cfg.merge_from_dict(small_model_options())
     model = MODELS.build(cfg.model).train()
     # no random numbers: compiled dropout draws other ones than eager
     for module in model.modules():

@@ -1,7 +1,7 @@
 """Export of the per-frame step (tools/deploy/export.py: the exported
 program and the AOTInductor package) and streaming from it
-(tools/deploy/stream_exported.py), for the demo LMA-ERFNet with one encoder
-block per stage (helpers.demo_step)."""
+(tools/deploy/stream_exported.py), for the demo LMA-ERFNet with fewer blocks
+(helpers.demo_step)."""
 import json
 import re
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers.demo_step import (CONFIG, H, W, demo_step_model, eager_stream,
-                               small_encoder_options)
+                               small_model_options)
 from helpers.tools import run_tool, run_tool_in_process
 from lma_mmseg.apis.export import (ExportedStreamer, example_memory, load_step,
                                    zero_memory)
@@ -33,7 +33,7 @@ def exported(model, tmp_path_factory):
     proc = run_tool('deploy/export.py', CONFIG, ckpt, '--shape', H, W,
                     '--out', out, '--aoti', '--cfg-options', *[
                         f'{k}={v}'.replace(' ', '')
-                        for k, v in small_encoder_options().items()])
+                        for k, v in small_model_options().items()])
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the paths: the JSON object on the lines after mmengine's log
     start = re.search(r'^\{', proc.stdout, re.MULTILINE).start()
