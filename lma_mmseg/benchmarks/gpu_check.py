@@ -938,12 +938,6 @@ spec.loader.exec_module(ext)
 assert ext.with_cuda(), f'{path} was built without the CUDA kernels'
 print(path, 'has the CUDA kernels')
 '''
-# A CPU build of torch ships the ATen/c10 CUDA headers but not the cuBLAS,
-# cuSPARSE and cuSOLVER headers that ATen/cuda/CUDAContext.h includes for its
-# handle getters; the kernels only take the current stream from it.
-_CUDA_CONTEXT_SHIM = (
-    '#pragma once\n#include <ATen/Context.h>\n'
-    '#include <c10/cuda/CUDAStream.h>\n')
 
 
 def _sanitizer_binary() -> Optional[str]:
@@ -1119,11 +1113,6 @@ class _Table:
         ]
 
         def action(run: StepRun, command: List[str]) -> int:
-            shim = osp.join(run.work, 'cuda_shim')
-            os.makedirs(osp.join(shim, 'ATen', 'cuda'), exist_ok=True)
-            with open(osp.join(shim, 'ATen', 'cuda', 'CUDAContext.h'),
-                      'w') as f:
-                f.write(_CUDA_CONTEXT_SHIM)
             rc, out = run.run(
                 [self.py, '-c', _DESCRIBE_EXTENSION, self.p.setup_py],
                 env=dict(FORCE_CUDA='1'),
@@ -1134,7 +1123,7 @@ class _Table:
                     f'{self.p.setup_py}: make_extension() '
                     f'failed (exit {rc})')
             ext = json.loads(out.strip().splitlines()[-1])
-            includes = [f'-I{d}' for d in [shim] + ext['include_dirs']]
+            includes = [f'-I{d}' for d in ext['include_dirs']]
             for d in ext['torch_include'] + [ext['python_include']]:
                 includes += ['-isystem', d]
             defines = [

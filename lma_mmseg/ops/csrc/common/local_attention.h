@@ -19,7 +19,7 @@
 // from the softmax) instead of padding='zeros' (outside slots take logit 0
 // and value 0).
 #pragma once
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 
 #include <string>
 #include <vector>

@@ -10,7 +10,7 @@
 //         out[t, c, p] = sum_s x[t, s, p - off_s] * y[c, p - off_s]
 // INV is the transpose of AGG and CORR with respect to the memory side.
 #pragma once
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 
 #include <vector>
 

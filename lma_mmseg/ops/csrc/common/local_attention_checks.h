@@ -6,7 +6,7 @@
 // grad_corr) and lse need a floating dtype, not that of the inputs: the
 // kernels convert them.
 #pragma once
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
 namespace lma {

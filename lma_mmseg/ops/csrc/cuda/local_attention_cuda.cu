@@ -2,10 +2,10 @@
 // guard and stream, then the op bodies of local_attention_cuda_ops.cuh (which
 // check the arguments) with a CUDA kernel launcher. These are the six entry
 // points declared in common/local_attention.h.
-#include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <utility>
 #include <vector>
@@ -39,8 +39,8 @@ template <typename Body, typename... Args>
 auto run_on_device(const at::Tensor& on, Body body, const Args&... args) {
   TORCH_CHECK(on.is_cuda(), "local attention CUDA kernels: the inputs must ",
               "be CUDA tensors, got one on ", on.device());
-  const at::cuda::CUDAGuard device_guard(on.device());
-  return body(CudaLaunch{at::cuda::getCurrentCUDAStream()}, args...);
+  const c10::cuda::CUDAGuard device_guard(on.device());
+  return body(CudaLaunch{c10::cuda::getCurrentCUDAStream()}, args...);
 }
 
 }  // namespace

@@ -9,10 +9,16 @@
 // `kernel<<<grid, NUM_THREADS, smem_bytes, stream>>>(args...)`, and the host
 // emulation used by the tests (emulation/) passes one that runs the same
 // kernels on CPU threads, so both execute exactly this code.
+//
+// Only the Tensor class, its methods and the dispatch macros are included
+// (no ATen/ATen.h with every operator's function: a third of the compile
+// time of the CUDA build and of the host emulation), so new tensors come
+// from Tensor::new_empty / new_zeros and arithmetic from Tensor's methods.
 #pragma once
 
-#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
 
 #include <initializer_list>
 #include <vector>
@@ -70,7 +76,7 @@ at::Tensor run_block(const Launch& launch, Block block, const at::Tensor& x_in,
   const at::Tensor x = x_in.to(dtype).contiguous();
   const at::Tensor y = y_in.to(dtype).contiguous();
   const BlockShape s = block_shape(block, x, y, window);
-  at::Tensor out = at::empty(s.out, y.options());
+  at::Tensor out = y.new_empty(s.out);
   if (any_zero({s.B, s.T, s.C, s.H, s.W})) return out.zero_();
   const Geometry g =
       make_geometry(s.B, s.T, s.C, s.C, s.H, s.W, window, dilation);
@@ -103,8 +109,8 @@ std::vector<at::Tensor> attention_forward(
                    v = v_in.contiguous();
   const int64_t B = q.size(0), C = q.size(1), H = q.size(2), W = q.size(3),
                 T = k.size(1), Cv = v.size(2);
-  at::Tensor out = at::empty({B, Cv, H, W}, v.options());
-  at::Tensor lse = at::empty({B, H, W}, q.options().dtype(acc_type(q)));
+  at::Tensor out = v.new_empty({B, Cv, H, W});
+  at::Tensor lse = q.new_empty({B, H, W}, q.options().dtype(acc_type(q)));
   const at::Tensor bias = bias_in.defined()
                               ? bias_in.to(acc_type(q)).contiguous()
                               : bias_in;
@@ -145,8 +151,9 @@ std::vector<at::Tensor> attention_forward(
 }
 
 // Returns {grad_q, grad_k, grad_v, grad_bias} (grad_bias undefined without
-// a bias) from grad_out and grad_lse (undefined: zero). Materialises the probabilities and the logit gradients (B, T, S,
-// H, W) in the accumulation type.
+// a bias) from grad_out and grad_lse (undefined: zero). Materialises the
+// probabilities and the logit gradients (B, T, S, H, W) in the accumulation
+// type.
 template <typename Launch>
 std::vector<at::Tensor> attention_backward(
     const Launch& launch, const at::Tensor& grad_out_in,
@@ -162,12 +169,12 @@ std::vector<at::Tensor> attention_backward(
   const at::Tensor grad_out = grad_out_in.to(q.scalar_type()).contiguous();
   const int64_t B = q.size(0), C = q.size(1), H = q.size(2), W = q.size(3),
                 T = k.size(1), Cv = v.size(2);
-  at::Tensor grad_q = at::empty_like(q);
-  at::Tensor grad_k = at::empty_like(k);
-  at::Tensor grad_v = at::empty_like(v);
+  at::Tensor grad_q = q.new_empty(q.sizes());
+  at::Tensor grad_k = k.new_empty(k.sizes());
+  at::Tensor grad_v = v.new_empty(v.sizes());
   const bool has_bias = bias_in.defined();
   at::Tensor grad_bias;
-  if (has_bias) grad_bias = at::zeros_like(bias_in).contiguous();
+  if (has_bias) grad_bias = bias_in.new_zeros(bias_in.sizes());
   if (any_zero({B, T, H, W})) {
     return {grad_q.zero_(), grad_k.zero_(), grad_v.zero_(), grad_bias};
   }
@@ -177,13 +184,13 @@ std::vector<at::Tensor> attention_backward(
   const int64_t S = window * window;
   // D = sum_cv grad_out * out per query pixel (B, H, W); the gradient of
   // lse adds p * grad_lse to every logit's, i.e. D - grad_lse
-  at::Tensor D = (grad_out.to(acc) * out.to(acc)).sum(1);
-  if (grad_lse.defined()) D = D - grad_lse.to(acc);
+  at::Tensor D = grad_out.to(acc).mul(out.to(acc)).sum(1);
+  if (grad_lse.defined()) D = D.sub(grad_lse.to(acc));
   D = D.contiguous();
   const at::Tensor lse = lse_in.to(acc).contiguous();
   // corr(q, k) -> p and corr(grad_out, v) -> scale * dlogit, in place
-  at::Tensor prob = at::empty({B, T, S, H, W}, q.options().dtype(acc));
-  at::Tensor dlogit = at::empty({B, T, S, H, W}, q.options().dtype(acc));
+  at::Tensor prob = q.new_empty({B, T, S, H, W}, q.options().dtype(acc));
+  at::Tensor dlogit = q.new_empty({B, T, S, H, W}, q.options().dtype(acc));
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "local_attention_backward",
       [&] {

@@ -5,7 +5,7 @@
 // torch.ops.<TORCH_EXTENSION_NAME>.*. Not part of lma_mmseg._ext. It
 // includes ATen and the op registration only (no pybind11, no
 // torch/extension.h): that build takes a third of the time.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
 #include <optional>
