@@ -9,7 +9,8 @@ The test files that take the longest go to the workers first
 (:data:`LONG_FILES`; the Makefile passes ``--no-loadscope-reorder`` so that
 pytest-xdist keeps this order instead of sorting the files by their number of
 tests), so that no worker is left running a long file at the end while the
-other has nothing to do.
+other has nothing to do. The controller of the workers imports neither
+torch nor mmseg (it runs no test), so the workers start sooner.
 
 Inductor (``torch.compile``, AOTInductor) generates its C++ kernels without
 SIMD code here and in the tools the tests start
@@ -31,10 +32,6 @@ os.environ.setdefault('AOT_INDUCTOR_COMPILE_WRAPPER_OPT_LEVEL', 'O0')
 os.environ.setdefault('TORCHINDUCTOR_COMPILE_THREADS', '1')
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-
-import lma_mmseg  # noqa: F401,E402  (registers the components)
 
 
 def _worker_threads() -> int:
@@ -44,7 +41,7 @@ def _worker_threads() -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-# Files of 20 s or more on one core of the 2-core machine (pytest
+# Files of about 15 s or more on one core of the 2-core machine (pytest
 # --durations, summed per file), longest first.
 LONG_FILES = (
     'tests/apis/test_compile.py',
@@ -57,6 +54,9 @@ LONG_FILES = (
     'tests/engine/test_resume_after_kill.py',
     'tests/configs/test_demo_train.py',
     'tests/tools/test_test_tool.py',
+    'tests/tools/test_temporal_suite.py',
+    'tests/ops/test_local_attention_cuda.py',
+    'tests/configs/test_paper_configs.py',
 )
 
 
@@ -74,10 +74,26 @@ def pytest_collection_modifyitems(session, config, items):
         item.nodeid.split('::')[0], len(LONG_FILES)))
 
 
+def _xdist_controller(config) -> bool:
+    """Whether this process is pytest-xdist's controller, which hands the
+    tests out to the workers (``-n N``) and runs none itself."""
+    return bool(getattr(config.option, 'numprocesses', None)) and \
+        not hasattr(config, 'workerinput')
+
+
 def pytest_configure(config):
-    if os.environ.get('PYTEST_XDIST_WORKER'):
+    # The controller imports neither torch nor mmseg: the workers start
+    # once it has read this file, and each imports them itself.
+    if _xdist_controller(config):
+        return
+    worker = bool(os.environ.get('PYTEST_XDIST_WORKER'))
+    if worker:
         threads = _worker_threads()
         os.environ.setdefault('OMP_NUM_THREADS', str(threads))
+    import torch
+
+    import lma_mmseg  # noqa: F401  (registers the components)
+    if worker:
         torch.set_num_threads(threads)
 
 
@@ -85,4 +101,5 @@ def pytest_configure(config):
 def mmseg_scope():
     """Build with mmseg's registries, as configs with
     ``default_scope='mmseg'`` do."""
+    from mmengine.registry import init_default_scope
     init_default_scope('mmseg')
