@@ -6,8 +6,9 @@
 // so a direct call of torch.ops.lma.* with inconsistent tensors fails with a
 // message instead of reading out of bounds. The Python side adds the fake
 // (meta) kernels and the autograd formulas (lma_mmseg/ops/library.py) and
-// the public entry points (lma_mmseg/ops/functional.py).
-#include <ATen/ATen.h>
+// the public entry points (lma_mmseg/ops/functional.py). The Tensor class
+// is all it needs of ATen (ATen/ATen.h doubles its compile time).
+#include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
