@@ -240,6 +240,12 @@ VARIANTS: Dict[str, dict] = {
         'the strided variant whose encoder keeps its BN running statistics',
         paper=True, residual=True, window=3, encoder='eval',
         prior_lr_mult=100, offsets=(-6, -4, -2), norm_eval=True),
+    # the normeval variant's fusion learning faster to lean on the memory
+    # where the key frame is normalised wrong (tried on dropout only)
+    'paper-residual-w3-enc-prior-normeval-neck10': _variant(
+        'the normeval variant with lr x10 on the neck\'s new layers',
+        paper=True, residual=True, window=3, encoder='eval',
+        prior_lr_mult=100, neck_lr_mult=10, norm_eval=True),
     'light-w3': _variant('light fusion, window 3', window=3),
     'paper-residual': _variant('paper fusion, residual identity-at-init, '
                                'window 7', paper=True, residual=True),
