@@ -10,6 +10,7 @@ import os.path as osp
 import torch
 
 from . import ROOT
+from .tiny_models import randomise_bn
 
 CONFIG = osp.join(ROOT, 'configs/demo/lma-erfnet_demo.py')
 H, W = 64, 128
@@ -31,10 +32,7 @@ def demo_step_model():
     torch.manual_seed(0)
     model = init_model(CONFIG, device='cpu',
                        cfg_options=small_model_options())
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
+    randomise_bn(model)
     return model
 
 
