@@ -419,3 +419,94 @@ def test_backbone_norm_eval_keeps_the_running_statistics():
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match='backbone_norm_eval'):
         build(backbone_norm_eval='yes')
+
+
+def _randomise_running_stats(module, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape,
+                                            generator=gen) - 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape,
+                                           generator=gen) + 0.5)
+
+
+def test_memory_norm_stats_start_keeps_the_checkpoints_for_the_memory(
+        tmp_path):
+    """memory_norm_stats='start': the memory frames are normalised with the
+    BN statistics of the checkpoint the model was loaded from (a
+    single-frame checkpoint without them fills them in), which training
+    does not update, while the key frame's statistics follow the training
+    data; the streamed step equals the clip mode, and the statistics
+    survive a checkpoint round trip."""
+    torch.manual_seed(3)
+    single = MODELS.build(
+        dict(type='EncoderDecoder', backbone=tiny_backbone(),
+             **heads_cfg()))
+    _randomise_running_stats(single, 0)
+    path = str(tmp_path / 'single.pth')
+    save_checkpoint(single.state_dict(), path)
+    start = {
+        k: v.clone()
+        for k, v in single.state_dict().items() if 'running' in k
+    }
+
+    model = build(memory_norm_stats='start', memory_encoder_mode='eval')
+    with pytest.raises(RuntimeError, match='load_from'):
+        model.train().loss(torch.randn(2, 4, 3, 48, 48), samples(2))
+    load_checkpoint(model, path, map_location='cpu', strict=False)
+    assert bool(model.memory_norm.loaded)
+    memory_stats = model.memory_norm.stats()
+    assert memory_stats and all(
+        torch.equal(v, start[f'backbone.{k}'])
+        for k, v in memory_stats.items())
+
+    # training: the key frame's statistics move, the memory's do not
+    model.train()
+    clip = torch.randn(2, 4, 3, 48, 48) * 3 + 1
+    total_loss(model.loss(clip, samples(2))).backward()
+    running = {k: v for k, v in model.state_dict().items()
+               if k.startswith('backbone.') and 'running_mean' in k}
+    assert any(not torch.equal(v, start[k]) for k, v in running.items())
+    for k, v in model.memory_norm.stats().items():
+        torch.testing.assert_close(v, start[f'backbone.{k}'], rtol=0, atol=0)
+
+    # inference: the memory frames are those of a backbone with the
+    # starting statistics, the key frame that of the trained one
+    model.eval()
+    plain = copy.deepcopy(model.backbone)
+    plain.load_state_dict(
+        {f'{k}': v for k, v in model.memory_norm.stats().items()},
+        strict=False)
+    with torch.no_grad():
+        keys, values = model.encode_memory(clip[:1, :-1])
+        want_keys, want_values = model.neck.encode_memory(
+            plain(clip[0, :-1]))
+    torch.testing.assert_close(keys[0], want_keys)
+    torch.testing.assert_close(values[0], want_values)
+    with torch.no_grad():
+        other_keys, _ = model.neck.encode_memory(
+            model.backbone(clip[0, :-1]))
+    assert not torch.allclose(keys[0], other_keys)
+
+    # streaming encodes each frame for the memory with the memory's
+    # statistics: frame t's logits equal the clip mode's
+    with torch.no_grad():
+        memory = None
+        for t in range(clip.shape[1]):
+            logits, memory = model.step(clip[:1, t], memory)
+        want = model.encode_decode(clip[:1], model._default_metas(clip[:1]))
+    torch.testing.assert_close(logits, want, rtol=1e-4, atol=1e-4)
+
+    # a checkpoint of the LMA model keeps its memory statistics
+    path = str(tmp_path / 'lma.pth')
+    save_checkpoint(model.state_dict(), path)
+    other = build(memory_norm_stats='start', memory_encoder_mode='eval')
+    load_checkpoint(other, path, map_location='cpu', strict=True)
+    for k, v in other.memory_norm.stats().items():
+        torch.testing.assert_close(v, start[f'backbone.{k}'], rtol=0, atol=0)
+
+    with pytest.raises(ValueError, match='memory_norm_stats'):
+        build(memory_norm_stats='frozen')
+    with pytest.raises(ValueError, match='backbone_norm_eval'):
+        build(memory_norm_stats='start', backbone_norm_eval=True)

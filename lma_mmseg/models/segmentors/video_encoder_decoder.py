@@ -10,6 +10,8 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptSampleList, SampleList
 from torch import Tensor
+from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_map
 
 from ..necks.local_memory_neck import Features, FrameMemory
@@ -173,6 +175,20 @@ class VideoEncoderDecoder(EncoderDecoder):
             stay those of the frames the memory holds, instead of drifting
             to the key frames' and normalising the memory frames with them
             at inference. Defaults to False.
+        memory_norm_stats (str): The BN running statistics the backbone
+            normalises the memory frames with. ``'shared'``: the backbone's
+            own, as for the key frame (each frame is encoded once when
+            streaming). ``'start'``: those of the checkpoint the model is
+            loaded from (``load_from``, e.g. the single-frame model), kept
+            in the model (``memory_norm``) and never updated, while the key
+            frame's statistics follow the data the model is fine-tuned on:
+            where the current frame is systematically degraded (e.g.
+            under-exposed) and the memory frames are not, each side is
+            normalised with statistics of its own kind. Memory frames are
+            then always encoded in eval mode, and a streamed frame goes
+            through the backbone twice (once for its prediction, once for
+            the memory). Training needs a checkpoint to start from.
+            Defaults to ``'shared'``.
         **kwargs: The other arguments of mmseg's ``EncoderDecoder``, passed
             on: ``auxiliary_head``, ``train_cfg``, ``test_cfg``
             (``mode='whole'`` or ``mode='slide'`` with ``crop_size`` and
@@ -190,6 +206,7 @@ class VideoEncoderDecoder(EncoderDecoder):
                  freeze_mode: str = 'eval',
                  memory_encoder_mode: str = 'follow',
                  backbone_norm_eval: bool = False,
+                 memory_norm_stats: str = 'shared',
                  **kwargs):
         if freeze_mode not in ('eval', 'train'):
             raise ValueError(f'{type(self).__name__}: `freeze_mode` must be '
@@ -202,6 +219,10 @@ class VideoEncoderDecoder(EncoderDecoder):
             raise ValueError(
                 f'{type(self).__name__}: `backbone_norm_eval` must be a '
                 f'bool, got {backbone_norm_eval!r}')
+        if memory_norm_stats not in ('shared', 'start'):
+            raise ValueError(
+                f'{type(self).__name__}: `memory_norm_stats` must be '
+                f"'shared' or 'start', got {memory_norm_stats!r}")
         if neck is None:
             raise ValueError(f'{type(self).__name__}: `neck` must be a '
                              f'memory neck config such as '
@@ -235,6 +256,17 @@ class VideoEncoderDecoder(EncoderDecoder):
         self.freeze_mode = freeze_mode
         self.memory_encoder_mode = memory_encoder_mode
         self.backbone_norm_eval = backbone_norm_eval
+        self.memory_norm_stats = memory_norm_stats
+        if memory_norm_stats == 'start':
+            if backbone_norm_eval:
+                raise ValueError(
+                    f"{name}: memory_norm_stats='start' keeps separate "
+                    f'statistics for the memory frames, but with '
+                    f'backbone_norm_eval=True the key frame keeps the '
+                    f'starting ones too; use one of them')
+            self.memory_norm = _MemoryNormStats(self.backbone, name)
+            self.register_load_state_dict_pre_hook(
+                _fill_memory_norm_stats)
         self.freeze = self._freeze(freeze)
 
     # ------------------------------------------------------------ freezing
@@ -315,6 +347,24 @@ class VideoEncoderDecoder(EncoderDecoder):
         """
         return self.backbone(frames)
 
+    def encode_memory_frames(self, frames: Tensor) -> Features:
+        """Run the backbone on frames that go into the memory: as
+        :meth:`encode_frames`, with the memory's BN statistics where
+        ``memory_norm_stats='start'`` (the backbone must be in eval mode
+        then, or BN would update them).
+
+        Args:
+            frames (Tensor): Frames (N, C, H, W).
+
+        Returns:
+            Tensor | tuple[Tensor]: The backbone output for the N frames.
+        """
+        if getattr(self, 'memory_norm_stats', 'shared') != 'start':
+            return self.encode_frames(frames)
+        return functional_call(
+            self.backbone, self.memory_norm.stats(), (frames, ),
+            strict=False)
+
     def _memory_of(self, feats: Features, batch: int,
                    num: int) -> FrameMemory:
         """Memory of ``num`` frames per clip from their backbone output
@@ -339,11 +389,16 @@ class VideoEncoderDecoder(EncoderDecoder):
             ``memory_encoder_mode='eval'`` the backbone runs in eval mode.
         """
         batch, num = frames.shape[:2]
+        separate = getattr(self, 'memory_norm_stats', 'shared') == 'start'
+        if separate and self.training:
+            self.memory_norm.check_loaded()
         with torch.set_grad_enabled(torch.is_grad_enabled()
                                     and not self.freeze_memory_encoder), \
                 _eval_mode(self.backbone,
-                           self.memory_encoder_mode == 'eval'):
-            if self.freeze_mode == 'train' and self.backbone.training:
+                           self.memory_encoder_mode == 'eval' or separate):
+            if separate:
+                feats = self.encode_memory_frames(frames.flatten(0, 1))
+            elif self.freeze_mode == 'train' and self.backbone.training:
                 # As the authors' code: one backbone call per memory frame,
                 # so train-mode BN sees the statistics of one frame time.
                 per_frame = [
@@ -371,7 +426,8 @@ class VideoEncoderDecoder(EncoderDecoder):
         batch, num = inputs.shape[:2]
         if num == 1:
             return self.neck(self.encode_frames(inputs[:, 0]), memory=None)
-        if self._backbone_is_fixed():
+        if self._backbone_is_fixed() and \
+                getattr(self, 'memory_norm_stats', 'shared') != 'start':
             # Eval-mode backbone without gradients: one call for all frames.
             with torch.no_grad():
                 feats = self.encode_frames(inputs.flatten(0, 1))
@@ -544,7 +600,13 @@ class VideoEncoderDecoder(EncoderDecoder):
                     ) -> Tuple[Tensor, StreamMemory]:
         """One step on a whole frame (or one window of it)."""
         feats = self.encode_frames(inputs)
-        keys, values = self.neck.encode_memory(feats)
+        if getattr(self, 'memory_norm_stats', 'shared') == 'start':
+            # the memory's own BN statistics: a second backbone pass
+            with _eval_mode(self.backbone):
+                keys, values = self.neck.encode_memory(
+                    self.encode_memory_frames(inputs))
+        else:
+            keys, values = self.neck.encode_memory(feats)
         span = -memory_offsets[0]
         if memory is None:
             batch = keys.shape[0]
@@ -667,6 +729,74 @@ class VideoEncoderDecoder(EncoderDecoder):
             Tensor: Decode head output for the key frames.
         """
         return self.decode_head.forward(self.extract_feat(inputs))
+
+
+class _MemoryNormStats(nn.Module):
+    """The BN running statistics the memory frames are normalised with
+    (``memory_norm_stats='start'``): a copy of those of the backbone's BN
+    layers, named after them (dots as ``__``), and whether they were loaded
+    from a checkpoint (``loaded``)."""
+
+    def __init__(self, backbone: nn.Module, owner: str):
+        super().__init__()
+        self.owner = owner
+        self.names = []
+        for name, module in backbone.named_modules():
+            if isinstance(module, _BatchNorm) and \
+                    module.track_running_stats:
+                self.names.append(name)
+                key = name.replace('.', '__')
+                self.register_buffer(f'{key}__mean',
+                                     module.running_mean.detach().clone())
+                self.register_buffer(f'{key}__var',
+                                     module.running_var.detach().clone())
+        if not self.names:
+            raise ValueError(
+                f"{owner}: memory_norm_stats='start' needs a backbone with "
+                f'BN layers that track running statistics; '
+                f'{type(backbone).__name__} has none')
+        self.register_buffer('loaded', torch.tensor(False))
+
+    def stats(self) -> dict:
+        """The statistics as ``functional_call`` takes them: backbone
+        buffer names -> tensors."""
+        out = {}
+        for name in self.names:
+            key = name.replace('.', '__')
+            out[f'{name}.running_mean'] = getattr(self, f'{key}__mean')
+            out[f'{name}.running_var'] = getattr(self, f'{key}__var')
+        return out
+
+    def check_loaded(self) -> None:
+        if not bool(self.loaded):
+            raise RuntimeError(
+                f"{self.owner}: memory_norm_stats='start' normalises the "
+                f'memory frames with the BN statistics of the checkpoint '
+                f'the model starts from, but none was loaded; set '
+                f'`load_from` to a checkpoint of the backbone (e.g. the '
+                f'single-frame model)')
+
+
+def _fill_memory_norm_stats(module: 'VideoEncoderDecoder', state_dict: dict,
+                            prefix: str, *args) -> None:
+    """Load-state-dict pre-hook: a checkpoint without the memory's BN
+    statistics (a single-frame model's) gives them its backbone's."""
+    norm = module.memory_norm
+    ready = f'{prefix}memory_norm.loaded'
+    if ready in state_dict:
+        return
+    filled = 0
+    for name in norm.names:
+        key = name.replace('.', '__')
+        for stat, suffix in (('running_mean', 'mean'), ('running_var',
+                                                        'var')):
+            src = f'{prefix}backbone.{name}.{stat}'
+            dst = f'{prefix}memory_norm.{key}__{suffix}'
+            if dst not in state_dict and src in state_dict:
+                state_dict[dst] = state_dict[src].detach().clone()
+                filled += 1
+    if filled == 2 * len(norm.names):
+        state_dict[ready] = torch.tensor(True)
 
 
 @contextmanager
