@@ -109,6 +109,14 @@ def test_variants_build_what_they_say(variant):
         == trains_encoder
     assert model.memory_encoder_mode == opts.get('model.memory_encoder_mode',
                                                  'follow')
+    # the memory's own BN statistics where the variant says so
+    assert model.memory_norm_stats == opts.get('model.memory_norm_stats',
+                                               'shared')
+    assert hasattr(model, 'memory_norm') == (
+        model.memory_norm_stats == 'start')
+    # a learning-rate multiplier names a parameter the model has
+    if TS.RESIDUAL_KEY in custom_keys:
+        assert TS.RESIDUAL_KEY in names and neck.residual
 
 
 def test_build_config_budget_and_size():
