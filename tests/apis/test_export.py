@@ -24,16 +24,19 @@ def model():
 @pytest.fixture(scope='module')
 def exported(model, tmp_path_factory):
     """The model exported once by tools/deploy/export.py (program and
-    AOTInductor package), shared by the tests below: the export runs in its
-    own process, as users run it."""
+    AOTInductor package), shared by the tests below. The tool runs in this
+    process: what crosses the process boundary is the exported program, and
+    tools/deploy/stream_exported.py (below) loads it in a fresh one."""
     tmp = tmp_path_factory.mktemp('export')
     ckpt = tmp / 'lma.pth'
     torch.save(dict(state_dict=model.state_dict()), ckpt)
     out = tmp / 'export'
-    proc = run_tool('deploy/export.py', CONFIG, ckpt, '--shape', H, W,
-                    '--out', out, '--aoti', '--cfg-options', *[
-                        f'{k}={v}'.replace(' ', '')
-                        for k, v in small_model_options().items()])
+    proc = run_tool_in_process(
+        'deploy/export.py', CONFIG, ckpt, '--shape', H, W, '--out', out,
+        '--aoti', '--cfg-options', *[
+            f'{k}={v}'.replace(' ', '')
+            for k, v in small_model_options().items()
+        ])
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the paths: the JSON object on the lines after mmengine's log
     start = re.search(r'^\{', proc.stdout, re.MULTILINE).start()

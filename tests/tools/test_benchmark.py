@@ -8,7 +8,7 @@ import os.path as osp
 import pytest
 
 from helpers import ROOT
-from helpers.tools import run_tool
+from helpers.tools import run_tool_in_process
 
 LMA = osp.join(ROOT, 'configs', '_base_', 'models', 'lma-erfnet.py')
 ERFNET = osp.join(ROOT, 'configs', '_base_', 'models', 'erfnet-split.py')
@@ -24,12 +24,16 @@ def _tool():
 
 
 def test_benchmark_lma_against_baseline_json(tmp_path):
+    """The command line as ``python`` runs it, in this process (the GPU
+    check's dry run, tests/tools/test_gpu_check.py, runs the tool in a
+    fresh one)."""
     out = tmp_path / 'bench' / 'benchmark.json'
-    proc = run_tool(
+    proc = run_tool_in_process(
         'benchmark.py', LMA, '--baseline', ERFNET, '--device', 'cpu',
         '--shape', '32', '64', '--frames', '3', '--warmup', '1',
         '--threads', '1', '--no-progress', '--out', out,
-        '--baseline-out', tmp_path / 'bench' / 'baseline.json', check=True)
+        '--baseline-out', tmp_path / 'bench' / 'baseline.json')
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     data = json.loads(out.read_text())
     # the printed table holds the JSON's medians
     for r in data['results']:

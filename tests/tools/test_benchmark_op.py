@@ -7,7 +7,7 @@ import os.path as osp
 import pytest
 
 from helpers import ROOT
-from helpers.tools import run_tool
+from helpers.tools import run_tool_in_process
 
 
 def _tool():
@@ -21,11 +21,14 @@ def _tool():
 
 
 def test_command_line_writes_tables_and_json(tmp_path):
+    """The command line as ``python`` runs it, in this process (the GPU
+    check's dry run, tests/tools/test_gpu_check.py, runs the tool in a
+    fresh one)."""
     out = tmp_path / 'sub' / 'bench.json'
-    result = run_tool('analysis/benchmark_op.py', '--quick', '--device',
-                      'cpu', '--shapes', 'erfnet', '--repeats', '1',
-                      '--ref-repeats', '1', '--threads', '1', '--model-size',
-                      '32', '64', '--out', out)
+    result = run_tool_in_process(
+        'analysis/benchmark_op.py', '--quick', '--device', 'cpu', '--shapes',
+        'erfnet', '--repeats', '1', '--ref-repeats', '1', '--threads', '1',
+        '--model-size', '32', '64', '--out', out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'fwd+bwd ms' in result.stdout
     assert 'time / time of the fused op' in result.stdout
