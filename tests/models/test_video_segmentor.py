@@ -497,6 +497,25 @@ def test_memory_norm_stats_start_keeps_the_checkpoints_for_the_memory(
             logits, memory = model.step(clip[:1, t], memory)
         want = model.encode_decode(clip[:1], model._default_metas(clip[:1]))
     torch.testing.assert_close(logits, want, rtol=1e-4, atol=1e-4)
+    # the step with the second backbone pass exports (one program)
+    frame, empty = clip[:1, 0], model.empty_memory(clip[:1, 0])
+
+    class Step(torch.nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, frame, keys, values, count):
+            out, mem = self.model.step(frame,
+                                       StreamMemory(keys, values, count))
+            return (out, ) + tuple(mem)
+
+    program = torch.export.export(Step(), (frame, *empty))
+    with torch.no_grad():
+        for got, want in zip(program.module()(frame, *empty),
+                             Step()(frame, *empty)):
+            torch.testing.assert_close(got, want)
 
     # a checkpoint of the LMA model keeps its memory statistics
     path = str(tmp_path / 'lma.pth')
