@@ -292,6 +292,11 @@ VARIANTS: Dict[str, dict] = {
         'the memnorm variant with lr x30 on the residual scale',
         paper=True, residual=True, window=3, encoder='eval',
         prior_lr_mult=100, memory_norm=True, residual_lr_mult=30),
+    'paper-residual-w3-enc-prior-strided-memnorm-res30': _variant(
+        'the strided variant with the memory\'s own BN statistics and lr x30 '
+        'on the residual scale', paper=True, residual=True, window=3,
+        encoder='eval', prior_lr_mult=100, offsets=(-6, -4, -2),
+        memory_norm=True, residual_lr_mult=30),
     'light-w3': _variant('light fusion, window 3', window=3),
     'paper-residual': _variant('paper fusion, residual identity-at-init, '
                                'window 7', paper=True, residual=True),

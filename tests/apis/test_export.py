@@ -54,12 +54,13 @@ def test_exported_step_equals_eager(model, exported):
     assert (out / 'step_aoti.pt2').is_file()
     info = json.loads(open(paths['info']).read())
     assert info['memory_length'] == model.memory_length == 3
-    assert info['memory_offsets'] == paths['memory_offsets'] == [-3, -2, -1]
+    assert info['memory_offsets'] == paths['memory_offsets'] == [-6, -4, -2]
     assert info['input_shape'] == [1, 3, H, W]
-    # keys, values (3 frames at 1/8) and the count of frames seen
-    assert info['memory_shapes'] == [[1, 3, 16, 8, 16], [1, 3, 64, 8, 16],
+    # keys, values (the 6 frames the strided memory keeps, at 1/8) and the
+    # count of frames seen
+    assert info['memory_shapes'] == [[1, 6, 16, 8, 16], [1, 6, 64, 8, 16],
                                      []]
-    frames = torch.randn(6, 1, 3, H, W)
+    frames = torch.randn(8, 1, 3, H, W)
     expected = eager_stream(model, frames)
     # a stream from its first frame (an empty memory, as the eager step
     # starts): equal to the eager step on every frame
@@ -78,7 +79,7 @@ def test_exported_step_equals_eager(model, exported):
                 torch.testing.assert_close(
                     flat[0], eager_memory.keys, atol=1e-4, rtol=0)
                 assert int(flat[2]) == int(eager_memory.count) == \
-                    min(t + 1, 3)
+                    min(t + 1, 6)
     # ExportedStreamer starts every stream from zeros (step.json's shapes)
     streamer = ExportedStreamer(load_step(paths['program']),
                                 zero_memory(info))

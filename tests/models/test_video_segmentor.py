@@ -435,9 +435,10 @@ def test_memory_norm_stats_start_keeps_the_checkpoints_for_the_memory(
         tmp_path):
     """memory_norm_stats='start': the memory frames are normalised with the
     BN statistics of the checkpoint the model was loaded from (a
-    single-frame checkpoint without them fills them in), which training
-    does not update, while the key frame's statistics follow the training
-    data; the streamed step equals the clip mode, and the statistics
+    single-frame checkpoint without them fills them in; without a
+    checkpoint, the backbone's when training starts), which training does
+    not update, while the key frame's statistics follow the training data;
+    the streamed step equals the clip mode and exports, and the statistics
     survive a checkpoint round trip."""
     torch.manual_seed(3)
     single = MODELS.build(
@@ -452,8 +453,7 @@ def test_memory_norm_stats_start_keeps_the_checkpoints_for_the_memory(
     }
 
     model = build(memory_norm_stats='start', memory_encoder_mode='eval')
-    with pytest.raises(RuntimeError, match='load_from'):
-        model.train().loss(torch.randn(2, 4, 3, 48, 48), samples(2))
+    assert not model.memory_norm.ready
     load_checkpoint(model, path, map_location='cpu', strict=False)
     assert bool(model.memory_norm.loaded)
     memory_stats = model.memory_norm.stats()
@@ -524,6 +524,20 @@ def test_memory_norm_stats_start_keeps_the_checkpoints_for_the_memory(
     load_checkpoint(other, path, map_location='cpu', strict=True)
     for k, v in other.memory_norm.stats().items():
         torch.testing.assert_close(v, start[f'backbone.{k}'], rtol=0, atol=0)
+
+    # without a checkpoint: the backbone's statistics when training starts
+    fresh = build(memory_norm_stats='start', memory_encoder_mode='eval')
+    _randomise_running_stats(fresh.backbone, 1)
+    now = {k: v.clone() for k, v in fresh.backbone.state_dict().items()
+           if 'running' in k}
+    fresh.train()
+    assert fresh.memory_norm.ready and bool(fresh.memory_norm.loaded)
+    for k, v in fresh.memory_norm.stats().items():
+        torch.testing.assert_close(v, now[k], rtol=0, atol=0)
+    total_loss(fresh.loss(clip, samples(2))).backward()
+    fresh.eval().train()  # set once: later train() calls keep them
+    for k, v in fresh.memory_norm.stats().items():
+        torch.testing.assert_close(v, now[k], rtol=0, atol=0)
 
     with pytest.raises(ValueError, match='memory_norm_stats'):
         build(memory_norm_stats='frozen')

@@ -178,17 +178,18 @@ class VideoEncoderDecoder(EncoderDecoder):
         memory_norm_stats (str): The BN running statistics the backbone
             normalises the memory frames with. ``'shared'``: the backbone's
             own, as for the key frame (each frame is encoded once when
-            streaming). ``'start'``: those of the checkpoint the model is
-            loaded from (``load_from``, e.g. the single-frame model), kept
-            in the model (``memory_norm``) and never updated, while the key
-            frame's statistics follow the data the model is fine-tuned on:
-            where the current frame is systematically degraded (e.g.
-            under-exposed) and the memory frames are not, each side is
+            streaming). ``'start'``: those the model starts training from,
+            kept in the model (``memory_norm``) and never updated, while the
+            key frame's statistics follow the data the model is fine-tuned
+            on: a checkpoint without them (e.g. the single-frame model's, by
+            ``load_from``) gives its backbone's when it is loaded; without
+            any checkpoint, the backbone's when the model is first set to
+            train mode. Where the current frame is systematically degraded
+            (e.g. under-exposed) and the memory frames are not, each side is
             normalised with statistics of its own kind. Memory frames are
             then always encoded in eval mode, and a streamed frame goes
             through the backbone twice (once for its prediction, once for
-            the memory). Training needs a checkpoint to start from.
-            Defaults to ``'shared'``.
+            the memory). Defaults to ``'shared'``.
         **kwargs: The other arguments of mmseg's ``EncoderDecoder``, passed
             on: ``auxiliary_head``, ``train_cfg``, ``test_cfg``
             (``mode='whole'`` or ``mode='slide'`` with ``crop_size`` and
@@ -304,6 +305,9 @@ class VideoEncoderDecoder(EncoderDecoder):
             for module in self.backbone.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
+        if mode and getattr(self, 'memory_norm_stats', 'shared') == 'start':
+            # no checkpoint gave the memory's statistics: those of now
+            self.memory_norm.keep(self.backbone)
         return self
 
     def _backbone_is_fixed(self) -> bool:
@@ -390,8 +394,6 @@ class VideoEncoderDecoder(EncoderDecoder):
         """
         batch, num = frames.shape[:2]
         separate = getattr(self, 'memory_norm_stats', 'shared') == 'start'
-        if separate and self.training:
-            self.memory_norm.check_loaded()
         with torch.set_grad_enabled(torch.is_grad_enabled()
                                     and not self.freeze_memory_encoder), \
                 _eval_mode(self.backbone,
@@ -734,12 +736,12 @@ class VideoEncoderDecoder(EncoderDecoder):
 class _MemoryNormStats(nn.Module):
     """The BN running statistics the memory frames are normalised with
     (``memory_norm_stats='start'``): a copy of those of the backbone's BN
-    layers, named after them (dots as ``__``), and whether they were loaded
-    from a checkpoint (``loaded``)."""
+    layers, named after them (dots as ``__``), and whether they are set
+    (``loaded``: by a checkpoint, or taken from the backbone by
+    :meth:`keep`)."""
 
     def __init__(self, backbone: nn.Module, owner: str):
         super().__init__()
-        self.owner = owner
         self.names = []
         for name, module in backbone.named_modules():
             if isinstance(module, _BatchNorm) and \
@@ -756,6 +758,9 @@ class _MemoryNormStats(nn.Module):
                 f'BN layers that track running statistics; '
                 f'{type(backbone).__name__} has none')
         self.register_buffer('loaded', torch.tensor(False))
+        # the flag as a Python bool, so that checking it needs no tensor
+        # read (none in a compiled or exported graph)
+        self.ready = False
 
     def stats(self) -> dict:
         """The statistics as ``functional_call`` takes them: backbone
@@ -767,14 +772,15 @@ class _MemoryNormStats(nn.Module):
             out[f'{name}.running_var'] = getattr(self, f'{key}__var')
         return out
 
-    def check_loaded(self) -> None:
-        if not bool(self.loaded):
-            raise RuntimeError(
-                f"{self.owner}: memory_norm_stats='start' normalises the "
-                f'memory frames with the BN statistics of the checkpoint '
-                f'the model starts from, but none was loaded; set '
-                f'`load_from` to a checkpoint of the backbone (e.g. the '
-                f'single-frame model)')
+    @torch.no_grad()
+    def keep(self, backbone: nn.Module) -> None:
+        """Take the backbone's statistics of now, unless they are set."""
+        if self.ready:
+            return
+        for name, value in self.stats().items():
+            value.copy_(backbone.get_buffer(name))
+        self.loaded.fill_(True)
+        self.ready = True
 
 
 def _fill_memory_norm_stats(module: 'VideoEncoderDecoder', state_dict: dict,
@@ -784,6 +790,7 @@ def _fill_memory_norm_stats(module: 'VideoEncoderDecoder', state_dict: dict,
     norm = module.memory_norm
     ready = f'{prefix}memory_norm.loaded'
     if ready in state_dict:
+        norm.ready = bool(state_dict[ready])
         return
     filled = 0
     for name in norm.names:
@@ -797,6 +804,7 @@ def _fill_memory_norm_stats(module: 'VideoEncoderDecoder', state_dict: dict,
                 filled += 1
     if filled == 2 * len(norm.names):
         state_dict[ready] = torch.tensor(True)
+        norm.ready = True
 
 
 @contextmanager
