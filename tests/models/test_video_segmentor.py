@@ -517,6 +517,23 @@ def test_memory_norm_stats_start_keeps_the_checkpoints_for_the_memory(
                              Step()(frame, *empty)):
             torch.testing.assert_close(got, want)
 
+    # mmengine's FLOP counter (torch.jit.trace) counts the second pass
+    from lma_mmseg.apis.complexity import count_flops
+    flops = count_flops(model, 'streaming', (48, 48))
+    assert flops['error'] is None
+    shared = copy.deepcopy(model)
+    shared.memory_norm_stats = 'shared'
+    single_pass = count_flops(shared, 'streaming', (48, 48))['flops']
+    backbone = count_flops(single.eval(), 'single', (48, 48))[
+        'flops_by_module']['backbone']
+    assert flops['flops'] == single_pass + backbone
+    # the statistics are the model's own again after the count
+    for k, v in model.memory_norm.stats().items():
+        torch.testing.assert_close(v, start[f'backbone.{k}'], rtol=0, atol=0)
+    assert not any(
+        model.backbone.get_buffer(k) is v
+        for k, v in model.memory_norm.stats().items())
+
     # a checkpoint of the LMA model keeps its memory statistics
     path = str(tmp_path / 'lma.pth')
     save_checkpoint(model.state_dict(), path)

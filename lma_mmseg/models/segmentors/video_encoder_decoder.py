@@ -365,6 +365,11 @@ class VideoEncoderDecoder(EncoderDecoder):
         """
         if getattr(self, 'memory_norm_stats', 'shared') != 'start':
             return self.encode_frames(frames)
+        if torch.jit.is_tracing():
+            # torch.jit.trace (e.g. mmengine's FLOP counter) refuses
+            # functional_call: the statistics go in place for the call
+            with _buffers_swapped(self.backbone, self.memory_norm.stats()):
+                return self.encode_frames(frames)
         return functional_call(
             self.backbone, self.memory_norm.stats(), (frames, ),
             strict=False)
@@ -805,6 +810,23 @@ def _fill_memory_norm_stats(module: 'VideoEncoderDecoder', state_dict: dict,
     if filled == 2 * len(norm.names):
         state_dict[ready] = torch.tensor(True)
         norm.ready = True
+
+
+@contextmanager
+def _buffers_swapped(module: nn.Module, buffers: dict) -> Iterator[None]:
+    """Put ``buffers`` (dotted names -> tensors) in place of the module's
+    own for the block."""
+    saved = []
+    try:
+        for name, value in buffers.items():
+            owner, _, attr = name.rpartition('.')
+            sub = module.get_submodule(owner)
+            saved.append((sub, attr, getattr(sub, attr)))
+            setattr(sub, attr, value)
+        yield
+    finally:
+        for sub, attr, value in reversed(saved):
+            setattr(sub, attr, value)
 
 
 @contextmanager
