@@ -305,10 +305,16 @@ class VideoEncoderDecoder(EncoderDecoder):
             for module in self.backbone.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
-        if mode and getattr(self, 'memory_norm_stats', 'shared') == 'start':
+        if mode and self._separate_memory_norm:
             # no checkpoint gave the memory's statistics: those of now
             self.memory_norm.keep(self.backbone)
         return self
+
+    @property
+    def _separate_memory_norm(self) -> bool:
+        """Whether the memory frames have BN statistics of their own
+        (``memory_norm_stats='start'``)."""
+        return getattr(self, 'memory_norm_stats', 'shared') == 'start'
 
     def _backbone_is_fixed(self) -> bool:
         """Whether the backbone is in eval mode and gets no gradient here
@@ -363,7 +369,7 @@ class VideoEncoderDecoder(EncoderDecoder):
         Returns:
             Tensor | tuple[Tensor]: The backbone output for the N frames.
         """
-        if getattr(self, 'memory_norm_stats', 'shared') != 'start':
+        if not self._separate_memory_norm:
             return self.encode_frames(frames)
         if torch.jit.is_tracing():
             # torch.jit.trace (e.g. mmengine's FLOP counter) refuses
@@ -398,7 +404,7 @@ class VideoEncoderDecoder(EncoderDecoder):
             ``memory_encoder_mode='eval'`` the backbone runs in eval mode.
         """
         batch, num = frames.shape[:2]
-        separate = getattr(self, 'memory_norm_stats', 'shared') == 'start'
+        separate = self._separate_memory_norm
         with torch.set_grad_enabled(torch.is_grad_enabled()
                                     and not self.freeze_memory_encoder), \
                 _eval_mode(self.backbone,
@@ -433,8 +439,7 @@ class VideoEncoderDecoder(EncoderDecoder):
         batch, num = inputs.shape[:2]
         if num == 1:
             return self.neck(self.encode_frames(inputs[:, 0]), memory=None)
-        if self._backbone_is_fixed() and \
-                getattr(self, 'memory_norm_stats', 'shared') != 'start':
+        if self._backbone_is_fixed() and not self._separate_memory_norm:
             # Eval-mode backbone without gradients: one call for all frames.
             with torch.no_grad():
                 feats = self.encode_frames(inputs.flatten(0, 1))
@@ -607,7 +612,7 @@ class VideoEncoderDecoder(EncoderDecoder):
                     ) -> Tuple[Tensor, StreamMemory]:
         """One step on a whole frame (or one window of it)."""
         feats = self.encode_frames(inputs)
-        if getattr(self, 'memory_norm_stats', 'shared') == 'start':
+        if self._separate_memory_norm:
             # the memory's own BN statistics: a second backbone pass
             with _eval_mode(self.backbone):
                 keys, values = self.neck.encode_memory(
