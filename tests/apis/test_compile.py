@@ -12,8 +12,6 @@ from mmseg.structures import SegDataSample
 
 from helpers.demo_step import (CONFIG, H, W, demo_step_model, eager_stream,
                                small_model_options)
-from helpers.tiny_models import randomise_bn
-from lma_mmseg.apis import init_model
 from lma_mmseg.models import StreamMemory
 
 
@@ -39,11 +37,7 @@ def test_compiled_step_with_the_memorys_statistics_is_one_graph():
     """The demo recipe's step, whose memory frames take a second encoder
     pass with the memory's own BN statistics, captured in one graph
     (dynamo and AOTAutograd, eager kernels) and equal to the eager step."""
-    options = dict(small_model_options(), **{
-        'model.memory_norm_stats': 'start'})
-    torch.manual_seed(0)
-    model = init_model(CONFIG, device='cpu', cfg_options=options)
-    randomise_bn(model)
+    model = demo_step_model(**{'model.memory_norm_stats': 'start'})
     with torch.no_grad():  # other statistics for the memory frames
         for value in model.memory_norm.stats().values():
             value.mul_(1.5).add_(0.1)

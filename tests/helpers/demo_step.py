@@ -33,12 +33,13 @@ def small_model_options():
     }
 
 
-def demo_step_model():
-    """The model in eval mode, its BN statistics non-trivial."""
+def demo_step_model(**options):
+    """The model in eval mode, its BN statistics non-trivial; ``options``
+    (config keys) change :func:`small_model_options`."""
     from lma_mmseg.apis import init_model
     torch.manual_seed(0)
     model = init_model(CONFIG, device='cpu',
-                       cfg_options=small_model_options())
+                       cfg_options=dict(small_model_options(), **options))
     randomise_bn(model)
     return model
 

@@ -752,16 +752,13 @@ class _MemoryNormStats(nn.Module):
 
     def __init__(self, backbone: nn.Module, owner: str):
         super().__init__()
-        self.names = []
-        for name, module in backbone.named_modules():
-            if isinstance(module, _BatchNorm) and \
-                    module.track_running_stats:
-                self.names.append(name)
-                key = name.replace('.', '__')
-                self.register_buffer(f'{key}__mean',
-                                     module.running_mean.detach().clone())
-                self.register_buffer(f'{key}__var',
-                                     module.running_var.detach().clone())
+        self.names = [
+            name for name, module in backbone.named_modules()
+            if isinstance(module, _BatchNorm) and module.track_running_stats
+        ]
+        for src, own in self.pairs():
+            self.register_buffer(
+                own, backbone.get_buffer(src).detach().clone())
         if not self.names:
             raise ValueError(
                 f"{owner}: memory_norm_stats='start' needs a backbone with "
@@ -772,15 +769,16 @@ class _MemoryNormStats(nn.Module):
         # read (none in a compiled or exported graph)
         self.ready = False
 
+    def pairs(self) -> List[Tuple[str, str]]:
+        """(backbone buffer name, own buffer name) of every statistic."""
+        return [(f'{name}.running_{stat}',
+                 f'{name.replace(".", "__")}__{stat}')
+                for name in self.names for stat in ('mean', 'var')]
+
     def stats(self) -> dict:
         """The statistics as ``functional_call`` takes them: backbone
         buffer names -> tensors."""
-        out = {}
-        for name in self.names:
-            key = name.replace('.', '__')
-            out[f'{name}.running_mean'] = getattr(self, f'{key}__mean')
-            out[f'{name}.running_var'] = getattr(self, f'{key}__var')
-        return out
+        return {src: getattr(self, own) for src, own in self.pairs()}
 
     @torch.no_grad()
     def keep(self, backbone: nn.Module) -> None:
@@ -802,17 +800,15 @@ def _fill_memory_norm_stats(module: 'VideoEncoderDecoder', state_dict: dict,
     if ready in state_dict:
         norm.ready = bool(state_dict[ready])
         return
+    pairs = norm.pairs()
     filled = 0
-    for name in norm.names:
-        key = name.replace('.', '__')
-        for stat, suffix in (('running_mean', 'mean'), ('running_var',
-                                                        'var')):
-            src = f'{prefix}backbone.{name}.{stat}'
-            dst = f'{prefix}memory_norm.{key}__{suffix}'
-            if dst not in state_dict and src in state_dict:
-                state_dict[dst] = state_dict[src].detach().clone()
-                filled += 1
-    if filled == 2 * len(norm.names):
+    for src, own in pairs:
+        src = f'{prefix}backbone.{src}'
+        dst = f'{prefix}memory_norm.{own}'
+        if dst not in state_dict and src in state_dict:
+            state_dict[dst] = state_dict[src].detach().clone()
+            filled += 1
+    if filled == len(pairs):
         state_dict[ready] = torch.tensor(True)
         norm.ready = True
 
