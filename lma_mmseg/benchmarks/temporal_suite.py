@@ -122,8 +122,8 @@ def _variant(desc: str,
         neck_lr_mult (float, optional): Learning-rate multiplier of the
             neck's new layers (memory heads, fusion).
         offsets (tuple[int], optional): Memory frame offsets of the model
-            and of every split's clips (the config's consecutive
-            ``(-3, -2, -1)`` if None).
+            and of every split's clips, and the neck's ``memory_length``
+            (the config's consecutive ``(-3, -2, -1)`` if None).
         match_quality (str, optional): The fusion's gates see the match
             quality (``LocalMemoryNeck(match_quality=...)``).
         norm_eval (bool): The trained encoder's BN layers keep the running
@@ -162,6 +162,8 @@ def _variant(desc: str,
     if offsets is not None:
         # stated once by the model; the clips of every split follow it
         options['model.memory_offsets'] = tuple(offsets)
+        # one position-bias row per memory frame
+        options['model.neck.memory_length'] = len(offsets)
         for split in ('train', 'val', 'test'):
             options[f'{split}_dataloader.dataset.frame_offsets'] = \
                 tuple(offsets)
@@ -296,6 +298,14 @@ VARIANTS: Dict[str, dict] = {
         'the strided variant with the memory\'s own BN statistics and lr x30 '
         'on the residual scale', paper=True, residual=True, window=3,
         encoder='eval', prior_lr_mult=100, offsets=(-6, -4, -2),
+        memory_norm=True, residual_lr_mult=30),
+    # After 200 iterations at lr x30 the residual scale is still 0.28
+    # (dropout) to 0.40 (occlusion) in mean |alpha| (seed 0): the fusion's
+    # own layers learning ten times faster may lean further on the memory.
+    'paper-residual-w3-enc-prior-strided-memnorm-res30-neck10': _variant(
+        'the strided-memnorm-res30 variant with lr x10 on the neck\'s new '
+        'layers', paper=True, residual=True, window=3, encoder='eval',
+        prior_lr_mult=100, neck_lr_mult=10, offsets=(-6, -4, -2),
         memory_norm=True, residual_lr_mult=30),
     'light-w3': _variant('light fusion, window 3', window=3),
     'paper-residual': _variant('paper fusion, residual identity-at-init, '

@@ -114,6 +114,14 @@ def test_variants_build_what_they_say(variant):
                                                'shared')
     assert hasattr(model, 'memory_norm') == (
         model.memory_norm_stats == 'start')
+    # the model and every split read the memory frames at the variant's
+    # offsets, one position-bias row each
+    offsets = opts.get('model.memory_offsets', (-3, -2, -1))
+    assert tuple(model.memory_offsets) == tuple(offsets)
+    assert neck.memory_length == len(offsets)
+    for split in ('train', 'val', 'test'):
+        assert tuple(cfg[f'{split}_dataloader'].dataset.frame_offsets) == \
+            tuple(offsets)
     # a learning-rate multiplier names a parameter the model has
     if TS.RESIDUAL_KEY in custom_keys:
         assert TS.RESIDUAL_KEY in names and neck.residual
