@@ -307,6 +307,12 @@ VARIANTS: Dict[str, dict] = {
         'layers', paper=True, residual=True, window=3, encoder='eval',
         prior_lr_mult=100, neck_lr_mult=10, offsets=(-6, -4, -2),
         memory_norm=True, residual_lr_mult=30),
+    # Six frames back, the fastest scenes have panned past window 3's reach
+    # at 1/8 scale (+-8 px; 1.75 px per frame): window 5 reaches +-16 px.
+    'paper-residual-w5-enc-prior-strided-memnorm-res30': _variant(
+        'the strided-memnorm-res30 variant with window 5', paper=True,
+        residual=True, window=5, encoder='eval', prior_lr_mult=100,
+        offsets=(-6, -4, -2), memory_norm=True, residual_lr_mult=30),
     'light-w3': _variant('light fusion, window 3', window=3),
     'paper-residual': _variant('paper fusion, residual identity-at-init, '
                                'window 7', paper=True, residual=True),
