@@ -85,6 +85,7 @@ TARGET_GAIN = 3.0
 
 PRIOR_KEY = 'neck.position_bias'
 RESIDUAL_KEY = 'neck.residual_scale'
+KEY_GATE_KEY = 'neck.key_gate_scale'
 _PAPER_FUSION = {
     'model.neck.fusion.gate_channels': 128,
     'model.neck.fusion.proj_kernel_size': 3,
@@ -103,7 +104,8 @@ def _variant(desc: str,
              match_quality: Optional[str] = None,
              norm_eval: bool = False,
              memory_norm: bool = False,
-             residual_lr_mult: Optional[float] = None) -> dict:
+             residual_lr_mult: Optional[float] = None,
+             key_gate_lr_mult: Optional[float] = None) -> dict:
     """One LMA variant: its description, the config overrides (merged into
     the suite's LMA config) and the model arguments it needs.
 
@@ -136,6 +138,11 @@ def _variant(desc: str,
         residual_lr_mult (float, optional): Learning-rate multiplier of the
             residual fusion's scale (``neck.residual_scale``, 0 at the
             start).
+        key_gate_lr_mult (float, optional): Add the gate that lowers the key
+            frame's share of the residual output
+            (``LocalMemoryNeck(key_gate=True)``), with this learning-rate
+            multiplier on its scale (``neck.key_gate_scale``, 0 at the
+            start).
     """
     options, needs, custom_keys = {}, [], {}
     if paper:
@@ -157,6 +164,10 @@ def _variant(desc: str,
         needs.append('position_bias')
     if residual_lr_mult is not None:
         custom_keys[RESIDUAL_KEY] = dict(lr_mult=residual_lr_mult)
+    if key_gate_lr_mult is not None:
+        options['model.neck.key_gate'] = True
+        custom_keys[KEY_GATE_KEY] = dict(lr_mult=key_gate_lr_mult)
+        needs.append('key_gate')
     if custom_keys:
         options['optim_wrapper.paramwise_cfg'] = dict(custom_keys=custom_keys)
     if offsets is not None:
@@ -307,6 +318,14 @@ VARIANTS: Dict[str, dict] = {
         'layers', paper=True, residual=True, window=3, encoder='eval',
         prior_lr_mult=100, neck_lr_mult=10, offsets=(-6, -4, -2),
         memory_norm=True, residual_lr_mult=30),
+    # The residual output always passes the key frame's features on with
+    # weight 1; the key gate can lower that share per pixel where the whole
+    # frame (under-exposure) or part of it (an occluder) is degraded.
+    'paper-residual-w3-enc-prior-strided-memnorm-res30-keygate': _variant(
+        'the strided-memnorm-res30 variant with a gate on the key frame\'s '
+        'share (lr x30 on its scale)', paper=True, residual=True, window=3,
+        encoder='eval', prior_lr_mult=100, offsets=(-6, -4, -2),
+        memory_norm=True, residual_lr_mult=30, key_gate_lr_mult=30),
     # Six frames back, the fastest scenes have panned past window 3's reach
     # at 1/8 scale (+-8 px; 1.75 px per frame): window 5 reaches +-16 px.
     'paper-residual-w5-enc-prior-strided-memnorm-res30': _variant(

@@ -224,6 +224,39 @@ def test_residual_is_identity_at_init():
         build(residual='yes')
 
 
+def test_key_gate_lowers_the_key_frames_share():
+    torch.manual_seed(8)
+    neck = build(residual=True, key_gate=True).eval()
+    feat = torch.randn(2, 8, 6, 6)
+    keys, values = neck.encode_memory(torch.randn(4, 8, 6, 6))
+    memory = neck.push_memory(None, keys.unflatten(0, (2, 2)),
+                              values.unflatten(0, (2, 2)))
+    # identity at init, and the gate's scale learns from there
+    assert not neck.key_gate_scale.any()
+    assert torch.equal(neck(feat, memory=memory), feat)
+    neck.train()
+    neck(feat, memory=memory).sum().backward()
+    assert neck.key_gate_scale.grad.abs().sum() > 0
+    neck.eval()
+    with torch.no_grad():
+        neck.residual_scale.fill_(0.5)
+        neck.key_gate_scale.fill_(0.8)
+        fused = neck.fusion(neck.query_value(feat),
+                            neck.read_memory(neck.query_key(feat), memory))
+        kappa = 0.8 * torch.sigmoid(neck.key_gate_conv(fused))
+        expected = feat * (1 - kappa) + 0.5 * fused
+        torch.testing.assert_close(neck(feat, memory=memory), expected)
+        # one weight per pixel, between 0 and the scale
+        assert kappa.shape == (2, 1, 6, 6)
+        assert 0 < kappa.min() and kappa.max() < 0.8
+        # an empty memory skips the fusion: the frame passes unchanged
+        assert torch.equal(neck(feat, memory=None), feat)
+    with pytest.raises(ValueError, match='needs residual=True'):
+        build(key_gate=True)
+    with pytest.raises(ValueError, match='key_gate'):
+        build(residual=True, key_gate=1)
+
+
 def test_position_bias():
     from lma_mmseg.ops import local_attention_reference
     torch.manual_seed(7)

@@ -125,6 +125,10 @@ def test_variants_build_what_they_say(variant):
     # a learning-rate multiplier names a parameter the model has
     if TS.RESIDUAL_KEY in custom_keys:
         assert TS.RESIDUAL_KEY in names and neck.residual
+    assert neck.key_gate == opts.get('model.neck.key_gate', False)
+    assert (TS.KEY_GATE_KEY in custom_keys) == neck.key_gate
+    if neck.key_gate:
+        assert TS.KEY_GATE_KEY in names
 
 
 def test_build_config_budget_and_size():

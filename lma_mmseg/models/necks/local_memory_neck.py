@@ -135,6 +135,17 @@ class LocalMemoryNeck(BaseModule):
             neck returns the backbone's map unchanged and LMA starts as the
             single-frame model it extends. False is the paper's form, where
             the fusion output replaces the map. Defaults to False.
+        key_gate (bool): With ``residual``, let the neck lower the key
+            frame's share where the memory should replace it: the output is
+            ``feat * (1 - kappa) + alpha * fusion(...)``, ``kappa =
+            key_gate_scale * sigmoid(conv1x1(fusion(...)))`` one weight per
+            pixel (the fusion's output has seen the frame, the read-out and
+            the match quality), ``key_gate_scale`` a scalar initialised to 0
+            so the neck still starts as the single-frame model. Like
+            ``residual_scale`` it moves by about the learning rate per Adam
+            step: give it a learning-rate multiplier
+            (``custom_keys={'neck.key_gate_scale': dict(lr_mult=30)}``).
+            Defaults to False.
         empty_memory (str): What an empty memory does: ``'skip'`` the
             fusion (raw features pass through) or run it on a ``'zeros'``
             read-out. Defaults to ``'skip'``.
@@ -188,6 +199,7 @@ class LocalMemoryNeck(BaseModule):
                  in_index: int = -1,
                  empty_memory: str = 'skip',
                  residual: bool = False,
+                 key_gate: bool = False,
                  position_bias: bool = False,
                  attn_impl: str = 'fused',
                  match_quality: Optional[str] = None,
@@ -231,6 +243,14 @@ class LocalMemoryNeck(BaseModule):
             raise ValueError(f'{name}: `residual` must be a bool, got '
                              f'{residual!r}')
         self.residual = residual
+        if not isinstance(key_gate, bool):
+            raise ValueError(f'{name}: `key_gate` must be a bool, got '
+                             f'{key_gate!r}')
+        if key_gate and not residual:
+            raise ValueError(f'{name}: key_gate=True lowers the key frame\'s '
+                             'share in the residual output; it needs '
+                             'residual=True')
+        self.key_gate = key_gate
         if not isinstance(position_bias, bool):
             raise ValueError(f'{name}: `position_bias` must be a bool, got '
                              f'{position_bias!r}')
@@ -272,6 +292,10 @@ class LocalMemoryNeck(BaseModule):
         if residual:
             # identity at init: the neck starts as the single-frame model
             self.residual_scale = nn.Parameter(torch.zeros(in_channels))
+        if key_gate:
+            # kappa = 0 at init: the key frame keeps its whole share
+            self.key_gate_conv = nn.Conv2d(in_channels, 1, 1)
+            self.key_gate_scale = nn.Parameter(torch.zeros(1))
         # zero at init: the attention starts as the paper's
         self.position_bias = nn.Parameter(
             torch.zeros(self.memory_length, window * window)
@@ -569,7 +593,12 @@ class LocalMemoryNeck(BaseModule):
                     query_key, memory, valid, return_quality=True)
                 fused = self.fusion(self.query_value(feat), readout, quality)
             if self.residual:
-                fused = feat + self.residual_scale.view(1, -1, 1, 1) * fused
+                key = feat
+                if self.key_gate:
+                    kappa = self.key_gate_scale * torch.sigmoid(
+                        self.key_gate_conv(fused))
+                    key = feat * (1 - kappa)
+                fused = key + self.residual_scale.view(1, -1, 1, 1) * fused
             if valid is not None and self.empty_memory == 'skip':
                 fused = torch.where(valid.any(), fused, feat)
         if isinstance(inputs, Tensor):
