@@ -59,7 +59,7 @@ __all__ = [
     'train_model', 'time_run', 'tc_run', 'read_miou', 'render_table',
     'render_plot', 'write_outputs', 'available', 'model_arguments',
     'mode_targets', 'tune_options', 'run_suffix', 'TARGET_GAIN',
-    'TC_OFFSETS'
+    'TC_OFFSETS', 'MEMORY_HEAD'
 ]
 
 #: Generator settings of each suite mode (fields of
@@ -92,6 +92,16 @@ _PAPER_FUSION = {
     'model.neck.fusion.proj_bias': True,
 }
 
+#: The suite's head on the memory read-out (``memory_head`` variants): one
+#: 3x3 conv-BN-ReLU and the classifier, as mmseg's auxiliary FCN heads.
+MEMORY_HEAD = dict(
+    type='FCNHead',
+    channels=64,
+    num_convs=1,
+    concat_input=False,
+    dropout_ratio=0.1,
+    norm_cfg=dict(type='BN', requires_grad=True))
+
 
 def _variant(desc: str,
              paper: bool = False,
@@ -105,7 +115,8 @@ def _variant(desc: str,
              norm_eval: bool = False,
              memory_norm: bool = False,
              residual_lr_mult: Optional[float] = None,
-             key_gate_lr_mult: Optional[float] = None) -> dict:
+             key_gate_lr_mult: Optional[float] = None,
+             memory_head_weight: Optional[float] = None) -> dict:
     """One LMA variant: its description, the config overrides (merged into
     the suite's LMA config) and the model arguments it needs.
 
@@ -143,6 +154,9 @@ def _variant(desc: str,
             (``LocalMemoryNeck(key_gate=True)``), with this learning-rate
             multiplier on its scale (``neck.key_gate_scale``, 0 at the
             start).
+        memory_head_weight (float, optional): Add a decode head trained on
+            the memory read-out alone (``VideoEncoderDecoder(memory_head=
+            ...)``, :data:`MEMORY_HEAD`) with this loss weight.
     """
     options, needs, custom_keys = {}, [], {}
     if paper:
@@ -179,6 +193,12 @@ def _variant(desc: str,
             options[f'{split}_dataloader.dataset.frame_offsets'] = \
                 tuple(offsets)
         needs.append('memory_offsets')
+    if memory_head_weight is not None:
+        options['model.memory_head'] = dict(
+            MEMORY_HEAD,
+            loss_decode=dict(
+                type='CrossEntropyLoss', loss_weight=memory_head_weight))
+        needs.append('memory_head')
     if match_quality is not None:
         options['model.neck.match_quality'] = match_quality
         needs.append('match_quality')
@@ -326,6 +346,15 @@ VARIANTS: Dict[str, dict] = {
         'share (lr x30 on its scale)', paper=True, residual=True, window=3,
         encoder='eval', prior_lr_mult=100, offsets=(-6, -4, -2),
         memory_norm=True, residual_lr_mult=30, key_gate_lr_mult=30),
+    # The read-out only learns through the fusion, which starts at zero
+    # (residual): a head on the read-out alone asks the memory heads and
+    # the attention directly for a read-out that predicts the key frame's
+    # labels, where the key frame is degraded too.
+    'paper-residual-w3-enc-prior-strided-memnorm-res30-memhead': _variant(
+        'the strided-memnorm-res30 variant with a decode head on the '
+        'memory read-out (loss weight 0.4)', paper=True, residual=True,
+        window=3, encoder='eval', prior_lr_mult=100, offsets=(-6, -4, -2),
+        memory_norm=True, residual_lr_mult=30, memory_head_weight=0.4),
     # Six frames back, the fastest scenes have panned past window 3's reach
     # at 1/8 scale (+-8 px; 1.75 px per frame): window 5 reaches +-16 px.
     'paper-residual-w5-enc-prior-strided-memnorm-res30': _variant(

@@ -326,3 +326,27 @@ def test_attn_impl_switch(padding):
         build(attn_impl='flash')
     with pytest.raises(ValueError, match='attn_impl'):
         build(attn_impl=None)
+
+
+@pytest.mark.parametrize('match_quality', [None, 'lse'])
+def test_forward_returns_the_readout_on_request(match_quality):
+    torch.manual_seed(0)
+    neck = build(residual=True, match_quality=match_quality).eval()
+    feat = torch.randn(2, 8, 6, 7)
+    memory = (torch.randn(2, 3, 4, 6, 7), torch.randn(2, 3, 6, 6, 7))
+    with torch.no_grad():
+        neck.residual_scale.fill_(0.5)
+        out, readout = neck(feat, memory=memory, return_readout=True)
+        # the same output as without the read-out
+        torch.testing.assert_close(out, neck(feat, memory=memory))
+        expected = neck.read_memory(neck.query_key(feat), memory)
+    torch.testing.assert_close(readout, expected)
+    assert readout.shape == (2, 6, 6, 7)
+    # a tuple of backbone outputs: the tuple and the read-out
+    with torch.no_grad():
+        outs, readout = neck((feat, ), memory=memory, return_readout=True)
+    assert isinstance(outs, tuple) and len(outs) == 1
+    torch.testing.assert_close(outs[0], out)
+    # the fusion is skipped for an empty memory: no read-out
+    out, readout = neck(feat, memory=None, return_readout=True)
+    assert readout is None and out is feat

@@ -560,3 +560,78 @@ def test_memory_norm_stats_start_keeps_the_checkpoints_for_the_memory(
         build(memory_norm_stats='frozen')
     with pytest.raises(ValueError, match='backbone_norm_eval'):
         build(memory_norm_stats='start', backbone_norm_eval=True)
+
+
+def memory_head(**kwargs):
+    return dict(
+        dict(
+            type='FCNHead',
+            channels=8,
+            num_convs=1,
+            concat_input=False,
+            loss_decode=dict(type='CrossEntropyLoss', loss_weight=0.4)),
+        **kwargs)
+
+
+def test_memory_head_trains_the_memory_through_the_readout():
+    torch.manual_seed(0)
+    neck = tiny_neck(residual=True)
+    model = build(neck=neck, memory_head=memory_head()).train()
+    # the neck's value width and the decode head's classes, filled in
+    assert model.memory_head.in_channels == 16
+    assert model.memory_head.num_classes == NUM_CLASSES
+    clip = torch.randn(2, 4, 3, 48, 48)
+    data = samples(2)
+    losses = model.loss(clip, data)
+    assert set(losses) >= {'decode.loss_ce', 'aux.loss_ce', 'mem.loss_ce',
+                           'mem.acc_seg'}
+    # the head's loss on the read-out alone
+    torch.manual_seed(1)
+    with torch.no_grad():
+        _, readout = model._extract(clip, return_readout=True)
+    torch.manual_seed(1)
+    expected = model.memory_head.loss([readout], data, model.train_cfg)
+    torch.testing.assert_close(losses['mem.loss_ce'], expected['loss_ce'])
+    # with the residual fusion at its start (scale 0) the decode loss does
+    # not reach the memory heads; the memory head's loss does
+    model.zero_grad()
+    total_loss({k: v for k, v in losses.items() if not k.startswith('mem')
+                }).backward(retain_graph=True)
+    assert model.neck.memory_value.weight.grad.abs().max() == 0
+    model.zero_grad()
+    losses['mem.loss_ce'].backward()
+    for head in ('memory_key', 'query_key', 'memory_value'):
+        assert getattr(model.neck, head).weight.grad.abs().max() > 0, head
+    assert model.neck.query_value.weight.grad is None or \
+        model.neck.query_value.weight.grad.abs().max() == 0
+    # a lone frame has no read-out and no memory-head loss
+    losses = model.loss(torch.randn(2, 3, 48, 48), samples(2))
+    assert 'decode.loss_ce' in losses and 'mem.loss_ce' not in losses
+
+
+def test_memory_head_takes_no_part_in_inference():
+    torch.manual_seed(0)
+    with_head = build(memory_head=memory_head()).eval()
+    without = build().eval()
+    state = {k: v for k, v in with_head.state_dict().items()
+             if not k.startswith('memory_head.')}
+    without.load_state_dict(state)
+    clip = torch.randn(1, 4, 3, 48, 48)
+    with torch.no_grad():
+        a = with_head.predict(clip)[0].seg_logits.data
+        b = without.predict(clip)[0].seg_logits.data
+        torch.testing.assert_close(a, b)
+        frame = clip[:, -1]
+        torch.testing.assert_close(with_head.step(frame)[0],
+                                   without.step(frame)[0])
+    # a checkpoint without the head (e.g. the single-frame model's or a
+    # model trained without it) loads, the head keeping its init
+    missing = with_head.load_state_dict(state, strict=False).missing_keys
+    assert missing and all(k.startswith('memory_head.') for k in missing)
+
+
+def test_memory_head_bad_config():
+    with pytest.raises(ValueError, match='memory_head.*type'):
+        build(memory_head=dict(channels=8))
+    with pytest.raises(ValueError, match='memory_head.*type'):
+        build(memory_head='FCNHead')

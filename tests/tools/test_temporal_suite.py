@@ -129,6 +129,15 @@ def test_variants_build_what_they_say(variant):
     assert (TS.KEY_GATE_KEY in custom_keys) == neck.key_gate
     if neck.key_gate:
         assert TS.KEY_GATE_KEY in names
+    # the head on the memory read-out where the variant says so
+    head = opts.get('model.memory_head')
+    assert (model.memory_head is not None) == (head is not None)
+    if head is not None:
+        assert model.memory_head.in_channels == neck.out_value_channels
+        assert model.memory_head.num_classes == \
+            model.decode_head.num_classes
+        assert model.memory_head.loss_decode.loss_weight == \
+            head['loss_decode']['loss_weight']
 
 
 def test_build_config_budget_and_size():

@@ -555,7 +555,8 @@ class LocalMemoryNeck(BaseModule):
     def forward(self,
                 inputs: Features,
                 memory: Optional[Memory] = None,
-                valid: Optional[Tensor] = None) -> Features:
+                valid: Optional[Tensor] = None,
+                return_readout: bool = False):
         """Fuse the current frame's features with the memory read-out.
 
         Args:
@@ -572,22 +573,27 @@ class LocalMemoryNeck(BaseModule):
                 :meth:`read_memory`). With no valid frame the result is the
                 empty memory's, chosen with ``torch.where``. None: all
                 frames are valid.
+            return_readout (bool): Also return the memory read-out
+                (B, Cv, h, w), e.g. for a loss on it (the segmentor's
+                ``memory_head``); None where the fusion is skipped (an empty
+                memory with ``empty_memory='skip'``).
 
         Returns:
             Tensor | tuple[Tensor]: ``inputs`` with the ``in_index`` map
             replaced by the fused map (B, in_channels, h, w); a tensor when
             ``inputs`` is a tensor, else a tuple. With an empty memory and
-            ``empty_memory='skip'`` the map is the input map itself.
+            ``empty_memory='skip'`` the map is the input map itself. With
+            ``return_readout`` a pair: that and the read-out.
         """
         feat, index = self._select(inputs)
+        readout = None
         if self.is_empty(memory) and self.empty_memory == 'skip':
             fused = feat
         else:
             query_key = self.query_key(feat)
             if self.match_quality is None:
-                fused = self.fusion(
-                    self.query_value(feat),
-                    self.read_memory(query_key, memory, valid))
+                readout = self.read_memory(query_key, memory, valid)
+                fused = self.fusion(self.query_value(feat), readout)
             else:
                 readout, quality = self.read_memory(
                     query_key, memory, valid, return_quality=True)
@@ -602,7 +608,9 @@ class LocalMemoryNeck(BaseModule):
             if valid is not None and self.empty_memory == 'skip':
                 fused = torch.where(valid.any(), fused, feat)
         if isinstance(inputs, Tensor):
-            return fused
-        outs = list(inputs)
-        outs[index] = fused
-        return tuple(outs)
+            outs = fused
+        else:
+            outs = list(inputs)
+            outs[index] = fused
+            outs = tuple(outs)
+        return (outs, readout) if return_readout else outs

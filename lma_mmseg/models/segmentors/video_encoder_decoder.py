@@ -190,6 +190,17 @@ class VideoEncoderDecoder(EncoderDecoder):
             then always encoded in eval mode, and a streamed frame goes
             through the backbone twice (once for its prediction, once for
             the memory). Defaults to ``'shared'``.
+        memory_head (dict, optional): A decode head (e.g. mmseg's
+            ``FCNHead``) trained on the neck's memory read-out alone, for
+            its loss only (``mem.``-prefixed; it takes no part in inference,
+            streaming or export): the memory heads and the attention are
+            asked for a read-out that predicts the key frame's labels by
+            itself, so the fusion gets one worth leaning on where the key
+            frame is degraded. Clips only (a lone frame has no read-out).
+            ``in_channels`` (the neck's value width) and ``num_classes``
+            (the decode head's) are filled in when left out. The neck must
+            take ``forward(..., return_readout=True)``, as
+            ``LocalMemoryNeck`` does. Defaults to None.
         **kwargs: The other arguments of mmseg's ``EncoderDecoder``, passed
             on: ``auxiliary_head``, ``train_cfg``, ``test_cfg``
             (``mode='whole'`` or ``mode='slide'`` with ``crop_size`` and
@@ -208,6 +219,7 @@ class VideoEncoderDecoder(EncoderDecoder):
                  memory_encoder_mode: str = 'follow',
                  backbone_norm_eval: bool = False,
                  memory_norm_stats: str = 'shared',
+                 memory_head: Optional[ConfigType] = None,
                  **kwargs):
         if freeze_mode not in ('eval', 'train'):
             raise ValueError(f'{type(self).__name__}: `freeze_mode` must be '
@@ -268,7 +280,33 @@ class VideoEncoderDecoder(EncoderDecoder):
             self.memory_norm = _MemoryNormStats(self.backbone, name)
             self.register_load_state_dict_pre_hook(
                 _fill_memory_norm_stats)
+        self.memory_head = self._build_memory_head(memory_head)
         self.freeze = self._freeze(freeze)
+
+    def _build_memory_head(self,
+                           cfg: Optional[ConfigType]) -> Optional[nn.Module]:
+        """Build ``memory_head`` with the neck's value width and the decode
+        head's classes (where its config leaves them out)."""
+        if cfg is None:
+            return None
+        name = type(self).__name__
+        if not hasattr(cfg, 'get') or 'type' not in cfg:
+            raise ValueError(f'{name}: `memory_head` must be a decode head '
+                             f'config with a `type`, e.g. '
+                             f"dict(type='FCNHead', channels=64, "
+                             f'num_convs=1), got {cfg!r}')
+        channels = getattr(self.neck, 'out_value_channels', None)
+        if channels is None and cfg.get('in_channels') is None:
+            raise ValueError(
+                f'{name}: `memory_head` needs `in_channels` (the width of '
+                f'the memory read-out): the neck '
+                f'{type(self.neck).__name__} does not say it '
+                f'(out_value_channels)')
+        cfg = dict(cfg)
+        cfg.setdefault('in_channels', channels)
+        cfg.setdefault('num_classes', self.decode_head.num_classes)
+        cfg.setdefault('align_corners', self.align_corners)
+        return MODELS.build(cfg)
 
     # ------------------------------------------------------------ freezing
     def _freeze(self, names: Optional[Sequence[str]]) -> Tuple[str, ...]:
@@ -433,12 +471,20 @@ class VideoEncoderDecoder(EncoderDecoder):
             list[Tensor] | tuple[Tensor]: The backbone outputs of the key
             frame with the neck's map fused with the memory.
         """
+        return self._extract(inputs)
+
+    def _extract(self, inputs: Tensor, return_readout: bool = False):
+        """:meth:`extract_feat`; with ``return_readout`` also the neck's
+        memory read-out (None for a lone frame)."""
         self._check_inputs(inputs)
+        kwargs = dict(return_readout=True) if return_readout else {}
         if inputs.dim() == 4:
-            return self.neck(self.encode_frames(inputs), memory=None)
+            return self.neck(
+                self.encode_frames(inputs), memory=None, **kwargs)
         batch, num = inputs.shape[:2]
         if num == 1:
-            return self.neck(self.encode_frames(inputs[:, 0]), memory=None)
+            return self.neck(
+                self.encode_frames(inputs[:, 0]), memory=None, **kwargs)
         if self._backbone_is_fixed() and not self._separate_memory_norm:
             # Eval-mode backbone without gradients: one call for all frames.
             with torch.no_grad():
@@ -454,7 +500,23 @@ class VideoEncoderDecoder(EncoderDecoder):
         else:
             memory = self.encode_memory(inputs[:, :-1])
             key_feats = self.encode_frames(inputs[:, -1])
-        return self.neck(key_feats, memory=memory)
+        return self.neck(key_feats, memory=memory, **kwargs)
+
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        """mmseg's losses (decode and auxiliary heads) of the key frames,
+        and with ``memory_head`` its loss on the memory read-out
+        (``mem.``-prefixed)."""
+        if self.memory_head is None:
+            return super().loss(inputs, data_samples)
+        x, readout = self._extract(inputs, return_readout=True)
+        losses = self._decode_head_forward_train(x, data_samples)
+        if self.with_auxiliary_head:
+            losses.update(self._auxiliary_head_forward_train(x, data_samples))
+        if readout is not None:
+            loss = self.memory_head.loss([readout], data_samples,
+                                         self.train_cfg)
+            losses.update({f'mem.{k}': v for k, v in loss.items()})
+        return losses
 
     # ---------------------------------------------------------- streaming
     def step(self,
