@@ -311,8 +311,13 @@ def test_lma_config_trains_only_the_memory(rel):
         # the suite's recipe: everything trains, memory frames are encoded
         # as at inference
         assert frozen == () and model.memory_encoder_mode == 'eval'
+        # and a head on the memory read-out adds its loss
+        assert 'mem.loss_ce' in losses
     else:
         assert frozen == ('backbone', )
+    if rel != 'configs/demo/lma-erfnet_demo.py':
+        assert model.memory_head is None and not any(
+            k.startswith('mem.') for k in losses)
     for name, p in model.named_parameters():
         if name.split('.')[0] in frozen:
             assert not p.requires_grad and p.grad is None, name
@@ -425,10 +430,14 @@ def test_single_frame_checkpoint_loads_into_lma(single, lma, convert,
     missing = set(model.state_dict()) - set(state_dict)
     unexpected = set(state_dict) - set(model.state_dict())
     assert not unexpected
-    # the neck's, and the memory's own BN statistics where the model keeps
-    # them (filled in from the checkpoint's backbone when it loads)
+    # the neck's, the memory's own BN statistics where the model keeps
+    # them (filled in from the checkpoint's backbone when it loads) and
+    # the head on the memory read-out where the model has one
     assert missing and all(
-        k.startswith(('neck.', 'memory_norm.')) for k in missing)
+        k.startswith(('neck.', 'memory_norm.', 'memory_head.'))
+        for k in missing)
+    assert any(k.startswith('memory_head.') for k in missing) == (
+        model.memory_head is not None)
     assert any(k.startswith('neck.') for k in missing)
     kernels = [k for k, v in state_dict.items() if v.ndim == 4]
     assert kernels
