@@ -89,19 +89,22 @@ def test_two_cpu_processes_end_with_identical_parameters(dist_run):
             params0[name], params1[name], rtol=0, atol=0, msg=name)
     # BN statistics: DDP syncs rank 0's buffers at the start of every
     # forward, so those of the frozen encoder/decoder are equal; those of
-    # the trained fusion differ by the ranks' own last update (with plain
-    # BN; SyncBN on GPUs keeps them equal), and the checkpoint has rank 0's
+    # the trained fusion and of the head on the memory read-out differ by
+    # the ranks' own last update (with plain BN; SyncBN on GPUs keeps them
+    # equal), and the checkpoint has rank 0's
+    trained = ('neck.', 'memory_head.')
     buffers0, buffers1 = (
         states[0, 'after']['buffers'], states[1, 'after']['buffers'])
     assert buffers0.keys() == buffers1.keys()
     for name in buffers0:
-        if not name.startswith('neck.'):
+        if not name.startswith(trained):
             torch.testing.assert_close(
                 buffers0[name], buffers1[name], rtol=0, atol=0, msg=name)
-    # the trainable part (memory heads + fusion) did train; the frozen
-    # encoder and decoder did not change
+    # the trainable part (memory heads, fusion and the demo recipe's head on
+    # the read-out) did train; the frozen encoder and decoder did not change
     trainable = set(states[0, 'after']['trainable'])
-    assert trainable and all(n.startswith('neck.') for n in trainable)
+    assert trainable and all(n.startswith(trained) for n in trainable)
+    assert any(n.startswith('neck.') for n in trainable)
     before = states[0, 'before']['params']
     assert any(not torch.equal(before[n], params0[n]) for n in trainable)
     assert all(

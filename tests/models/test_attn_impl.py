@@ -35,7 +35,8 @@ def demo():
                 m.running_var.uniform_(0.5, 2.0)
         # the demo neck is residual and identity at init (alpha = 0) with a
         # zero position prior: give both values so the read-out counts
-        model.neck.residual_scale.uniform_(0.5, 1.5)
+        # (alpha 2 to 4: the random fusion's output is small)
+        model.neck.residual_scale.uniform_(2.0, 4.0)
         model.neck.position_bias.normal_(0, 1)
     clip = torch.randn(1, 4, 3, H, W)
     with torch.no_grad():
