@@ -635,3 +635,21 @@ def test_memory_head_bad_config():
         build(memory_head=dict(channels=8))
     with pytest.raises(ValueError, match='memory_head.*type'):
         build(memory_head='FCNHead')
+    from lma_mmseg.models.necks import LocalMemoryNeck
+
+    @MODELS.register_module(force=True)
+    class ReadoutlessNeck(LocalMemoryNeck):
+        """A memory neck whose forward cannot return the read-out."""
+
+        def forward(self, inputs, memory=None, valid=None):
+            return super().forward(inputs, memory, valid)
+
+    try:
+        # the neck alone works; with a memory head the model names it
+        build(neck=tiny_neck(type='ReadoutlessNeck'))
+        with pytest.raises(ValueError,
+                           match='ReadoutlessNeck.*return_readout'):
+            build(neck=tiny_neck(type='ReadoutlessNeck'),
+                  memory_head=memory_head())
+    finally:
+        MODELS.module_dict.pop('ReadoutlessNeck')

@@ -1,4 +1,5 @@
 """Encoder-decoder segmentor with a memory of past frames."""
+import inspect
 from contextlib import contextmanager
 from typing import (Callable, Iterator, List, NamedTuple, Optional, Sequence,
                     Tuple, Union)
@@ -295,6 +296,17 @@ class VideoEncoderDecoder(EncoderDecoder):
                              f'config with a `type`, e.g. '
                              f"dict(type='FCNHead', channels=64, "
                              f'num_convs=1), got {cfg!r}')
+        try:
+            takes_readout = 'return_readout' in inspect.signature(
+                self.neck.forward).parameters
+        except (TypeError, ValueError):
+            takes_readout = False
+        if not takes_readout:
+            raise ValueError(
+                f'{name}: `memory_head` is trained on the memory read-out, '
+                f'but the neck {type(self.neck).__name__} does not return '
+                f'it (forward(..., return_readout=True)); use '
+                f'LocalMemoryNeck or leave memory_head out')
         channels = getattr(self.neck, 'out_value_channels', None)
         if channels is None and cfg.get('in_channels') is None:
             raise ValueError(
