@@ -100,7 +100,8 @@ class VideoEncoderDecoder(EncoderDecoder):
      extract_feat(): encode_frames(memory frames, one batched call)
                      -> neck.encode_memory() -> neck.push_memory()
                      encode_frames(key frame) -> neck(key feats, memory)
-     loss(): extract_feat() -> decode_head.loss() (+ auxiliary heads)
+     loss(): extract_feat() -> decode_head.loss() (+ auxiliary heads,
+             + memory_head.loss() on the neck's read-out)
      predict(): whole / slide inference (the same windows cut from every
                 frame) -> postprocess_result()
      step(frame, memory): encode_frames(frame) -> neck.encode_memory()
