@@ -78,12 +78,48 @@ def _cfg(rel):
     return copy.deepcopy(_load(rel))
 
 
+# The ResNet-based models are built at a quarter of their width: these
+# tests check wiring (which parts train, what loads, what a lone image
+# gives), not capacity, and the full ResNet-50/101 models took half of this
+# file's time. Depth, strides, dilations, heads and neck keep the config's
+# structure.
+WIDTH_DIVISOR = 4
+CHANNEL_KEYS = ('in_channels', 'channels', 'c1_in_channels', 'c1_channels',
+                'key_channels', 'value_channels', 'gate_channels')
+
+
+def _divide_channels(cfg):
+    """Divide the channel widths of a head or neck config (and of the
+    configs nested in it, e.g. the neck's fusion) by WIDTH_DIVISOR."""
+    for key, value in cfg.items():
+        if key in CHANNEL_KEYS and isinstance(value, int):
+            cfg[key] = value // WIDTH_DIVISOR
+        elif isinstance(value, dict):
+            _divide_channels(value)
+
+
+def _thin(model_cfg):
+    """A ResNet-based model config at 1/WIDTH_DIVISOR of its width; other
+    backbones are left as they are."""
+    if model_cfg.backbone.type not in ('ResNetV1c', 'ResNet'):
+        return
+    model_cfg.backbone.stem_channels = 64 // WIDTH_DIVISOR
+    model_cfg.backbone.base_channels = 64 // WIDTH_DIVISOR
+    for part in ('neck', 'decode_head', 'auxiliary_head', 'memory_head'):
+        cfgs = model_cfg.get(part)
+        for cfg in cfgs if isinstance(cfgs, list) else [cfgs]:
+            if cfg:
+                _divide_channels(cfg)
+
+
 def _build(rel, seed=0, **model_overrides):
-    """Build the model of a config on CPU (SyncBN -> BN, no downloads),
-    its random weights drawn from ``seed``."""
+    """Build the model of a config on CPU (SyncBN -> BN, no downloads, the
+    ResNet-based ones thinner: :func:`_thin`), its random weights drawn
+    from ``seed``."""
     model_cfg = _cfg(rel).model
     model_cfg.pretrained = None
     model_cfg.backbone.pop('init_cfg', None)
+    _thin(model_cfg)
     # Tiny inputs: pad to the input size rather than the training crop.
     model_cfg.data_preprocessor.size = (H, W)
     model_cfg.update(model_overrides)

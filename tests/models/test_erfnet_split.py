@@ -15,7 +15,7 @@ from mmseg.utils import register_all_modules
 
 import lma_mmseg  # noqa: F401  (registers the split ERFNet)
 from helpers import ROOT
-from helpers.tools import run_tool, run_tool_in_process
+from helpers.tools import run_tool_in_process
 from lma_mmseg.models.backbones import erfnet_convert as converter
 
 register_all_modules(init_default_scope=True)
@@ -135,7 +135,7 @@ def test_converter_cli_writes_loadable_checkpoint(mmseg_erfnet, tmp_path):
             meta=dict(dataset_meta=dict(classes=list('abcde'))),
             optimizer=dict(state={}, param_groups=[])), src)
     dst = tmp_path / 'out' / 'split.pth'
-    proc = run_tool(CONVERTER, src, dst)
+    proc = run_tool_in_process(CONVERTER, src, dst)
     assert proc.returncode == 0, proc.stderr
     assert dst.exists()
     # nothing but the result is left in the output folder

@@ -9,7 +9,7 @@ import torch
 
 import lma_mmseg  # noqa: F401
 from helpers import ROOT
-from helpers.tools import run_tool, run_tool_in_process
+from helpers.tools import run_tool_in_process
 from lma_mmseg.apis import StreamingSegmenter, init_model
 from lma_mmseg.apis.video_io import colourise
 from lma_mmseg.fileio import stale_temp_files
@@ -59,13 +59,9 @@ def model_files(tmp_path_factory):
     return str(config), str(ckpt)
 
 
-def infer_video(*args):
-    return run_tool('infer_video.py', *args, timeout=300)
-
-
 def infer_video_in_process(*args):
-    """The tool in this process (``test_folder_of_frames`` runs it as a
-    process)."""
+    """The tool in this process (its process boundary is not what these
+    tests check)."""
     return run_tool_in_process('infer_video.py', *args)
 
 
@@ -82,7 +78,8 @@ def test_folder_of_frames(tmp_path, model_files):
     config, ckpt = model_files
     frames = _frames(tmp_path / 'clip')
     out = tmp_path / 'out'
-    proc = infer_video(config, ckpt, frames, '--out', out, '--opacity', '1.0')
+    proc = infer_video_in_process(config, ckpt, frames, '--out', out,
+                                  '--opacity', '1.0')
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = proc.stdout
     assert 'ms/frame' in printed

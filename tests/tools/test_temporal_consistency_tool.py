@@ -9,7 +9,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from helpers.tools import run_tool, run_tool_in_process
+from helpers.tools import run_tool_in_process
 from lma_mmseg.datasets.prep import DemoDataSettings, make_demo_data
 from lma_mmseg.evaluation.leaderboard import collect_runs
 
@@ -68,22 +68,18 @@ def setup(tmp_path_factory):
     return out
 
 
-def _run(*args):
-    proc = run_tool('analysis/temporal_consistency.py', *args,
-                    env=dict(OMP_NUM_THREADS='1'))
-    return proc.returncode, proc.stdout + proc.stderr
-
-
 def _run_in_process(*args):
-    """The tool in this process: for bad arguments, refused early."""
-    proc = run_tool_in_process('analysis/temporal_consistency.py', *args)
+    """The tool in this process (its process boundary is not what these
+    tests check)."""
+    proc = run_tool_in_process('analysis/temporal_consistency.py', *args,
+                               threads=1)
     return proc.returncode, proc.stdout + proc.stderr
 
 
 def test_static_video_gives_100_and_leaderboard_column(setup):
     run_dir = setup['tmp'] / 'erfnet_static'
-    rc, log = _run(setup['single', 'static'], setup['single', 'ckpt'],
-                   '--out', str(run_dir))
+    rc, log = _run_in_process(setup['single', 'static'],
+                              setup['single', 'ckpt'], '--out', str(run_dir))
     assert rc == 0, log[-3000:]
     data = json.loads((run_dir / 'temporal_consistency.json').read_text())
     assert data['kind'] == 'lma_mmseg.temporal_consistency'

@@ -19,7 +19,7 @@ from PIL import Image
 
 import lma_mmseg  # noqa: F401
 from helpers import ROOT
-from helpers.tools import run_tool, run_tool_in_process
+from helpers.tools import run_tool_in_process
 from lma_mmseg.datasets.prep import DemoDataSettings, make_demo_data
 from lma_mmseg.evaluation.test_config import build_test_cfg, switch_split
 
@@ -137,14 +137,10 @@ def test_val_metrics_json_and_cityscapes_crosscheck(demo, kind):
     show = demo['tmp'] / f'show_{kind}'
     args = ('test.py', demo[kind]['config'], demo[kind]['ckpt'], '--work-dir',
             demo['tmp'] / 'work', '--out', out, '--show-dir', show)
-    if kind == 'lma':
-        # the command line end to end, as a process: the suite's one plain
-        # `python tools/test.py` run (tools/dist_test.sh starts it under
-        # torchrun in the slow tests/engine/test_dist_train.py)
-        proc = run_tool(*args, check=True)
-    else:  # in this process: its process boundary is the 'lma' run's
-        proc = run_tool_in_process(*args)
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    # in this process: tools/dist_test.sh starts tools/test.py as processes
+    # (tests/engine/test_dist_train.py)
+    proc = run_tool_in_process(*args)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     # the metrics the Runner logs: "Epoch(test) [3/3]  aAcc: ... mIoU: ..."
     log = proc.stdout + proc.stderr
     lines = [
