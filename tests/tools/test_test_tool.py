@@ -203,7 +203,7 @@ def test_val_metrics_json_and_cityscapes_crosscheck(demo, kind):
 @pytest.mark.parametrize('kind', ['single', 'lma'])
 def test_format_only_on_test_split(demo, kind):
     out = demo['tmp'] / f'submission_{kind}'
-    # in this process (the test above runs the tool as a process)
+    # in this process, as the test above
     proc = run_tool_in_process(
         'test.py', demo[kind]['config'], demo[kind]['ckpt'], '--work-dir',
         demo['tmp'] / 'work', '--format-only', '--out', out)
