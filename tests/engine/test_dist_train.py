@@ -1,5 +1,8 @@
 """tools/dist_train.sh: 2 processes, gloo on CPU, the LMA-ERFNet demo config
-(configs/demo/lma-erfnet_demo.py) on a few demo clips."""
+(configs/demo/lma-erfnet_demo.py) on a few demo clips: one documented
+training run (shared by the tests of its ranks, of its checkpoint with
+tools/dist_test.sh and of the command line), and a SyncBN run that must
+stop with a clear error."""
 import os.path as osp
 import socket
 import time
@@ -14,14 +17,13 @@ from helpers.tools import run_tool
 ITERS = 3
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'lma-erfnet_demo.py')
 
-CONFIG_REST = """
-norm_cfg = dict(type='{norm}', requires_grad=True)
+# The demo config with SyncBN in the decoder and the fusion, on 48x96 crops
+SYNCBN_REST = """
+norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     decode_head=dict(norm_cfg=norm_cfg),
-    neck=dict(fusion=dict(norm_cfg=norm_cfg)),
-    # the paper's setting: only the memory heads and the fusion train
-    freeze=('backbone', 'decode_head'))
+    neck=dict(fusion=dict(norm_cfg=norm_cfg)))
 train_dataloader = dict(
     batch_size=1, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
@@ -31,11 +33,7 @@ val_evaluator = None
 test_dataloader = None
 test_cfg = None
 test_evaluator = None
-train_cfg = dict(max_iters={iters}, val_interval=10**6)
-default_hooks = dict(
-    logger=dict(interval=1),
-    checkpoint=dict(type='AtomicCheckpointHook', interval={iters}))
-custom_hooks = [dict(type='RankStateDumpHook')]
+train_cfg = dict(max_iters=1, val_interval=10**6)
 """
 
 
@@ -45,31 +43,52 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _dist_train(tmp_path, data_root, norm='BN'):
-    config = tmp_path / 'lma_dist.py'
-    config.write_text(
-        small_demo_config(
-            DEMO_CONFIG, str(data_root), 'helpers.rank_dump_hook',
-            CONFIG_REST.format(norm=norm, iters=ITERS)))
-    work_dir = tmp_path / 'work'
-    start = time.monotonic()
-    # no backend or wrapper option: on CPU the launch path picks them
-    proc = run_tool(
-        'dist_train.sh', config, 2, '--work-dir', work_dir,
-        env=_dist_env())
-    return proc, work_dir, time.monotonic() - start
-
-
 def _dist_env():
     import sys
     return dict(PYTHON=sys.executable, PORT=str(_free_port()),
                 OMP_NUM_THREADS='1')
 
 
+# What the shared run adds to the documented command line, for the checks
+# below: every rank saves its state before and after training, and (the
+# paper's setting) only the memory heads, the fusion and the head on the
+# memory read-out train.
+CHECK_OPTIONS = (
+    # a full import path: mmengine imports the hook's module itself
+    'default_hooks.rank_dump.type=helpers.rank_dump_hook.RankStateDumpHook',
+    'default_hooks.logger.interval=1',
+    'model.freeze=[backbone,decode_head]',
+)
+
+
 @pytest.fixture(scope='module')
 def dist_run(tmp_path_factory, demo_data):
-    """One 2-process training run, shared by the tests below."""
-    return _dist_train(tmp_path_factory.mktemp('dist_train'), demo_data)
+    """``tools/dist_train.sh configs/demo/lma-erfnet_demo.py 2 --cfg-options
+    train_cfg.max_iters=3`` as a user types it (README), in a folder with
+    the demo data (``data/demo``) and the single-frame checkpoint the config
+    starts from, plus :data:`CHECK_OPTIONS`: one 2-process training run,
+    shared by the tests below."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    tmp = tmp_path_factory.mktemp('dist_train')
+    (tmp / 'data').mkdir()
+    (tmp / 'data' / 'demo').symlink_to(demo_data)
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', 'erfnet_demo.py'))
+    start = tmp / Config.fromfile(DEMO_CONFIG).load_from
+    start.parent.mkdir(parents=True)
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict()), start)
+    (tmp / 'configs').symlink_to(osp.join(ROOT, 'configs'))
+    begin = time.monotonic()
+    proc = run_tool(
+        'dist_train.sh', 'configs/demo/lma-erfnet_demo.py', 2,
+        '--cfg-options', f'train_cfg.max_iters={ITERS}', *CHECK_OPTIONS,
+        cwd=tmp, env=_dist_env(), timeout=900)
+    work_dir = tmp / 'work_dirs' / 'lma-erfnet_demo'
+    return proc, work_dir, time.monotonic() - begin
 
 
 def test_two_cpu_processes_end_with_identical_parameters(dist_run):
@@ -121,7 +140,12 @@ def test_syncbn_is_refused_on_cpu_with_a_clear_error(tmp_path, demo_data):
     """torch 2.13 has no CPU SyncBatchNorm: DDP refuses CPU modules with
     SyncBN layers. The run must stop with torch's clear message (the
     README documents BN as the CPU alternative), not hang."""
-    proc, _, _ = _dist_train(tmp_path, demo_data, norm='SyncBN')
+    config = tmp_path / 'lma_syncbn.py'
+    config.write_text(
+        small_demo_config(DEMO_CONFIG, str(demo_data),
+                          'helpers.rank_dump_hook', SYNCBN_REST))
+    proc = run_tool('dist_train.sh', config, 2, '--work-dir',
+                    tmp_path / 'work', env=_dist_env())
     assert proc.returncode != 0
     assert 'SyncBatchNorm layers only work with GPU modules' in proc.stderr
 
@@ -160,32 +184,14 @@ def test_dist_scripts_check_their_arguments(script, args, expected):
 
 
 @pytest.mark.slow
-def test_demo_config_as_documented(tmp_path):
-    """``tools/dist_train.sh configs/demo/lma-erfnet_demo.py 2 --cfg-options
-    train_cfg.max_iters=2`` exactly as a user types it, in a folder with the
-    demo data (``data/demo``) and the single-frame checkpoint the config
-    starts from: no backend or wrapper option on a machine without CUDA."""
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    from lma_mmseg.datasets.prep import DemoDataSettings, make_demo_data
-    make_demo_data(str(tmp_path / 'data' / 'demo'), DemoDataSettings(
-        num_train=4, num_val=1, num_test=0, frames='memory'))
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', 'erfnet_demo.py'))
-    lma_cfg = Config.fromfile(DEMO_CONFIG)
-    start = tmp_path / lma_cfg.load_from
-    start.parent.mkdir(parents=True)
-    init_default_scope('mmseg')
-    torch.manual_seed(0)
-    torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict()), start)
-    (tmp_path / 'configs').symlink_to(osp.join(ROOT, 'configs'))
-    proc = run_tool(
-        'dist_train.sh', 'configs/demo/lma-erfnet_demo.py', 2,
-        '--cfg-options', 'train_cfg.max_iters=2', cwd=tmp_path,
-        env=_dist_env(), timeout=900)
+def test_demo_config_as_documented(dist_run):
+    """The documented command (:func:`dist_run`) needs no backend or
+    wrapper option on a machine without CUDA: the launch path picks gloo
+    and the CPU wrapper; rank 0 writes the checkpoint into the config's
+    default work folder."""
+    proc, work_dir, _ = dist_run
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
-    work_dir = tmp_path / 'work_dirs' / 'lma-erfnet_demo'
-    assert (work_dir / 'last_checkpoint').read_text().endswith('iter_2.pth')
+    assert (work_dir /
+            'last_checkpoint').read_text().endswith(f'iter_{ITERS}.pth')
     assert "replaced by 'gloo'" in log
