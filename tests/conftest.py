@@ -97,6 +97,26 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope='session', autouse=True)
+def unformatted_config_text():
+    """Configs made in a test process are not yapf-formatted
+    (:mod:`helpers.config_text`)..."""
+    from helpers.config_text import unformatted_configs
+    with unformatted_configs():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def formatted_config_text(request):
+    """...except in the tests marked ``formatted_configs``."""
+    if not request.node.get_closest_marker('formatted_configs'):
+        yield
+        return
+    from helpers.config_text import formatted_configs
+    with formatted_configs():
+        yield
+
+
 @pytest.fixture(autouse=True)
 def mmseg_scope():
     """Build with mmseg's registries, as configs with

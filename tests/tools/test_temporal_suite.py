@@ -256,6 +256,7 @@ def test_suite_end_to_end(suite_run, tool, capsys):
     assert _read(osp.join(work, 'suite.md')) == md
 
 
+@pytest.mark.formatted_configs
 def test_finished_run_is_reused_with_tuple_settings(tmp_path):
     """A finished run's result.json (settings stored as JSON, so tuples
     are lists) is reused by a restarted suite, e.g. the motion mode's
