@@ -25,12 +25,14 @@ LMA = osp.join(ROOT, 'configs', 'demo', 'lma-erfnet_demo.py')
 ITERS = 2
 
 
-def _run(tool, args):
-    """Run a training script: ours in this process (its process boundary
-    is not what these tests check), mmseg's in a fresh interpreter that has
-    never imported lma_mmseg (the configs' ``custom_imports`` must do it)."""
-    if tool == TRAIN:
-        proc = run_tool_in_process('train.py', *args)
+def _run(tool, args, fresh=False):
+    """Run a training script in this process, or (``fresh``) in a fresh
+    interpreter that has never imported lma_mmseg: mmseg's own
+    tools/train.py on the LMA config, whose ``custom_imports`` must then
+    register our components (the single-frame runs' process boundary is
+    not what these tests check)."""
+    if not fresh:
+        proc = run_tool_in_process(tool, *args)
     else:
         proc = subprocess.run([sys.executable, tool] + args,
                               env=tool_env(OMP_WAIT_POLICY='PASSIVE'),
@@ -67,11 +69,12 @@ def _options(data_root, extra=()):
     return ['--cfg-options'] + opts + list(extra)
 
 
-def _train(tool, config, work_dir, data_root, extra=()):
-    """Train ``config`` with ``tool``; check the checkpoint, the logged
-    iterations and the validation mIoU; return the log."""
+def _train(tool, config, work_dir, data_root, extra=(), fresh=False):
+    """Train ``config`` with ``tool`` (``fresh``: see :func:`_run`); check
+    the checkpoint, the logged iterations and the validation mIoU; return
+    the log."""
     log = _run(tool, [config, '--work-dir', work_dir] +
-               _options(data_root, extra))
+               _options(data_root, extra), fresh=fresh)
     assert osp.isfile(osp.join(work_dir, f'iter_{ITERS}.pth'))
     assert f'Iter(train) [{ITERS}/{ITERS}]' in log
     (metrics, ) = _val_metrics(work_dir)
@@ -109,5 +112,6 @@ def test_lma_demo_trains_from_the_single_frame_checkpoint(
         erfnet_run, trainer, tmp_path):
     ckpt = erfnet_run['ckpt']
     log = _train(TRAINERS[trainer], LMA, str(tmp_path / f'lma_{trainer}'),
-                 erfnet_run['data_root'], [f'load_from={ckpt}'])
+                 erfnet_run['data_root'], [f'load_from={ckpt}'],
+                 fresh=trainer == 'mmseg')
     assert f'Load checkpoint from {ckpt}' in log

@@ -52,10 +52,12 @@ def _dist_env():
 # What the shared run adds to the documented command line, for the checks
 # below: every rank saves its state before and after training, and (the
 # paper's setting) only the memory heads, the fusion and the head on the
-# memory read-out train; one clip per rank and step (the wiring is checked,
-# not the throughput).
+# memory read-out train; one clip per rank and step, at the size of the
+# data (64x128, not padded to the 128x256 crop): the wiring is checked, not
+# the throughput.
 CHECK_OPTIONS = (
     'train_dataloader.batch_size=1',
+    'model.data_preprocessor.size=[64,128]',
     # a full import path: mmengine imports the hook's module itself
     'default_hooks.rank_dump.type=helpers.rank_dump_hook.RankStateDumpHook',
     'default_hooks.logger.interval=1',

@@ -23,6 +23,7 @@ from mmengine.runner import Runner
 from mmseg.registry import HOOKS
 
 import lma_mmseg  # noqa: F401
+from helpers.config_text import unformatted_configs
 from helpers.tiny_models import lma_model_cfg, single_model_cfg
 
 CKPT_INTERVAL = 3
@@ -129,15 +130,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.die_at_fsync:
         die_at_fsync(args.die_at_fsync, args.die_at_count)
-    runner = Runner.from_cfg(
-        tiny_cfg(
-            args.work_dir,
-            args.max_iters,
-            resume=args.resume,
-            sleep=args.sleep,
-            max_keep_ckpts=args.max_keep_ckpts,
-            clip=args.clip))
-    runner.train()
+    # as in the test processes: configs without yapf formatting
+    with unformatted_configs():
+        runner = Runner.from_cfg(
+            tiny_cfg(
+                args.work_dir,
+                args.max_iters,
+                resume=args.resume,
+                sleep=args.sleep,
+                max_keep_ckpts=args.max_keep_ckpts,
+                clip=args.clip))
+        runner.train()
     return 0
 
 
