@@ -13,18 +13,8 @@ nothing else: ``weights_only`` stays on, and a checkpoint holding any other
 pickled object is still refused. ``getattr`` in particular is not allowed as
 such; the name resolves to :func:`_history_buffer_getattr`, which only looks
 up HistoryBuffer's statistics methods.
-
-mmengine resolves a config's base in another package (``_base_ =
-['mmseg::pspnet/pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py']``) by reading
-that package's model index and every metafile the index lists (106 YAML files
-for mmseg 1.2.2) for each such base of each config it loads: 0.4-0.8 s a time
-on a 2-core machine, most of the time to load an LMA config built on an mmseg
-one. :func:`cache_external_config_index` reads the index once per package
-and process (an installed package's metafiles do not change while it runs).
 """
-import os.path as osp
 import pickle
-import warnings
 
 import numpy as np
 import torch
@@ -36,8 +26,6 @@ from mmengine.utils import digit_version
 _DEFAULT_STATISTICS = ('min', 'max', 'current', 'mean')
 
 _applied = False
-_config_index = {}  # package path -> {config name: its metafile entry}
-_mmengine_cfg_metainfo = None  # mmengine's own, once replaced
 
 
 def _history_buffer_getattr(obj, name):
@@ -99,44 +87,4 @@ def allow_mmengine_checkpoints():
     _applied = True
 
 
-def _external_config_index(package_path):
-    """The configs of an installed OpenMMLab package, by name (the path under
-    ``configs/`` without ``.py``), with their metafile entries: the first
-    entry of each config, as mmengine takes it."""
-    from mmengine.fileio import load
-    mim = osp.join(package_path, '.mim')
-    index = {}
-    for metafile in load(osp.join(mim, 'model-index.yml'))['Import']:
-        for model in load(osp.join(mim, metafile))['Models']:
-            if 'Config' not in model:
-                warnings.warn(f'There is not `Config` define in {model}')
-                continue
-            index.setdefault(model['Config'].partition('/')[-1], model)
-    return index
-
-
-def _cached_cfg_metainfo(package_path, cfg_path):
-    """mmengine's ``_get_cfg_metainfo``, the package's index read once."""
-    if package_path not in _config_index:
-        _config_index[package_path] = _external_config_index(package_path)
-    index = _config_index[package_path]
-    if cfg_path not in index:
-        raise ValueError(f'Expected configs: {index.keys()}, but got '
-                         f'{cfg_path}')
-    return index[cfg_path]
-
-
-def cache_external_config_index():
-    """Let mmengine read the config index of a package (``mmseg::``) once
-    per process. A no-op where mmengine has no ``_get_cfg_metainfo``."""
-    global _mmengine_cfg_metainfo
-    import mmengine.config.utils as config_utils
-    original = getattr(config_utils, '_get_cfg_metainfo', None)
-    if original is None or original is _cached_cfg_metainfo:
-        return
-    _mmengine_cfg_metainfo = original
-    config_utils._get_cfg_metainfo = _cached_cfg_metainfo
-
-
 allow_mmengine_checkpoints()
-cache_external_config_index()

@@ -99,10 +99,10 @@ def pytest_configure(config):
 
 @pytest.fixture(scope='session', autouse=True)
 def unformatted_config_text():
-    """Configs made in a test process are not yapf-formatted
-    (:mod:`helpers.config_text`)..."""
-    from helpers.config_text import unformatted_configs
-    with unformatted_configs():
+    """Configs made in a test process are not yapf-formatted, and mmseg's
+    config index is read once (:mod:`helpers.config_text`)..."""
+    from helpers.config_text import cached_config_index, unformatted_configs
+    with unformatted_configs(), cached_config_index():
         yield
 
 
