@@ -123,3 +123,38 @@ def mmseg_scope():
     ``default_scope='mmseg'`` do."""
     from mmengine.registry import init_default_scope
     init_default_scope('mmseg')
+
+
+def _freeze_live_objects():
+    """Move every live object out of the cyclic garbage collector's sight
+    (:func:`gc.freeze`): the modules, registries and session fixtures a
+    test process holds (over 300,000 objects once torch and mmseg are
+    imported) are traversed by every full collection otherwise, and those
+    took a sixth of the CPU time of the in-process tests (9.3 of 55 s for
+    the config, dataset and op tests; 1.2 s frozen). Only what is alive
+    after a collection is frozen, so nothing that is garbage now is kept."""
+    import gc
+    gc.collect()
+    gc.freeze()
+
+
+def pytest_collection_finish(session):
+    if not _xdist_controller(session.config):
+        _freeze_live_objects()
+
+
+@pytest.fixture(scope='module', autouse=True)
+def fresh_dynamo_per_module():
+    """Each test file starts with dynamo's caches empty, as it would alone:
+    the graphs a file compiled (and the guards on their code objects, such
+    as a model's ``step``) are dropped when it ends, so that a later file's
+    ``torch.compile`` of the same code does not check them first (the
+    compiled benchmark test took 14 s instead of 7 s after
+    tests/apis/test_compile.py in one worker). What the file imported and
+    the session's fixtures are then frozen too."""
+    yield
+    import sys
+    dynamo = sys.modules.get('torch._dynamo')
+    if dynamo is not None:
+        dynamo.reset()
+    _freeze_live_objects()
