@@ -378,3 +378,23 @@ def test_log_tail_keeps_a_deep_traceback_whole(tmp_path):
     assert tail.endswith('no data\n')
     assert len(TS._log_tail(str(log), limit=1000)) == 1000
     assert TS._log_tail(str(tmp_path / 'missing.log')) == '(no log)'
+
+
+def test_frozen_heap_undoes_only_its_own_freeze():
+    """The suite freezes the heap it starts with and unfreezes it at the
+    end; a heap its caller froze (as the test processes do,
+    tests/conftest.py) stays frozen."""
+    import gc
+    gc.unfreeze()
+    try:
+        with TS._frozen_heap():
+            assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() == 0
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        with TS._frozen_heap():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:  # the test process's frozen heap, as it was
+        gc.collect()
+        gc.freeze()
